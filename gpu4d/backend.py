@@ -1,0 +1,223 @@
+"""Backends: what differs between the CPU and the GPU, chosen once and passed down.
+
+A backend holds the array module (numpy or cupy), the kernel engine (numba CPU kernels or
+numba CUDA kernels), the KMeans engine (scikit-learn or cuML) and the host/device transfers.
+Everything above it (``gpu4d.pipeline``) is one code path.
+
+The GPU backend runs in three settings:
+
+* a real GPU: cupy arrays, CUDA kernels, cuML, pinned double-buffered transfers (``_gpu``);
+* numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``): the same CUDA kernels run on the CPU
+  over numpy arrays, with scikit-learn standing in for cuML. This is how CI checks the GPU path;
+* no GPU: ``backend="gpu"`` raises BackendUnavailable, ``backend="auto"`` warns and uses the CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BackendUnavailable, InputError
+
+BACKEND_NAMES = ("cpu", "gpu", "auto")
+GPU_INSTALL_HINT = "install the GPU extra with: pip install 'gpu4d[gpu]' (CUDA 12 driver needed)"
+
+
+@dataclass(frozen=True)
+class KMeansFit:
+    """A fitted KMeans, on the host."""
+
+    labels: np.ndarray  # (n,) int32
+    centers: np.ndarray  # (k, m) float32
+    inertia: float
+    n_iter: int
+
+
+class CpuBackend:
+    """numpy arrays, numba CPU kernels, scikit-learn KMeans."""
+
+    name = "cpu"
+    kernel_target = "cpu"
+    simulated = False
+    xp = np
+
+    def describe(self) -> str:
+        import numba
+
+        return f"CPU: numba {numba.__version__} kernels on {os.cpu_count()} cores, scikit-learn KMeans"
+
+    # transfers -----------------------------------------------------------------------------
+    def to_device(self, array):
+        return np.asarray(array)
+
+    def to_host(self, array) -> np.ndarray:
+        return np.asarray(array)
+
+    def device_batches(self, host_batches):
+        """Yield ``(start, batch)`` ready for the kernels; the CPU needs no transfer."""
+        yield from host_batches
+
+    def synchronize(self) -> None:
+        pass
+
+    def free_memory_bytes(self) -> int | None:
+        return None
+
+    # kernels ------------------------------------------------------------------------------
+    def preprocess(self, raw, shifts, pixel_y, pixel_x, transform, norm, out):
+        from .kernels.preprocess import launch_preprocess_cpu
+
+        return launch_preprocess_cpu(raw, shifts, pixel_y, pixel_x, transform, norm, out)
+
+    # clustering ---------------------------------------------------------------------------
+    def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state) -> KMeansFit:
+        return _sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state)
+
+
+class GpuBackend(CpuBackend):
+    """CUDA kernels; cupy + cuML on a real GPU, numpy + scikit-learn under the simulator."""
+
+    name = "gpu"
+    kernel_target = "cuda"
+
+    def __init__(self, simulated: bool):
+        self.simulated = simulated
+        if simulated:
+            self.xp = np
+            self._device = None
+        else:
+            from . import _gpu
+
+            self._device = _gpu.Device()
+            self.xp = self._device.cupy
+
+    def describe(self) -> str:
+        if self.simulated:
+            return "GPU (numba CUDA simulator on the CPU; scikit-learn stands in for cuML)"
+        return self._device.describe()
+
+    def to_device(self, array):
+        return array if self.simulated else self._device.to_device(array)
+
+    def to_host(self, array) -> np.ndarray:
+        return np.asarray(array) if self.simulated else self._device.to_host(array)
+
+    def device_batches(self, host_batches):
+        if self.simulated:
+            yield from host_batches
+        else:
+            yield from self._device.stream_batches(host_batches)
+
+    def synchronize(self) -> None:
+        if not self.simulated:
+            self._device.synchronize()
+
+    def free_memory_bytes(self) -> int | None:
+        return None if self.simulated else self._device.free_memory_bytes()
+
+    def preprocess(self, raw, shifts, pixel_y, pixel_x, transform, norm, out):
+        from .kernels.preprocess_cuda import launch_preprocess_cuda
+
+        stream = 0 if self.simulated else self._device.numba_compute_stream()
+        return launch_preprocess_cuda(
+            raw, shifts, pixel_y, pixel_x, transform, norm, out, stream=stream
+        )
+
+    def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state) -> KMeansFit:
+        if self.simulated:
+            return _sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state)
+        return self._device.cuml_kmeans(features, n_clusters, n_init, max_iter, tol, random_state)
+
+
+def _sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state) -> KMeansFit:
+    from sklearn.cluster import KMeans
+
+    # copy_x=False: KMeans centres the data in place and restores it, instead of copying
+    # the whole feature matrix.
+    model = KMeans(
+        n_clusters=n_clusters,
+        init="k-means++",
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        random_state=random_state,
+        copy_x=False,
+    )
+    model.fit(features)
+    return KMeansFit(
+        labels=model.labels_.astype(np.int32),
+        centers=model.cluster_centers_.astype(np.float32),
+        inertia=float(model.inertia_),
+        n_iter=int(model.n_iter_),
+    )
+
+
+def cuda_simulator_enabled() -> bool:
+    """True when numba's CUDA simulator is on (decided when numba is first imported)."""
+    from numba import config
+
+    return bool(getattr(config, "ENABLE_CUDASIM", False))
+
+
+def gpu_problem() -> str | None:
+    """Why no real GPU backend can run here, or None if one can.
+
+    "Usable" means ``cupy.cuda.is_available()``: cupy imports fine on a machine without a
+    driver and only fails at the first allocation.
+    """
+    if importlib.util.find_spec("cupy") is None:
+        return "cupy is not installed"
+    try:
+        import cupy
+
+        if not cupy.cuda.is_available():
+            return "no CUDA driver or device found (cupy.cuda.is_available() is False)"
+    except Exception as exc:  # noqa: BLE001 - a broken CUDA install raises many kinds
+        return f"cupy cannot reach CUDA ({type(exc).__name__}: {exc})"
+    if importlib.util.find_spec("cuml") is None:
+        return "cuml is not installed"
+    if importlib.util.find_spec("numba_cuda") is None and importlib.util.find_spec("numba.cuda") is None:
+        return "numba's CUDA support (numba-cuda) is not installed"
+    return None
+
+
+def get_backend(name: str = "auto", *, warn: bool = True):
+    """Choose the backend once: ``"cpu"``, ``"gpu"`` or ``"auto"`` (GPU if usable, else CPU).
+
+    ``"gpu"`` also runs under numba's CUDA simulator; ``"auto"`` never picks the simulator.
+    """
+    if not isinstance(name, str) or name not in BACKEND_NAMES:
+        raise InputError(f"backend must be one of {', '.join(BACKEND_NAMES)}; got {name!r}")
+    if name == "cpu":
+        return CpuBackend()
+    if cuda_simulator_enabled():
+        if name == "gpu":
+            return GpuBackend(simulated=True)
+        problem = "numba's CUDA simulator is on (NUMBA_ENABLE_CUDASIM=1) and auto does not use it"
+    else:
+        problem = gpu_problem()
+        if problem is None:
+            return GpuBackend(simulated=False)
+    if name == "gpu":
+        raise BackendUnavailable(f"backend='gpu' cannot run here: {problem}; {GPU_INSTALL_HINT}")
+    if warn:
+        warnings.warn(f"backend='auto': no usable GPU ({problem}); using the CPU backend", stacklevel=3)
+    return CpuBackend()
+
+
+def backend_report() -> dict[str, str]:
+    """For ``gpu4d info``: each backend, and whether it can run here or why not."""
+    problem = gpu_problem()
+    report = {"cpu": "usable: " + CpuBackend().describe()}
+    if problem is None:
+        report["gpu"] = "usable"
+    else:
+        report["gpu"] = f"not usable: {problem}; {GPU_INSTALL_HINT}"
+    if cuda_simulator_enabled():
+        report["gpu (simulated)"] = "usable: NUMBA_ENABLE_CUDASIM=1, backend='gpu' runs the simulator"
+    report["auto"] = "gpu" if problem is None else "cpu"
+    return report

@@ -1,0 +1,169 @@
+"""``gpu4d.cluster``: one code path from a scan to labels and cluster patterns, on any backend."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .backend import get_backend
+from .dataset import open_dataset
+from .errors import InputError
+from .masks import build_mask, parse_mask
+from .preprocessing import (
+    NORMALIZATIONS,
+    TRANSFORMS,
+    build_features,
+    cluster_mean_patterns,
+    mean_pattern,
+    option_code,
+    resolve_batch_size,
+)
+from .progress import StageTimer, stage_spinner
+from .result import ClusterResult
+
+
+def cluster(
+    data,
+    n_clusters: int = 6,
+    *,
+    mask="auto",
+    normalize: str = "max",
+    transform: str = "none",
+    align=None,
+    backend: str = "cpu",
+    random_state: int | None = 0,
+    n_init: int = 3,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    batch_size: int | None = None,
+    reader: str | None = None,
+    progress: bool = False,
+) -> ClusterResult:
+    """Cluster the patterns of a 4D-STEM scan with KMeans.
+
+    Parameters
+    ----------
+    data : path, numpy/dask array (ny, nx, qy, qx), HyperSpy signal or Dataset
+    n_clusters : number of clusters k, 1 <= k <= ny * nx.
+    mask : "auto", "none", R, (CY, CX, R), "annulus:R1,R2", boolean (qy, qx) array (True =
+        masked) or a .npy path. ``"auto"`` masks the direct beam found in the mean pattern.
+    normalize : "max" (the original method), "l2", "sum" or "none"; per pattern, after masking.
+    transform : "none", "sqrt" or "log1p", applied to intensities before normalizing.
+    align : None, True, "com", "xcorr" or "fit": shift every pattern onto its direct beam first.
+    backend : "cpu", "gpu" or "auto" (the GPU if usable, else the CPU with a warning).
+    random_state, n_init, max_iter, tol : KMeans parameters (scikit-learn's meaning).
+    batch_size : patterns per batch; by default from the backend's memory.
+    reader : RosettaSciIO reader name for files several readers claim.
+    progress : show progress bars on stderr.
+    """
+    _check_kmeans_parameters(n_clusters, n_init, max_iter, tol, random_state)
+    transform_code = option_code(TRANSFORMS, transform, "transform")
+    norm_code = option_code(NORMALIZATIONS, normalize, "normalize")
+    mask_spec = parse_mask(mask)
+    align_method = _resolve_align(align)
+    engine = get_backend(backend)
+    timer = StageTimer()
+
+    with timer.stage("open"):
+        dataset = open_dataset(data, reader=reader)
+    if n_clusters > dataset.n_patterns:
+        raise InputError(
+            f"n_clusters={n_clusters} should be <= the number of patterns {dataset.n_patterns}"
+        )
+
+    with timer.stage("mask"):
+        needs_beam = mask_spec.needs_beam_centre or align_method is not None
+        mean = mean_pattern(dataset) if needs_beam else None
+        detector_mask = build_mask(mask_spec, dataset.detector_shape, mean)
+        pixels = detector_mask.kept_pixels()
+    batch = resolve_batch_size(batch_size, dataset, engine, detector_mask.n_kept)
+    _check_device_memory(engine, dataset, detector_mask.n_kept)
+
+    shifts = centres = None
+    if align_method is not None:
+        from .alignment import measure_alignment
+
+        with timer.stage("align"):
+            centres, shifts, align_info = measure_alignment(
+                dataset, engine, align_method, mean, batch, progress
+            )
+
+    with timer.stage("preprocess"):
+        features = build_features(dataset, engine, pixels, transform_code, norm_code, shifts, batch, progress)
+
+    with timer.stage("kmeans"), stage_spinner(progress, f"KMeans k={n_clusters}"):
+        fit = engine.kmeans(
+            features, n_clusters, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state
+        )
+    del features
+
+    with timer.stage("mean_patterns"):
+        means, sizes = cluster_mean_patterns(dataset, engine, fit.labels, n_clusters, shifts, batch, progress)
+
+    centroids = np.zeros((n_clusters, *dataset.detector_shape), np.float32)
+    centroids[:, pixels[0], pixels[1]] = fit.centers
+    parameters = {
+        "n_clusters": n_clusters,
+        "mask": mask_spec.text,
+        "normalize": normalize,
+        "transform": transform,
+        "align": align_method,
+        "backend_requested": backend,
+        "random_state": random_state,
+        "n_init": n_init,
+        "max_iter": max_iter,
+        "tol": tol,
+        "batch_size": batch,
+    }
+    extra = {"alignment": align_info} if align_method is not None else {}
+    return ClusterResult(
+        labels=fit.labels.reshape(dataset.scan_shape),
+        centroids=centroids,
+        mean_patterns=means,
+        cluster_sizes=sizes,
+        inertia=fit.inertia,
+        n_iter=fit.n_iter,
+        backend=engine.name,
+        backend_description=engine.describe(),
+        parameters=parameters,
+        mask=detector_mask,
+        timings={k: round(v, 4) for k, v in timer.seconds.items()},
+        scan_axes=dataset.scan_axes,
+        detector_axes=dataset.detector_axes,
+        source=dataset.source,
+        centres=None if centres is None else centres.reshape(*dataset.scan_shape, 2),
+        extra=extra,
+    )
+
+
+def _check_kmeans_parameters(n_clusters, n_init, max_iter, tol, random_state) -> None:
+    for name, value in (("n_clusters", n_clusters), ("n_init", n_init), ("max_iter", max_iter)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise InputError(f"{name}={value!r} should be an integer >= 1")
+    if not isinstance(tol, numbers.Real) or not tol >= 0:
+        raise InputError(f"tol={tol!r} should be a number >= 0")
+    if random_state is not None and (isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral)):
+        raise InputError(f"random_state={random_state!r} should be an integer or None")
+
+
+def _resolve_align(align):
+    if align is None or align is False:
+        return None
+    from .align import resolve_align
+
+    return resolve_align(align)
+
+
+def _check_device_memory(engine, dataset, n_features: int) -> None:
+    """Refuse, before any work, a feature matrix that cannot fit in device memory."""
+    free = engine.free_memory_bytes()
+    if free is None:
+        return
+    needed = 4 * dataset.n_patterns * n_features
+    if needed > 0.9 * free:
+        raise InputError(
+            f"{dataset.source}: the preprocessed matrix needs {needed / 2**30:.1f} GiB but the GPU "
+            f"has {free / 2**30:.1f} GiB free; bin the detector (e.g. 2x2), crop the scan or the "
+            "detector, or use 'gpu4d sweep', whose reduced-dimension mode needs far less"
+        )

@@ -1,0 +1,148 @@
+"""The result of a clustering run: arrays, parameters, timings, and how to save them."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import Axis
+from .masks import DetectorMask
+
+#: Files ``ClusterResult.save`` writes (figures and ``centres.npy`` when they apply).
+RESULT_FILES = (
+    "labels.npy",
+    "centroids.npy",
+    "mean_patterns.npy",
+    "summary.json",
+    "clusters.hspy",
+    "labels.png",
+    "centroids.png",
+    "mean_patterns.png",
+)
+
+
+@dataclass
+class ClusterResult:
+    """Labels and cluster patterns of one scan.
+
+    Attributes
+    ----------
+    labels : (ny, nx) int32
+        Cluster of each scan position.
+    centroids : (k, qy, qx) float32
+        KMeans centroids in the preprocessed space (masked pixels are 0).
+    mean_patterns : (k, qy, qx) float32
+        Mean raw pattern of each cluster (aligned, if alignment ran): what to read to
+        interpret a cluster.
+    cluster_sizes : (k,) int64
+    inertia, n_iter : KMeans' final inertia and iteration count.
+    backend : "cpu" or "gpu": the backend that actually ran.
+    parameters : every parameter used, including the mask that ``auto`` found.
+    timings : seconds per stage.
+    centres : (ny, nx, 2) float32 or None
+        Measured direct-beam centres (cy, cx) when alignment ran.
+    """
+
+    labels: np.ndarray
+    centroids: np.ndarray
+    mean_patterns: np.ndarray
+    cluster_sizes: np.ndarray
+    inertia: float
+    n_iter: int
+    backend: str
+    backend_description: str
+    parameters: dict
+    mask: DetectorMask
+    timings: dict
+    scan_axes: tuple[Axis, Axis]
+    detector_axes: tuple[Axis, Axis]
+    source: str
+    centres: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.centroids.shape[0])
+
+    def summary(self) -> dict:
+        """What ``summary.json`` holds."""
+        from . import __version__
+
+        sizes = [int(c) for c in self.cluster_sizes]
+        total = max(1, sum(sizes))
+        return {
+            "source": self.source,
+            "scan_shape": list(self.labels.shape),
+            "detector_shape": list(self.centroids.shape[1:]),
+            "n_clusters": self.n_clusters,
+            "inertia": self.inertia,
+            "n_iter": self.n_iter,
+            "cluster_sizes": sizes,
+            "cluster_fractions": [s / total for s in sizes],
+            "backend": self.backend,
+            "backend_description": self.backend_description,
+            "parameters": self.parameters,
+            "mask": self.mask.describe(),
+            "timings_s": self.timings,
+            "scan_axes": [a.as_dict() for a in self.scan_axes],
+            "detector_axes": [a.as_dict() for a in self.detector_axes],
+            "versions": _versions(__version__),
+            **self.extra,
+        }
+
+    def to_signals(self) -> dict:
+        """HyperSpy signals with the original calibrations.
+
+        Returns ``{"labels": Signal2D (|nx, ny), "centroids": Signal2D (k|qx, qy),
+        "mean_patterns": Signal2D (k|qx, qy)}`` (and ``"centres"`` when alignment ran).
+        """
+        import hyperspy.api as hs
+
+        labels = hs.signals.Signal2D(self.labels)
+        _calibrate(labels.axes_manager.signal_axes, self.scan_axes)
+        labels.metadata.General.title = "gpu4d cluster labels"
+        signals = {"labels": labels}
+        for name in ("centroids", "mean_patterns"):
+            signal = hs.signals.Signal2D(getattr(self, name))
+            _calibrate(signal.axes_manager.signal_axes, self.detector_axes)
+            cluster_axis = signal.axes_manager.navigation_axes[0]
+            cluster_axis.name, cluster_axis.units = "cluster", ""
+            signal.metadata.General.title = f"gpu4d cluster {name.replace('_', ' ')}"
+            signals[name] = signal
+        if self.centres is not None:
+            centres = hs.signals.Signal1D(self.centres)
+            _calibrate(centres.axes_manager.navigation_axes, self.scan_axes)
+            centres.metadata.General.title = "direct-beam centre (cy, cx) in detector pixels"
+            signals["centres"] = centres
+        return signals
+
+    def save(self, folder, *, overwrite: bool = False, figures: bool = True) -> Path:
+        """Write every result file into ``folder`` atomically (see ``RESULT_FILES``)."""
+        from .outputs import write_result
+
+        return write_result(self, Path(folder), overwrite=overwrite, figures=figures)
+
+
+def _calibrate(hs_axes, axes: tuple[Axis, Axis]) -> None:
+    """Copy (y, x) calibrations onto HyperSpy axes, which come in (x, y) order."""
+    for hs_axis, axis in zip(hs_axes, reversed(axes)):
+        hs_axis.name = axis.name
+        hs_axis.scale = axis.scale
+        hs_axis.offset = axis.offset
+        hs_axis.units = axis.units
+
+
+def _versions(gpu4d_version: str) -> dict:
+    import numba
+    import sklearn
+
+    return {
+        "gpu4d": gpu4d_version,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "scikit-learn": sklearn.__version__,
+    }

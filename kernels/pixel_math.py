@@ -1,0 +1,89 @@
+"""Per-pixel math shared by the CPU and CUDA preprocessing kernels.
+
+Plain functions of scalars, compiled for each target by ``kernels._targets``. The integer
+codes below are what the kernels receive; ``gpu4d.preprocessing`` maps option names to them.
+"""
+
+from __future__ import annotations
+
+import math
+
+TRANSFORM_NONE = 0
+TRANSFORM_SQRT = 1
+TRANSFORM_LOG1P = 2
+
+NORM_NONE = 0
+NORM_MAX = 1
+NORM_L2 = 2
+NORM_SUM = 3
+
+
+def read_pixel(pattern_stack, i, y, x):
+    """Pixel (y, x) of pattern i as float32-safe float; 0 outside the detector."""
+    if y < 0 or x < 0 or y >= pattern_stack.shape[1] or x >= pattern_stack.shape[2]:
+        return 0.0
+    return float(pattern_stack[i, y, x])
+
+
+def make_bilinear_pixel(read_pixel):
+    """Build ``bilinear_pixel`` over a target's compiled ``read_pixel``.
+
+    Helpers that call other helpers are built by such factories, because a numba function can
+    only call functions compiled for the same target.
+    """
+
+    def bilinear_pixel(pattern_stack, i, fy, fx):
+        """Pattern i sampled at the sub-pixel position (fy, fx); zero outside the detector."""
+        y0 = int(math.floor(fy))
+        x0 = int(math.floor(fx))
+        wy = fy - y0
+        wx = fx - x0
+        top = (1.0 - wx) * read_pixel(pattern_stack, i, y0, x0) + wx * read_pixel(
+            pattern_stack, i, y0, x0 + 1
+        )
+        bottom = (1.0 - wx) * read_pixel(pattern_stack, i, y0 + 1, x0) + wx * read_pixel(
+            pattern_stack, i, y0 + 1, x0 + 1
+        )
+        return (1.0 - wy) * top + wy * bottom
+
+    return bilinear_pixel
+
+
+def transform_value(value, code):
+    """Intensity transform; negative values (dark-subtracted data) count as zero."""
+    if code == TRANSFORM_NONE:
+        return value
+    if value <= 0.0:
+        return 0.0
+    if code == TRANSFORM_SQRT:
+        return math.sqrt(value)
+    return math.log1p(value)
+
+
+def norm_accumulate(acc, value, code):
+    """Fold one pixel value into the running normalization statistic."""
+    if code == NORM_MAX:
+        return max(acc, abs(value))
+    if code == NORM_L2:
+        return acc + value * value
+    if code == NORM_SUM:
+        return acc + abs(value)
+    return acc
+
+
+def norm_combine(acc_a, acc_b, code):
+    """Merge two partial statistics (for tree reductions)."""
+    if code == NORM_MAX:
+        return max(acc_a, acc_b)
+    return acc_a + acc_b
+
+
+def norm_scale(acc, code):
+    """Factor that normalizes a pattern; 0 for an all-zero pattern, so never NaN."""
+    if code == NORM_NONE:
+        return 1.0
+    if acc <= 0.0:
+        return 0.0
+    if code == NORM_L2:
+        return 1.0 / math.sqrt(acc)
+    return 1.0 / acc
