@@ -14,7 +14,9 @@ def batch_bar(enabled: bool, total: int, desc: str):
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="pat", unit_scale=True, leave=False, file=sys.stderr)
+    return tqdm(
+        total=total, desc=desc, unit="pat", unit_scale=True, leave=False, file=sys.stderr, disable=None
+    )
 
 
 @contextlib.contextmanager
@@ -26,7 +28,7 @@ def stage_spinner(enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
     stop = threading.Event()
-    bar = tqdm(desc=desc, bar_format="{desc}: {elapsed}", leave=False, file=sys.stderr)
+    bar = tqdm(desc=desc, bar_format="{desc}: {elapsed}", leave=False, file=sys.stderr, disable=None)
 
     def tick():
         while not stop.wait(0.5):

@@ -1,0 +1,608 @@
+"""Figures of clustering results, in the style of the paper gpu4d follows.
+
+A map of clusters (one colour per label) and the centroid patterns in a grid (each grey-scale,
+with its own colour bar and its label number in the label's colour), plus figures for choosing k
+and for checking the beam-centre alignment.
+
+Every ``plot_*`` function has a ``make_*_figure`` twin that builds the
+:class:`matplotlib.figure.Figure` without saving it, so tests and notebooks can inspect it. Figures
+are built with the object-oriented API on an Agg canvas: nothing here touches pyplot's global
+state, so figures can be drawn from threads and worker processes and on machines without a
+display. Files are written atomically (:func:`gpu4d.atomic.atomic_write`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm, Normalize, hsv_to_rgb, to_rgba
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+from gpu4d.atomic import atomic_write
+
+__all__ = [
+    "UNSCANNED_COLOUR",
+    "label_colours",
+    "make_label_map_figure",
+    "plot_label_map",
+    "make_pattern_grid_figure",
+    "plot_pattern_grid",
+    "make_centre_map_figure",
+    "plot_centre_map",
+    "make_score_curves_figure",
+    "plot_score_curves",
+    "make_label_map_grid_figure",
+    "plot_label_map_grid",
+]
+
+RGBA = tuple[float, float, float, float]
+PathLike = str | os.PathLike[str]
+
+#: Colour of scan positions not scanned yet. Lighter than tab10's grey (label 7) so they differ.
+UNSCANNED_COLOUR: RGBA = (0.88, 0.88, 0.88, 1.0)
+UNSCANNED_TEXT = "not scanned yet"
+DPI = 150
+_MAX_ASPECT = 3.0  # image panels more elongated than this are stretched (aspect="auto")
+
+_SCORE_TITLES = {
+    "inertia": ("Inertia", "lower is better; look for the elbow"),
+    "silhouette": ("Silhouette", "higher is better"),
+    "calinski_harabasz": ("Calinski\u2013Harabasz", "higher is better"),
+    "davies_bouldin": ("Davies\u2013Bouldin", "lower is better"),
+}
+
+
+# --------------------------------------------------------------------------------------- colours
+def label_colours(n: int) -> list[RGBA]:
+    """Distinct colours for labels ``0 .. n-1``.
+
+    Parameters
+    ----------
+    n : int
+        Number of labels, >= 0.
+
+    Returns
+    -------
+    list of (r, g, b, a) tuples
+        ``tab10`` for ``n <= 10``; for ``n <= 20`` the ``tab10`` colours followed by their lighter
+        ``tab20`` companions, so label ``i`` keeps its colour for every ``n <= 20``; beyond that,
+        evenly spaced hues with alternating brightness so neighbouring labels differ.
+    """
+    if n < 0:
+        raise ValueError(f"n={n} should be >= 0.")
+    if n <= 10:
+        return [_rgba(c) for c in colormaps["tab10"].colors[:n]]
+    if n <= 20:
+        tab20 = colormaps["tab20"].colors
+        # tab20's even entries are tab10's colours, the odd ones their light companions.
+        order = [*range(0, 20, 2), *range(1, 20, 2)]
+        return [_rgba(tab20[i]) for i in order[:n]]
+    index = np.arange(n)
+    hsv = np.stack([index / n, np.full(n, 0.75), np.where(index % 2 == 0, 0.95, 0.65)], axis=1)
+    return [_rgba(rgb) for rgb in hsv_to_rgb(hsv)]
+
+
+def _rgba(colour: Any) -> RGBA:
+    return tuple(float(c) for c in to_rgba(colour))  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------------ utilities
+def _to_host(array: Any, dtype: Any = None) -> np.ndarray:
+    if hasattr(array, "__cuda_array_interface__") and hasattr(array, "get"):
+        array = array.get()  # CuPy: an implicit np.asarray would raise
+    return np.asarray(array, dtype=dtype)
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained", dpi=DPI)
+    FigureCanvasAgg(fig)  # the Agg canvas, without going through pyplot
+    return fig
+
+
+def _save(fig: Figure, path: PathLike) -> Path:
+    path = Path(path)
+    fmt = path.suffix[1:].lower() or "png"
+    # A tight box trims the margin constrained layout leaves around fixed-aspect images.
+    atomic_write(
+        path, lambda fh: fig.savefig(fh, format=fmt, dpi=DPI, bbox_inches="tight", pad_inches=0.1)
+    )
+    return path
+
+
+def _grid_shape(n: int) -> tuple[int, int]:
+    """(rows, columns) for ``n`` panels: near-square, wider than tall, fewest empty cells."""
+    if n <= 3:
+        return 1, max(n, 1)
+    base = math.ceil(math.sqrt(n))
+    ncols = min((base, base + 1), key=lambda c: c * math.ceil(n / c) - n)
+    return math.ceil(n / ncols), ncols
+
+
+def _panel_size(shape: tuple[float, ...], size: float) -> tuple[float, float]:
+    """(width, height) in inches of an image panel of ``shape`` whose longer side is ``size``."""
+    aspect = float(np.clip(shape[0] / max(shape[1], 1e-12), 1 / _MAX_ASPECT, _MAX_ASPECT))
+    return (size / aspect, size) if aspect >= 1 else (size, size * aspect)
+
+
+def _image_aspect(shape: tuple[float, ...]) -> str:
+    """imshow's aspect: true proportions, unless that would draw a line scan as a sliver."""
+    ratio = shape[0] / max(shape[1], 1e-12)
+    return "equal" if 1 / _MAX_ASPECT <= ratio <= _MAX_ASPECT else "auto"
+
+
+def _clean_image_axes(ax: Axes) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# ------------------------------------------------------------------------------------ label maps
+def _as_labels(labels: Any, unscanned: int) -> np.ndarray:
+    """Check a label map and return it as int64; NaN in a float map counts as not scanned."""
+    arr = _to_host(labels)
+    if arr.ndim != 2:
+        raise ValueError(f"labels should be a 2-D array (ny, nx); got shape {arr.shape}.")
+    if arr.dtype.kind == "f":
+        arr = np.where(np.isnan(arr), unscanned, arr)
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise ValueError("labels should hold whole numbers; found fractional or infinite ones.")
+    elif arr.dtype.kind not in "iub":
+        raise ValueError(f"labels should be integers; got dtype {arr.dtype}.")
+    arr = arr.astype(np.int64)
+    bad = (arr < 0) & (arr != unscanned)
+    if bad.any():
+        raise ValueError(
+            f"labels should be >= 0, or {unscanned} where not scanned; found {arr[bad][0]}."
+        )
+    return arr
+
+
+def _n_labels(labels: np.ndarray, unscanned: int, n_labels: int | None) -> int:
+    scanned = labels[labels != unscanned]
+    found = int(scanned.max()) + 1 if scanned.size else 0
+    if n_labels is None:
+        return found
+    if found > n_labels:
+        raise ValueError(
+            f"labels go up to {found - 1}, which needs n_labels >= {found}; got {n_labels}."
+        )
+    return n_labels
+
+
+def _label_rgba(labels: np.ndarray, colours: Sequence[RGBA], unscanned: int) -> np.ndarray:
+    """(ny, nx, 4) image: each pixel its label's colour, unscanned ones grey."""
+    palette = np.array([*colours, UNSCANNED_COLOUR], dtype=float)
+    index = np.where(labels == unscanned, len(colours), labels)
+    return palette[index]
+
+
+def _legend_handles(
+    labels: np.ndarray, colours: Sequence[RGBA], unscanned: int, counts: bool
+) -> list[Patch]:
+    total = labels.size
+    n_unscanned = int(np.count_nonzero(labels == unscanned))
+    sizes = np.bincount(labels[labels != unscanned], minlength=len(colours))
+    handles = []
+    for i, colour in enumerate(colours):
+        text = f"label {i}"
+        if counts:
+            text += f" ({sizes[i]:,} px, {100 * sizes[i] / total:.1f}%)"
+        handles.append(Patch(facecolor=colour, edgecolor="0.3", linewidth=0.5, label=text))
+    if n_unscanned:
+        text = UNSCANNED_TEXT
+        if counts:
+            text += f" ({n_unscanned:,} px, {100 * n_unscanned / total:.1f}%)"
+        handles.append(
+            Patch(facecolor=UNSCANNED_COLOUR, edgecolor="0.3", linewidth=0.5, label=text)
+        )
+    return handles
+
+
+def _scan_extent(
+    shape: tuple[int, int], scan_step: float | Sequence[float] | None
+) -> tuple[float, float, float, float] | None:
+    if scan_step is None:
+        return None  # pixel indices at pixel centres
+    step_y, step_x = np.broadcast_to(np.asarray(scan_step, dtype=float), (2,))
+    if step_y <= 0 or step_x <= 0:
+        raise ValueError(f"scan_step={scan_step} should be > 0.")
+    return (0.0, shape[1] * step_x, shape[0] * step_y, 0.0)
+
+
+def _scan_axis_labels(ax: Axes, calibrated: bool, scan_units: str | None) -> None:
+    unit = (scan_units or "") if calibrated else "px"
+    if not calibrated:  # pixel indices: no fractional ticks on a line scan
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1, steps=[1, 2, 5, 10]))
+    suffix = f" ({unit})" if unit else ""
+    ax.set_xlabel(f"x{suffix}")
+    ax.set_ylabel(f"y{suffix}")
+
+
+def make_label_map_figure(
+    labels: Any,
+    *,
+    scan_step: float | Sequence[float] | None = None,
+    scan_units: str | None = None,
+    title: str | None = None,
+    unscanned: int = -1,
+    n_labels: int | None = None,
+) -> Figure:
+    """Build the map of clusters: one colour per label, with a legend of their sizes.
+
+    Parameters
+    ----------
+    labels : array_like, shape (ny, nx)
+        Label of each scan position, ``0 .. k-1``; ``unscanned`` (or NaN in a float array) where
+        the position has not been scanned yet.
+    scan_step : float or (float, float), optional
+        Scan step (y, x) in ``scan_units``; the axes are in pixels if omitted.
+    scan_units : str, optional
+        Units of ``scan_step``, e.g. ``"nm"``.
+    title : str, optional
+        Defaults to ``"Map of clusters (k = K)"``.
+    unscanned : int
+        Value marking positions not scanned yet; they are drawn grey.
+    n_labels : int, optional
+        Number of clusters k, so empty labels are listed too; defaults to the largest label + 1.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Legend entries read ``"label i (N px, p%)"``, percentages of all positions, then
+        ``"not scanned yet (N px, p%)"`` if any position is not scanned.
+    """
+    labels = _as_labels(labels, unscanned)
+    k = _n_labels(labels, unscanned, n_labels)
+    colours = label_colours(k)
+    extent = _scan_extent(labels.shape, scan_step)
+    shape = labels.shape if extent is None else (extent[2], extent[1])
+    width, height = _panel_size(shape, 5.0)
+    fig = _new_figure(width + 2.6, max(height + 0.8, 0.3 * (k + 1) + 0.8))
+    ax = fig.add_subplot()
+    ax.imshow(
+        _label_rgba(labels, colours, unscanned),
+        interpolation="nearest",
+        extent=extent,
+        aspect=_image_aspect(shape),
+    )
+    _scan_axis_labels(ax, extent is not None, scan_units)
+    ax.set_title(title if title is not None else f"Map of clusters (k = {k})")
+    # Centred, not at the top, so the title of a narrow map cannot run into it.
+    fig.legend(
+        handles=_legend_handles(labels, colours, unscanned, counts=True),
+        loc="outside right center",
+        frameon=False,
+    )
+    return fig
+
+
+def plot_label_map(
+    labels: Any,
+    path: PathLike,
+    *,
+    scan_step: float | Sequence[float] | None = None,
+    scan_units: str | None = None,
+    title: str | None = None,
+    unscanned: int = -1,
+    n_labels: int | None = None,
+) -> Path:
+    """Save the map of clusters to ``path``; see :func:`make_label_map_figure`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``; the format follows its suffix (PNG if none).
+    """
+    fig = make_label_map_figure(
+        labels,
+        scan_step=scan_step,
+        scan_units=scan_units,
+        title=title,
+        unscanned=unscanned,
+        n_labels=n_labels,
+    )
+    return _save(fig, path)
+
+
+# -------------------------------------------------------------------------------- pattern grid
+def _pattern_norm(pattern: np.ndarray, log: bool) -> Normalize:
+    finite = pattern[np.isfinite(pattern)]
+    if finite.size == 0:
+        return Normalize(0.0, 1.0)
+    vmin, vmax = float(finite.min()), float(finite.max())
+    positive = finite[finite > 0]
+    if log and positive.size and vmax > 0:
+        # Clip to 6 decades: centroids of normalised data can hold tiny positive values.
+        return LogNorm(max(float(positive.min()), vmax * 1e-6), vmax, clip=True)
+    if vmax == vmin:
+        vmax = vmin + 1.0
+    return Normalize(vmin, vmax)
+
+
+def _mark_label(ax: Axes, text: str, colour: RGBA | None) -> None:
+    """Title a panel; with a colour, also frame it so it matches its region on the map."""
+    ax.set_title(text, color=colour or "black", fontweight="bold")
+    if colour is not None:
+        for spine in ax.spines.values():
+            spine.set_edgecolor(colour)
+            spine.set_linewidth(3)
+
+
+def make_pattern_grid_figure(
+    patterns: Any,
+    *,
+    title: str | None = None,
+    names: Sequence[str] | None = None,
+    log: bool = False,
+) -> Figure:
+    """Build the grid of centroid patterns, each grey-scale with its own colour bar.
+
+    Parameters
+    ----------
+    patterns : array_like, shape (k, qy, qx)
+        The k patterns, drawn left to right and top to bottom.
+    title : str, optional
+        Figure title.
+    names : sequence of str, optional
+        Panel titles, one per pattern, in black. Without it, panel ``i`` is titled ``"label i"``
+        in the colour of label ``i`` on the map (:func:`label_colours`) and framed in it.
+    log : bool
+        Logarithmic intensity scale (values <= 0 are drawn black).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    patterns = _to_host(patterns, dtype=float)
+    if patterns.ndim != 3 or patterns.shape[0] == 0:
+        raise ValueError(
+            f"patterns should be a 3-D array (k, qy, qx) with k >= 1; got shape {patterns.shape}."
+        )
+    k = patterns.shape[0]
+    if names is not None and len(names) != k:
+        raise ValueError(f"names has {len(names)} entries; there are {k} patterns.")
+    colours = label_colours(k)
+    cmap = colormaps["gray"].with_extremes(bad="black", under="black")
+    nrows, ncols = _grid_shape(k)
+    width, height = _panel_size(patterns.shape[1:], 2.6)
+    fig = _new_figure(ncols * (width + 0.7), nrows * (height + 0.45) + (0.4 if title else 0.0))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for i, ax in enumerate(axes):
+        if i >= k:
+            ax.set_axis_off()
+            continue
+        norm = _pattern_norm(patterns[i], log)
+        image = ax.imshow(
+            patterns[i],
+            cmap=cmap,
+            norm=norm,
+            interpolation="nearest",
+            aspect=_image_aspect(patterns.shape[1:]),
+        )
+        fig.colorbar(image, ax=ax, shrink=0.9)
+        _clean_image_axes(ax)
+        if names is None:
+            _mark_label(ax, f"label {i}", colours[i])
+        else:
+            _mark_label(ax, names[i], None)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_pattern_grid(
+    patterns: Any,
+    path: PathLike,
+    *,
+    title: str | None = None,
+    names: Sequence[str] | None = None,
+    log: bool = False,
+) -> Path:
+    """Save the grid of centroid patterns to ``path``; see :func:`make_pattern_grid_figure`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    return _save(make_pattern_grid_figure(patterns, title=title, names=names, log=log), path)
+
+
+# ---------------------------------------------------------------------------------- centre map
+def make_centre_map_figure(centres: Any, *, reference: Any = None) -> Figure:
+    """Build the map of beam-centre offsets over the scan (shows descan).
+
+    Parameters
+    ----------
+    centres : array_like, shape (ny, nx, 2)
+        Beam centre (cy, cx) in detector pixels at each scan position; NaN where unknown.
+    reference : array_like, shape (2,), optional
+        The (cy, cx) offsets are measured from; defaults to the median centre.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two panels, Δcy and Δcx, on one symmetric diverging scale with colour bars.
+    """
+    centres = _to_host(centres, dtype=float)
+    if centres.ndim != 3 or centres.shape[2] != 2:
+        raise ValueError(f"centres should be an array (ny, nx, 2); got shape {centres.shape}.")
+    known = centres.reshape(-1, 2)
+    known = known[np.isfinite(known).all(axis=1)]
+    if known.size == 0:
+        raise ValueError("centres holds no finite (cy, cx) pair; there is nothing to plot.")
+    if reference is None:
+        reference = np.median(known, axis=0)
+    reference = _to_host(reference, dtype=float).reshape(2)
+    offsets = centres - reference
+    limit = float(np.nanmax(np.abs(offsets)))
+    limit = limit if limit > 0 else 1.0
+    cmap = colormaps["RdBu_r"].with_extremes(bad=UNSCANNED_COLOUR)
+    width, height = _panel_size(centres.shape[:2], 3.6)
+    fig = _new_figure(2 * (width + 1.0), height + 1.0)
+    axes = fig.subplots(1, 2)
+    for ax, j, name in zip(axes, (0, 1), ("\u0394cy (vertical)", "\u0394cx (horizontal)")):
+        image = ax.imshow(
+            offsets[..., j],
+            cmap=cmap,
+            vmin=-limit,
+            vmax=limit,
+            interpolation="nearest",
+            aspect=_image_aspect(centres.shape[:2]),
+        )
+        fig.colorbar(image, ax=ax, shrink=0.9, label="offset (detector px)")
+        ax.set_title(name)
+        _scan_axis_labels(ax, False, None)
+    fig.suptitle(f"Beam centre minus reference ({reference[0]:.2f}, {reference[1]:.2f}) px")
+    return fig
+
+
+def plot_centre_map(centres: Any, path: PathLike, *, reference: Any = None) -> Path:
+    """Save the map of beam-centre offsets to ``path``; see :func:`make_centre_map_figure`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    return _save(make_centre_map_figure(centres, reference=reference), path)
+
+
+# -------------------------------------------------------------------------------- score curves
+def _score_title(name: str) -> str:
+    title, hint = _SCORE_TITLES.get(name, (name.replace("_", " ").capitalize(), ""))
+    return f"{title}\n({hint})" if hint else title
+
+
+def make_score_curves_figure(
+    ks: Sequence[int],
+    scores: Mapping[str, Sequence[float]],
+    *,
+    suggested_k: int | None = None,
+) -> Figure:
+    """Build one small panel per clustering score against k.
+
+    Parameters
+    ----------
+    ks : sequence of int
+        The numbers of clusters tried.
+    scores : mapping of str to sequence of float
+        Score name (e.g. ``"inertia"``, ``"silhouette"``, ``"calinski_harabasz"``,
+        ``"davies_bouldin"``; any name works) to one value per k; NaN where undefined.
+    suggested_k : int, optional
+        Marked with a dashed vertical line in every panel.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    ks = [int(k) for k in ks]
+    if not scores:
+        raise ValueError("scores is empty; give at least one score to plot.")
+    for name, values in scores.items():
+        if len(values) != len(ks):
+            raise ValueError(f"scores[{name!r}] has {len(values)} values; there are {len(ks)} ks.")
+    n = len(scores)
+    ncols = min(n, 2) if n <= 4 else 3
+    nrows = math.ceil(n / ncols)
+    fig = _new_figure(ncols * 3.6, nrows * 2.9)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (name, values) in zip(axes, scores.items()):
+        ax.plot(ks, _to_host(values, dtype=float), "o-", color="tab:blue")
+        ax.set_title(_score_title(name), fontsize="medium")
+        ax.set_xlabel("k (number of clusters)")
+        ax.set_xticks(ks if len(ks) <= 12 else ks[:: math.ceil(len(ks) / 12)])
+        ax.grid(alpha=0.3)
+        if suggested_k is not None:
+            ax.axvline(
+                suggested_k, color="tab:red", linestyle="--", label=f"suggested k = {suggested_k}"
+            )
+            ax.legend(fontsize="small")
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    return fig
+
+
+def plot_score_curves(
+    ks: Sequence[int],
+    scores: Mapping[str, Sequence[float]],
+    path: PathLike,
+    *,
+    suggested_k: int | None = None,
+) -> Path:
+    """Save the score curves to ``path``; see :func:`make_score_curves_figure`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    return _save(make_score_curves_figure(ks, scores, suggested_k=suggested_k), path)
+
+
+# --------------------------------------------------------------------------- grid of label maps
+def make_label_map_grid_figure(label_maps: Mapping[int, Any], *, unscanned: int = -1) -> Figure:
+    """Build a grid of maps of clusters, one per k, titled ``"k = N"``.
+
+    Parameters
+    ----------
+    label_maps : mapping of int to array_like, shape (ny, nx)
+        k to its label map; drawn in increasing k.
+    unscanned : int
+        Value marking positions not scanned yet; they are drawn grey.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        With up to 20 labels a label keeps its colour across panels, and one shared legend
+        names them; beyond that the colours differ per panel and there is no legend.
+    """
+    if not label_maps:
+        raise ValueError("label_maps is empty; give at least one label map.")
+    maps = {int(k): _as_labels(m, unscanned) for k, m in sorted(label_maps.items())}
+    sizes = {k: max(k, _n_labels(m, unscanned, None)) for k, m in maps.items()}
+    nrows, ncols = _grid_shape(len(maps))
+    width, height = _panel_size(next(iter(maps.values())).shape, 2.8)
+    fig = _new_figure(ncols * (width + 0.2) + 1.6, nrows * (height + 0.5))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (k, labels) in zip(axes, maps.items()):
+        ax.imshow(
+            _label_rgba(labels, label_colours(sizes[k]), unscanned),
+            interpolation="nearest",
+            aspect=_image_aspect(labels.shape),
+        )
+        ax.set_title(f"k = {k}")
+        _clean_image_axes(ax)
+    for ax in axes[len(maps):]:
+        ax.set_axis_off()
+    most = max(sizes.values())
+    if most <= 20:
+        everything = np.concatenate([m.ravel() for m in maps.values()])[None, :]
+        handles = _legend_handles(everything, label_colours(most), unscanned, counts=False)
+        fig.legend(handles=handles, loc="outside right upper", frameon=False)
+    return fig
+
+
+def plot_label_map_grid(
+    label_maps: Mapping[int, Any], path: PathLike, *, unscanned: int = -1
+) -> Path:
+    """Save a grid of maps of clusters, one per k, to ``path``.
+
+    See :func:`make_label_map_grid_figure`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    return _save(make_label_map_grid_figure(label_maps, unscanned=unscanned), path)

@@ -1,0 +1,68 @@
+"""Write a ClusterResult to a folder: arrays, summary, a HyperSpy file and figures, atomically."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_save_npy, atomic_write_json, result_folder
+
+
+def write_result(result, folder: Path, *, overwrite: bool = False, figures: bool = True) -> Path:
+    """Write ``result`` into ``folder``; all files appear at once, or none on failure."""
+    with result_folder(folder, overwrite=overwrite) as tmp:
+        write_result_files(result, tmp, figures=figures)
+    return Path(folder)
+
+
+def write_result_files(result, folder: Path, *, figures: bool = True) -> None:
+    """Write the result files into an existing (temporary) folder."""
+    atomic_save_npy(folder / "labels.npy", result.labels)
+    atomic_save_npy(folder / "centroids.npy", result.centroids)
+    atomic_save_npy(folder / "mean_patterns.npy", result.mean_patterns)
+    atomic_save_npy(folder / "mask.npy", result.mask.masked)
+    if result.centres is not None:
+        atomic_save_npy(folder / "centres.npy", result.centres)
+    atomic_write_json(folder / "summary.json", result.summary())
+    _write_hyperspy(result, folder / "clusters.hspy")
+    if figures:
+        write_figures(result, folder)
+
+
+def _write_hyperspy(result, path: Path) -> None:
+    """One .hspy file: the centroids signal, with labels and mean patterns in its metadata."""
+    signals = result.to_signals()
+    main = signals.pop("centroids")
+    main.metadata.General.title = "gpu4d clusters"
+    for name, signal in signals.items():
+        main.metadata.set_item(f"gpu4d.{name}", signal)
+    main.metadata.set_item("gpu4d.summary_json", "see summary.json beside this file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main.save(str(path), overwrite=True)
+
+
+def write_figures(result, folder: Path) -> None:
+    """labels.png, centroids.png, mean_patterns.png (and centres.png after alignment)."""
+    from .figures import plot_centre_map, plot_label_map, plot_pattern_grid
+
+    y_axis, x_axis = result.scan_axes
+    calibrated = y_axis.units != "px"
+    k = result.n_clusters
+    plot_label_map(
+        result.labels,
+        folder / "labels.png",
+        scan_step=(y_axis.scale, x_axis.scale) if calibrated else None,
+        scan_units=y_axis.units if calibrated else None,
+        title=f"{Path(result.source).name}: k = {k}",
+        n_labels=k,
+    )
+    plot_pattern_grid(result.centroids, folder / "centroids.png", title="Cluster centroids (preprocessed)")
+    plot_pattern_grid(
+        result.mean_patterns, folder / "mean_patterns.png", title="Mean pattern of each cluster", log=True
+    )
+    if result.centres is not None:
+        reference = result.extra.get("alignment", {}).get("reference")
+        plot_centre_map(result.centres, folder / "centres.png", reference=np.asarray(reference) if reference else None)
