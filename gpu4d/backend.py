@@ -84,8 +84,13 @@ class GpuBackend(CpuBackend):
     name = "gpu"
     kernel_target = "cuda"
 
+    #: The simulator runs each CUDA thread as a Python thread (~1000 threads/s), so simulated
+    #: launches use small blocks; the kernels are correct for any power-of-two block size.
+    SIMULATOR_THREADS_PER_BLOCK = 8
+
     def __init__(self, simulated: bool):
         self.simulated = simulated
+        self.threads_per_block = self.SIMULATOR_THREADS_PER_BLOCK if simulated else None
         if simulated:
             self.xp = np
             self._device = None
@@ -124,7 +129,8 @@ class GpuBackend(CpuBackend):
 
         stream = 0 if self.simulated else self._device.numba_compute_stream()
         return launch_preprocess_cuda(
-            raw, shifts, pixel_y, pixel_x, transform, norm, out, stream=stream
+            raw, shifts, pixel_y, pixel_x, transform, norm, out,
+            stream=stream, threads_per_block=self.threads_per_block,
         )
 
     def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state) -> KMeansFit:

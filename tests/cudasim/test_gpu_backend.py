@@ -1,0 +1,30 @@
+"""backend="gpu" end to end under the CUDA simulator gives the CPU backend's labels."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+import gpu4d
+
+from ..test_pipeline import spot_scan
+
+pytestmark = pytest.mark.cudasim
+
+
+def test_gpu_backend_equals_cpu_backend():
+    data, truth = spot_scan(seed=1, scan=(8, 9), detector=(13, 11))
+    kwargs = dict(mask="auto", normalize="max", transform="sqrt", random_state=0, batch_size=20)
+    cpu = gpu4d.cluster(data, 3, backend="cpu", **kwargs)
+    gpu = gpu4d.cluster(data, 3, backend="gpu", **kwargs)
+    assert gpu.backend == "gpu" and "simulator" in gpu.backend_description
+    assert adjusted_rand_score(cpu.labels.ravel(), gpu.labels.ravel()) == 1.0
+    np.testing.assert_allclose(gpu.centroids, cpu.centroids, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(gpu.mean_patterns, cpu.mean_patterns, rtol=1e-5)
+    assert adjusted_rand_score(truth.ravel(), gpu.labels.ravel()) == 1.0
+
+
+def test_auto_does_not_pick_the_simulator():
+    data, _ = spot_scan(seed=1, scan=(4, 5), detector=(9, 9))
+    with pytest.warns(UserWarning, match="simulator"):
+        result = gpu4d.cluster(data, 2, backend="auto")
+    assert result.backend == "cpu"
