@@ -95,14 +95,14 @@ class Device:
             self._done[slot] = done
         self.synchronize()
 
-    def cuml_kmeans(self, features, n_clusters, n_init, max_iter, tol, random_state) -> KMeansFit:
+    def cuml_kmeans(self, features, n_clusters, n_init, max_iter, tol, random_state, init=None) -> KMeansFit:
         from cuml.cluster import KMeans
 
         self.synchronize()
         model = KMeans(
             n_clusters=n_clusters,
-            init="scalable-k-means++",
-            n_init=n_init,
+            init="scalable-k-means++" if init is None else self.cupy.asarray(init, np.float32),
+            n_init=n_init if init is None else 1,
             max_iter=max_iter,
             tol=tol,
             random_state=random_state,

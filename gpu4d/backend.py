@@ -74,8 +74,8 @@ class CpuBackend:
         return launch_preprocess_cpu(raw, shifts, pixel_y, pixel_x, transform, norm, out)
 
     # clustering ---------------------------------------------------------------------------
-    def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state) -> KMeansFit:
-        return _sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state)
+    def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state, init=None) -> KMeansFit:
+        return _sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state, init)
 
 
 class GpuBackend(CpuBackend):
@@ -124,30 +124,34 @@ class GpuBackend(CpuBackend):
     def free_memory_bytes(self) -> int | None:
         return None if self.simulated else self._device.free_memory_bytes()
 
+    def kernel_stream(self):
+        """The numba stream CUDA kernels launch on (the compute stream on a real GPU)."""
+        return 0 if self.simulated else self._device.numba_compute_stream()
+
     def preprocess(self, raw, shifts, pixel_y, pixel_x, transform, norm, out):
         from .kernels.preprocess_cuda import launch_preprocess_cuda
 
-        stream = 0 if self.simulated else self._device.numba_compute_stream()
         return launch_preprocess_cuda(
             raw, shifts, pixel_y, pixel_x, transform, norm, out,
-            stream=stream, threads_per_block=self.threads_per_block,
+            stream=self.kernel_stream(), threads_per_block=self.threads_per_block,
         )
 
-    def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state) -> KMeansFit:
+    def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state, init=None) -> KMeansFit:
         if self.simulated:
-            return _sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state)
-        return self._device.cuml_kmeans(features, n_clusters, n_init, max_iter, tol, random_state)
+            return _sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state, init)
+        return self._device.cuml_kmeans(features, n_clusters, n_init, max_iter, tol, random_state, init)
 
 
-def _sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state) -> KMeansFit:
+def _sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state, init=None) -> KMeansFit:
+    """scikit-learn KMeans; ``init`` (k, m) starts Lloyd from given centroids (one run)."""
     from sklearn.cluster import KMeans
 
     # copy_x=False: KMeans centres the data in place and restores it, instead of copying
     # the whole feature matrix.
     model = KMeans(
         n_clusters=n_clusters,
-        init="k-means++",
-        n_init=n_init,
+        init="k-means++" if init is None else np.asarray(init, np.float32),
+        n_init=n_init if init is None else 1,
         max_iter=max_iter,
         tol=tol,
         random_state=random_state,

@@ -38,6 +38,7 @@ def cluster(
     tol: float = 1e-4,
     batch_size: int | None = None,
     reader: str | None = None,
+    init=None,
     progress: bool = False,
 ) -> ClusterResult:
     """Cluster the patterns of a 4D-STEM scan with KMeans.
@@ -55,6 +56,8 @@ def cluster(
     random_state, n_init, max_iter, tol : KMeans parameters (scikit-learn's meaning).
     batch_size : patterns per batch; by default from the backend's memory.
     reader : RosettaSciIO reader name for files several readers claim.
+    init : optional (k, qy, qx) centroids in the preprocessed space to start Lloyd from (one
+        run, no k-means++), e.g. the centroids of a live run or of a previous fit.
     progress : show progress bars on stderr.
     """
     _check_kmeans_parameters(n_clusters, n_init, max_iter, tol, random_state)
@@ -94,7 +97,8 @@ def cluster(
 
     with timer.stage("kmeans"), stage_spinner(progress, f"KMeans k={n_clusters}"):
         fit = engine.kmeans(
-            features, n_clusters, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state
+            features, n_clusters, n_init=n_init, max_iter=max_iter, tol=tol,
+            random_state=random_state, init=_initial_centroids(init, n_clusters, dataset, pixels),
         )
     del features
 
@@ -145,6 +149,19 @@ def _check_kmeans_parameters(n_clusters, n_init, max_iter, tol, random_state) ->
         raise InputError(f"tol={tol!r} should be a number >= 0")
     if random_state is not None and (isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral)):
         raise InputError(f"random_state={random_state!r} should be an integer or None")
+
+
+def _initial_centroids(init, n_clusters: int, dataset, pixels):
+    """``init`` (k, qy, qx) reduced to the kept pixels, or None."""
+    if init is None:
+        return None
+    init = np.asarray(init, np.float32)
+    if init.shape != (n_clusters, *dataset.detector_shape):
+        raise InputError(
+            f"init has shape {init.shape}; expected (n_clusters, qy, qx) = "
+            f"{(n_clusters, *dataset.detector_shape)}"
+        )
+    return init[:, pixels[0], pixels[1]]
 
 
 def _resolve_align(align):
