@@ -1,0 +1,47 @@
+"""The alignment pass: measure every pattern's direct beam and turn the centres into shifts.
+
+Runs before the preprocessing pass because ``"fit"`` needs the centres of the whole scan. The
+shifts then go to the preprocessing kernel, which samples each pattern onto the reference beam.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .align import default_window_radius, descan_shifts, measure_centres_cpu, measure_centres_cuda, xcorr_centres
+from .dataset import Dataset
+from .masks import find_beam
+from .preprocessing import checked_batches
+from .progress import batch_bar
+
+
+def measure_alignment(dataset: Dataset, backend, method: str, mean: np.ndarray, batch_size: int, progress=False):
+    """Centres (n, 2) float32, shifts (n, 2) float32 and a JSON-ready summary of the alignment.
+
+    The reference is the beam centre of the mean pattern (where the mask is drawn); the search
+    window is centred there, wide enough for the beam wherever descan moves it.
+    """
+    beam = find_beam(mean)
+    reference = tuple(beam["centre"])
+    radius = beam["half_max_radius"]
+    window = default_window_radius(radius)
+    centres = np.empty((dataset.n_patterns, 2), np.float32)
+    with batch_bar(progress, dataset.n_patterns, "align") as bar:
+        for start, batch in backend.device_batches(checked_batches(dataset, batch_size)):
+            measured = _measure(backend, batch, method, reference, radius, window)
+            centres[start : start + batch.shape[0]] = backend.to_host(measured)
+            bar.update(batch.shape[0])
+    shifts, info = descan_shifts(centres.reshape(*dataset.scan_shape, 2), method, reference)
+    info.update(reference=[float(v) for v in reference], beam_radius_px=radius, window_radius_px=window)
+    return centres, shifts, info
+
+
+def _measure(backend, batch, method, reference, radius, window):
+    if method == "xcorr":
+        return xcorr_centres(batch, centre=reference, radius=radius, window_radius=window, xp=backend.xp)
+    if backend.kernel_target == "cuda":
+        return measure_centres_cuda(
+            batch, centre=reference, window_radius=window,
+            stream=backend.kernel_stream(), threads_per_block=backend.threads_per_block,
+        )
+    return measure_centres_cpu(batch, centre=reference, window_radius=window)
