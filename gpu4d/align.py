@@ -461,7 +461,7 @@ def shifts_from_centres(centres, reference, *, fill=None) -> np.ndarray:
         else:
             fill = np.asarray(_single_centre(fill, "fill"))
         shifts[missing] = fill
-    return shifts.astype(np.float32)
+    return np.ascontiguousarray(shifts, dtype=np.float32)  # kernels need C order
 
 
 def descan_shifts(

@@ -28,3 +28,13 @@ def test_auto_does_not_pick_the_simulator():
     with pytest.warns(UserWarning, match="simulator"):
         result = gpu4d.cluster(data, 2, backend="auto")
     assert result.backend == "cpu"
+
+
+@pytest.mark.parametrize("align", ["com", "fit"])
+def test_aligned_gpu_backend_equals_cpu_backend(align):
+    data, _ = spot_scan(seed=2, scan=(6, 7), detector=(15, 13))
+    kwargs = dict(mask="auto", align=align, random_state=0, batch_size=16)
+    cpu = gpu4d.cluster(data, 3, backend="cpu", **kwargs)
+    gpu = gpu4d.cluster(data, 3, backend="gpu", **kwargs)
+    np.testing.assert_allclose(gpu.centres, cpu.centres, atol=1e-4)
+    assert adjusted_rand_score(cpu.labels.ravel(), gpu.labels.ravel()) == 1.0
