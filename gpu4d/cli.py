@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import Gpu4dError, InputError
+from .errors import Gpu4dError, InputError, OutputError
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -143,6 +143,12 @@ def run_demo(args) -> int:
 
     out = Path(args.out)
     overwrite = _is_previous_demo(out)
+    if not overwrite and out.is_dir():
+        # the demo has no --overwrite: say what it does replace instead of suggesting one
+        raise OutputError(
+            f"results folder '{out}' already exists and is not the output of an earlier "
+            "gpu4d demo; choose another --out"
+        )
     check_output_folder(out, overwrite)
     print("generating the synthetic scan (64x64 positions, 128x128 detector) ...", file=sys.stderr)
     scan = make_scan(scan_shape=(64, 64), detector_shape=(128, 128), drift_px=args.drift, seed=args.seed)

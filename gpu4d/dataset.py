@@ -161,10 +161,57 @@ def _open_file(path: Path, reader: str | None) -> Dataset:
             raise InputError(f"{path}: not a readable .npy file ({exc})") from exc
         dataset = _from_array(array, str(path))
     else:
+        if reader is None:
+            _check_known_format(path)
+            if path.suffix.lower() == ".blo":
+                _check_blockfile_header(path)
         signal = _hyperspy_load(path, reader)
         dataset = _from_signal(signal, str(path))
     dataset.check_readable()
     return dataset
+
+
+def _check_known_format(path: Path) -> None:
+    """Refuse an extension no RosettaSciIO reader claims: HyperSpy would hand the file to its
+    image reader, which fails with an unrelated error."""
+    from rsciio import IO_PLUGINS
+
+    ext = path.suffix.lower().lstrip(".")
+    for plugin in IO_PLUGINS:
+        names = [plugin["name"], *(plugin.get("name_aliases") or [])]
+        if ext in (e.lower() for e in plugin["file_extensions"]) or ext in (n.lower() for n in names):
+            return
+    raise InputError(
+        f"{path}: unknown file format '{path.suffix or '(no extension)'}'; gpu4d reads .blo, "
+        ".mib (+.hdr), .hspy, .zspy, .npy and the other RosettaSciIO formats (give the reader "
+        "name with reader=/--reader if the extension is not the usual one)"
+    )
+
+
+#: The start of a NanoMegas blockfile header (see rsciio.blockfile).
+_BLOCKFILE_HEADER = np.dtype(
+    [("id", "S6"), ("magic", "<u2"), ("offset_1", "<u4"), ("offset_2", "<u4"), ("flags", "<u4"),
+     ("dp_size", "<u2"), ("dp_rotation", "<u2"), ("nx", "<u2"), ("ny", "<u2")]
+)
+
+
+def _check_blockfile_header(path: Path) -> None:
+    """Check a .blo header against the file size before rsciio trusts it: with a corrupt
+    header rsciio memory-maps billions of patterns and never returns."""
+    size = path.stat().st_size
+    header = np.fromfile(path, _BLOCKFILE_HEADER, count=1) if size >= _BLOCKFILE_HEADER.itemsize else []
+    if len(header) == 0 or int(header["magic"][0]) != 0x0102:
+        raise InputError(
+            f"{path}: not a NanoMegas blockfile (the header signature is missing); the file is "
+            "corrupt or in another format"
+        )
+    nx, ny, dp = (int(header[key][0]) for key in ("nx", "ny", "dp_size"))
+    needed = int(header["offset_2"][0]) + nx * ny * (6 + dp * dp)
+    if needed > size:
+        raise InputError(
+            f"{path}: the header describes {ny}x{nx} patterns of {dp}x{dp} pixels "
+            f"({needed} bytes) but the file has only {size} bytes; the file is truncated or corrupt"
+        )
 
 
 def _hyperspy_load(path: Path, reader: str | None):

@@ -105,6 +105,8 @@ def _parse_mask_text(text: str) -> MaskSpec:
                 raise InputError(f"mask: annulus needs 0 <= R1 < R2, got '{text}'")
             return MaskSpec("annulus", inner=inner, outer=outer, text=text)
         numbers = [float(v) for v in lowered.split(",")]
+    except InputError:  # an InputError is a ValueError: keep its message
+        raise
     except ValueError:
         numbers = None
     if numbers and len(numbers) == 1:
