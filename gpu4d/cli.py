@@ -30,8 +30,15 @@ def main(argv=None) -> int:
         return EXIT_INTERRUPTED
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one ``gpu4d: error:`` line, like every other gpu4d error."""
+
+    def error(self, message):
+        self.exit(EXIT_ERROR, f"gpu4d: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gpu4d", description="Cluster 4D-STEM scans into maps of their regions."
     )
     commands = parser.add_subparsers(title="commands")

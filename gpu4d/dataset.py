@@ -167,8 +167,32 @@ def _open_file(path: Path, reader: str | None) -> Dataset:
                 _check_blockfile_header(path)
         signal = _hyperspy_load(path, reader)
         dataset = _from_signal(signal, str(path))
+        if path.suffix.lower() == ".mib":
+            _check_mib_frame_count(path, dataset.n_patterns)
     dataset.check_readable()
     return dataset
+
+
+def _check_mib_frame_count(path: Path, n_patterns: int) -> None:
+    """A cut-short .mib reads as a smaller scan (rsciio counts frames from the file size): compare
+    with the frame count its .hdr announces."""
+    header = path.with_suffix(".hdr")
+    try:
+        lines = header.read_text(errors="replace").splitlines()
+    except OSError:
+        return  # no header beside it: nothing to compare with
+    for line in lines:
+        if line.startswith("Frames in Acquisition"):
+            try:
+                expected = int(line.split(":", 1)[1].strip())
+            except (IndexError, ValueError):
+                return
+            if expected > n_patterns:
+                raise InputError(
+                    f"{path}: holds {n_patterns} frames but {header.name} announces {expected}; "
+                    "the file is truncated (or the acquisition was stopped early)"
+                )
+            return
 
 
 def _check_known_format(path: Path) -> None:
