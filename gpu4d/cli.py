@@ -161,7 +161,7 @@ def run_demo(args) -> int:
     scan = make_scan(scan_shape=(64, 64), detector_shape=(128, 128), drift_px=args.drift, seed=args.seed)
     start = time.perf_counter()
     result = cluster(
-        scan.data,
+        _demo_dataset(scan, args.seed),
         scan.n_regions,
         mask="auto",
         align=True if args.drift else None,
@@ -174,6 +174,20 @@ def run_demo(args) -> int:
     print_result(result, out, time.perf_counter() - start)
     print(f"  ARI against the ground truth: {ari:.3f} ({scan.n_regions} regions)")
     return 0
+
+
+def _demo_dataset(scan, seed: int):
+    """The synthetic scan as a Dataset with its calibrations and a name for the figures."""
+    from .dataset import Axis, Dataset
+
+    (ny, nx), (qy, qx) = scan.data.shape[:2], scan.data.shape[2:]
+    step, q = scan.scan_step_nm, scan.detector_scale
+    return Dataset(
+        scan.data,
+        (Axis("y", ny, step, 0.0, "nm"), Axis("x", nx, step, 0.0, "nm")),
+        (Axis("qy", qy, q, -q * qy / 2, "1/nm"), Axis("qx", qx, q, -q * qx / 2, "1/nm")),
+        f"synthetic demo scan (seed {seed})",
+    )
 
 
 def _is_previous_demo(folder: Path) -> bool:
