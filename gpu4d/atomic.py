@@ -117,7 +117,9 @@ def atomic_write(
     try:
         with _as_output_error(path):
             encoding = None if mode == "wb" else "utf-8"
-            with os.fdopen(fd, mode, encoding=encoding) as fh:
+            os.close(fd)
+            # opened by name so that fh.name is the path, for writers that open files themselves
+            with open(tmp, mode, encoding=encoding) as fh:
                 write_fn(fh)
                 fh.flush()
                 os.fsync(fh.fileno())
