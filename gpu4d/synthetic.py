@@ -3,21 +3,23 @@
 The scan is a perovskite (cubic ABO3, a = 0.39 nm) polycrystal seen in nano-beam electron
 diffraction at 200 kV:
 
-* **Grains** are Voronoi cells of random seeds over the scan. Each grain looks down a different
-  low-index zone axis, rotated in-plane by a grain-specific angle and tilted a few mrad out of the
-  zone, so the Ewald sphere cuts the relrods unevenly: a spot's intensity is
-  ``|F_g|^2 * exp(-(s_g / EXCITATION_WIDTH)^2)`` with ``s_g`` the excitation error. Every grain
-  sends the same fraction of the beam into its spots, so grains differ in *where* the spots are and
-  how the intensity is shared among them, not in total intensity.
+* **Grains** are Voronoi cells of random seeds over the scan. Each grain looks down a low-index
+  zone axis, rotated in-plane by a grain-specific angle and tilted a few mrad out of the zone, so
+  the Ewald sphere cuts the relrods unevenly: a spot's intensity is
+  ``|F_g| * exp(-(g / G_FALLOFF)^2) * exp(-(s_g / EXCITATION_WIDTH)^2)`` with ``s_g`` the
+  excitation error (``|F_g|``, not ``|F_g|^2``: the thick-crystal limit of dynamical diffraction).
+  Every grain sends the same fraction of the beam into its spots, so grains differ in *where* the
+  spots are and how the intensity is shared among them, not in total intensity.
 * **A planar defect** (a twin lamella a few scan pixels wide) crosses the largest grain. Where the
-  probe passes through it, the pattern holds the grain's spots plus the twin's: the grain's
-  reciprocal lattice mirrored across the twin plane, whose normal is the band's normal. It has its
-  own ground-truth label, ``n_grains``.
+  probe passes through it, the pattern holds the grain's spots plus fainter twin spots: the
+  grain's reciprocal lattice mirrored across the twin plane, whose normal is the band's normal.
+  It has its own ground-truth label, ``n_grains``.
 * **A thickness gradient** across the field: the unscattered (direct) beam carries
   ``exp(-t / MEAN_FREE_PATH_NM)`` of the electrons, about 8 times less at the thick end than at the
-  thin end, while the Bragg spots and a weak diffuse background take the rest. This is why
-  clustering the raw patterns follows thickness, and why the original method masks the direct
-  beam.
+  thin end, while the Bragg spots and a diffuse halo around the beam grow with the rest. The beam
+  stays the brightest feature, so after each pattern is scaled by its maximum the spots of thin
+  regions nearly vanish and the halo's level tracks thickness: clustering the raw patterns mixes
+  thickness in with the grains, and masking the direct beam (the original method) restores them.
 * **Poisson noise** at ``dose`` electrons per pattern, and an optional smooth **descan drift**
   that shifts each whole pattern (beam, spots and background) by a sub-pixel amount.
 
@@ -37,7 +39,7 @@ from typing import Any
 
 import numba
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, special
 
 from .atomic import atomic_write
 from .errors import InputError
@@ -52,10 +54,14 @@ WAVELENGTH_NM = 0.00251
 #: Kinematic scattering amplitudes (arbitrary units) of the A (heavy: Bi, Na, Ba), B (Ti) and O
 #: sites; their interference makes the reflections of different parity differ in strength.
 SCATTERING_A, SCATTERING_B, SCATTERING_O = 5.0, 2.0, 0.8
-#: Form-factor and Debye-Waller fall-off: ``|F|^2`` is damped by ``exp(-(g / G_FALLOFF)^2)``, 1/nm.
-G_FALLOFF = 6.0
+#: Spot intensity goes as ``|F_g| ** STRUCTURE_EXPONENT``: 2 is the kinematic limit, 1 Blackman's
+#: thick-crystal (dynamical) limit, where strong reflections saturate and intensity spreads out.
+STRUCTURE_EXPONENT = 1.0
+#: Form-factor and Debye-Waller fall-off: intensities are damped by ``exp(-(g / G_FALLOFF)^2)``,
+#: g and G_FALLOFF in 1/nm.
+G_FALLOFF = 8.0
 #: Width of the excitation-error window (relrod length, beam convergence), 1/nm.
-EXCITATION_WIDTH = 0.06
+EXCITATION_WIDTH = 0.1
 #: Zone axes the grains look down, in the order they are handed out (shuffled per seed).
 ZONE_AXES = ((0, 0, 1), (0, 1, 1), (1, 1, 1), (1, 1, 2), (0, 1, 2))
 #: Out-of-plane tilt of a grain away from its zone axis, radians.
@@ -65,8 +71,10 @@ DETECTOR_FIELD_INV_NM = 23.0
 #: Direct-beam disc radius and Bragg spot Gaussian sigma, as fractions of the detector width.
 BEAM_RADIUS_FRACTION = 1.0 / 25.0
 SPOT_SIGMA_FRACTION = 0.0095
-#: Spots weaker than this fraction of a grain's strongest spot are dropped.
-MIN_SPOT_FRACTION = 1e-3
+#: Spots weaker than this fraction of a grain's strongest spot are dropped (lost in the noise).
+MIN_SPOT_FRACTION = 1e-2
+#: Spots are rendered out to this many sigma (1% of their peak), plus half a pixel.
+SPOT_REACH_SIGMAS = 3.0
 #: Two regions' spot templates (no beam) must have a cosine similarity below this.
 MAX_TEMPLATE_SIMILARITY = 0.35
 MAX_ORIENTATION_TRIES = 200
@@ -79,29 +87,35 @@ UNIFORM_THICKNESS_NM = 60.0
 #: Over THICKNESS_RANGE_NM the direct beam dims by a factor of about 8.
 MEAN_FREE_PATH_NM = 62.0
 #: Shares of the scattered electrons that go into Bragg spots and into a diffuse background on
-#: the detector (thermal diffuse and inelastic scattering); the rest leaves the detector.
-BRAGG_SHARE = 0.75
-DIFFUSE_SHARE = 0.25
-#: The diffuse background: a broad Gaussian around the beam (sigma as a fraction of the detector
-#: width) plus a flat share.
-DIFFUSE_SIGMA_FRACTION = 0.2
+#: the detector (thermal diffuse and inelastic scattering); the rest leaves the detector. With
+#: these, the direct beam's peak is ~40 times a typical spot's at the thin end and comparable to
+#: it at the thick end, where the diffuse halo around the beam reaches ~2/3 of the beam's peak.
+BRAGG_SHARE = 0.075
+DIFFUSE_SHARE = 0.4
+#: The diffuse background: a Gaussian halo around the beam (sigma as a fraction of the detector
+#: width; about half of it lies under a beam mask of 1.3 beam radii + 2 px) plus a flat share.
+DIFFUSE_SIGMA_FRACTION = 0.06
 DIFFUSE_FLAT_SHARE = 0.3
 #: Grain seeds are at least this fraction of the mean grain diameter apart (when they fit).
 MIN_SEED_SPACING = 0.6
-#: Twin lamella: width in scan pixels (``max(DEFECT_MIN_WIDTH_PX, min(ny, nx) / this)``), its share
-#: of the scattered intensity, and how far (scan pixels) it stays from the grain's boundary.
+#: Twin lamella: width in scan pixels (``max(DEFECT_MIN_WIDTH_PX, min(ny, nx) / this)``), the
+#: twin's share of the Bragg intensity where the probe crosses it (the rest stays the grain's), and
+#: how far (scan pixels) it stays from the grain's boundary.
 DEFECT_WIDTH_DIVISOR = 16.0
 DEFECT_MIN_WIDTH_PX = 3.0
-TWIN_SHARE = 0.4
+TWIN_SHARE = 0.25
 DEFECT_BOUNDARY_MARGIN_PX = 2
 
 # --- Acquisition -------------------------------------------------------------------------------
-#: Expected electrons per pattern: spots of tens of counts at the peak, a direct beam below 255
-#: counts per pixel for detectors of 96 pixels and more, a background of a fraction of a count.
-DEFAULT_DOSE = 1.0e4
+#: Expected electrons per pattern: the strongest spots peak at tens of counts, weak ones at a few,
+#: the direct beam at several hundred to ~1400 counts per pixel (96-pixel detector).
+DEFAULT_DOSE = 3.0e5
 DEFAULT_SCAN_STEP_NM = 2.0
-#: Below this expected count the Poisson draw is exact (inversion); above, a rounded normal.
-POISSON_NORMAL_ABOVE = 30.0
+#: Poisson draws use inversion below this expected count and transformed rejection above.
+POISSON_PTRS_ABOVE = 10.0
+#: uint8 output: electron counts are scaled by a gain (at most 1) that puts the brightest expected
+#: pixel of the scan at this fraction of 255; brighter noise saturates.
+UINT8_FILL = 0.8
 _DTYPES = {"uint8": 255, "uint16": 65535, "float32": 2**62}
 
 
@@ -112,7 +126,7 @@ class SyntheticScan:
     Attributes
     ----------
     data : numpy.ndarray, shape (ny, nx, qy, qx)
-        Electron counts, dtype as asked (uint8 saturates at 255).
+        Electron counts, dtype as asked; uint8 holds counts times a gain <= 1, saturating at 255.
     labels : numpy.ndarray, shape (ny, nx), int32
         Ground truth: ``0 .. n_grains - 1`` the grains, ``n_grains`` the planar defect (if any).
     beam_centres : numpy.ndarray, shape (ny, nx, 2), float64
@@ -177,11 +191,13 @@ def make_scan(
         Peak descan drift of each detector coordinate, pixels (0 for none, at most 1/8 of the
         detector). The beam centre follows a linear ramp plus a slow sinusoid over the scan.
     dose : float
-        Expected electrons per pattern.
+        Expected electrons per pattern, part of which scatters off the detector.
     thickness_gradient : bool
         Thickness ramps across the field over ``THICKNESS_RANGE_NM``; otherwise uniform.
     dtype : {"uint8", "uint16", "float32"}
-        Output dtype. Counts are whole numbers in every dtype; uint8 saturates at 255.
+        Output dtype. Values are whole electron counts; for uint8 they are first multiplied by
+        a gain (at most 1, rounded) that puts the brightest expected pixel at ``UINT8_FILL``
+        of 255, as an 8-bit camera's gain would be set, and saturate at 255.
     seed : int
         Seeds everything; equal arguments give identical scans.
     scan_step_nm : float
@@ -201,31 +217,32 @@ def make_scan(
     n_grains = _check_int("n_grains", n_grains, 1, 12)
     seed = _check_int("seed", seed, 0, 2**63 - 1)
     drift_px = _check_float("drift_px", drift_px, 0.0, min(qy, qx) / 8)
-    dose = _check_float("dose", dose, 0.0, 1e12)
-    scan_step_nm = _check_float("scan_step_nm", scan_step_nm, 0.0, math.inf)
-    if dose <= 0 or scan_step_nm <= 0:
-        name, value = ("dose", dose) if dose <= 0 else ("scan_step_nm", scan_step_nm)
-        raise InputError(f"{name}={value} should be > 0.")
+    dose = _check_positive("dose", dose)
+    scan_step_nm = _check_positive("scan_step_nm", scan_step_nm)
     dtype = _check_dtype(dtype)
 
-    rng = np.random.default_rng(seed)
+    # One independent stream per ingredient: switching the defect, drift or gradient off leaves
+    # everything else as it was for the same seed.
+    grain_rng, crystal_rng, defect_rng, thickness_rng, drift_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)
+    )
     size = min(qy, qx)
     detector_scale = DETECTOR_FIELD_INV_NM / size
     beam_radius = BEAM_RADIUS_FRACTION * size
     spot_sigma = SPOT_SIGMA_FRACTION * size
 
-    grains = _grain_map((ny, nx), n_grains, rng)
-    regions = _grain_spots(n_grains, (qy, qx), detector_scale, spot_sigma, rng)
+    grains = _grain_map((ny, nx), n_grains, grain_rng)
+    regions = _grain_spots(n_grains, (qy, qx), detector_scale, spot_sigma, crystal_rng)
     labels = grains.astype(np.int32)
     if defect:
         host = int(np.argmax(np.bincount(grains.ravel(), minlength=n_grains)))
-        band, normal = _defect_band(grains, host, regions[host], (qy, qx), spot_sigma, rng)
+        band, normal = _defect_band(grains, host, regions[host], (qy, qx), spot_sigma, defect_rng)
         labels[band] = n_grains
         regions.append(_twinned(regions[host], normal))
 
-    thickness = _thickness_map((ny, nx), thickness_gradient, rng)
+    thickness = _thickness_map((ny, nx), thickness_gradient, thickness_rng)
     centre = np.array([(qy - 1) / 2.0, (qx - 1) / 2.0])
-    centres = centre + _drift_field((ny, nx), drift_px, rng)
+    centres = centre + _drift_field((ny, nx), drift_px, drift_rng)
 
     data = np.empty((ny, nx, qy, qx), dtype=dtype)
     _render(data, labels, thickness, centres, regions, dose, beam_radius, spot_sigma, seed)
@@ -261,6 +278,13 @@ def _check_int(name: str, value: Any, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InputError(f"{name}={value} should be between {low} and {high}.")
     return int(value)
+
+
+def _check_positive(name: str, value: Any) -> float:
+    number = _check_float(name, value, 0.0, math.inf)
+    if number <= 0 or math.isinf(number):
+        raise InputError(f"{name}={value!r} should be a finite number > 0.")
+    return number
 
 
 def _check_float(name: str, value: Any, low: float, high: float) -> float:
@@ -337,9 +361,7 @@ def _defect_band(
     ny, nx = grains.shape
     inside = grains == host
     # border_value=1: the scan's edge is not a grain boundary.
-    core = ndimage.binary_erosion(
-        inside, iterations=DEFECT_BOUNDARY_MARGIN_PX, border_value=1
-    )
+    core = ndimage.binary_erosion(inside, iterations=DEFECT_BOUNDARY_MARGIN_PX, border_value=1)
     if not core.any():
         core = inside
     ys, xs = np.nonzero(core)
@@ -367,10 +389,10 @@ def _thickness_map(
     scan_shape: tuple[int, int], gradient: bool, rng: np.random.Generator
 ) -> np.ndarray:
     """Specimen thickness, nm, shape (ny, nx): a linear wedge in a random direction, or flat."""
-    ny, nx = scan_shape
-    angle = rng.uniform(0.0, 2 * math.pi)  # drawn either way, so the rest does not depend on it
     if not gradient:
         return np.full(scan_shape, UNIFORM_THICKNESS_NM)
+    ny, nx = scan_shape
+    angle = rng.uniform(0.0, 2 * math.pi)
     yy, xx = np.mgrid[0:ny, 0:nx]
     ramp = yy * math.sin(angle) + xx * math.cos(angle)
     ramp = (ramp - ramp.min()) / (ramp.max() - ramp.min())
@@ -383,23 +405,18 @@ def _drift_field(
 ) -> np.ndarray:
     """Descan shift ``(dy, dx)`` of the pattern, shape (ny, nx, 2), pixels.
 
-    Each component is a linear ramp over the scan plus a slow sinusoid, scaled so that its largest
-    magnitude is ``drift_px``.
+    Each component is a linear ramp over the scan (mostly along its own axis, as a descan error
+    is) plus a slow sinusoid, scaled so that its largest magnitude is ``drift_px``.
     """
     ny, nx = scan_shape
-    tilt = rng.uniform(-1.0, 1.0, size=(2, 2))  # ramp coefficients per component
+    v, u = np.meshgrid(np.linspace(-0.5, 0.5, ny), np.linspace(-0.5, 0.5, nx), indexing="ij")
+    along = rng.uniform(0.5, 1.5, size=2)  # ramp along the component's own scan axis
+    across = rng.uniform(-0.5, 0.5, size=2)
     phase = rng.uniform(0.0, 2 * math.pi, size=2)
-    v = np.linspace(-0.5, 0.5, ny)[:, None]
-    u = np.linspace(-0.5, 0.5, nx)[None, :]
-    shift = np.empty((ny, nx, 2))
-    for c in range(2):
-        wave = 0.3 * np.sin(2 * math.pi * (0.7 * v + 0.5 * u) + phase[c])
-        component = (1.0 + tilt[c, 0]) * (v if c == 0 else u) + 0.5 * tilt[c, 1] * (
-            u if c == 0 else v
-        )
-        shift[..., c] = component + wave
-    peak = np.abs(shift).max(axis=(0, 1))
-    return shift * (drift_px / np.where(peak > 0, peak, 1.0))
+    dy = along[0] * v + across[0] * u + 0.3 * np.sin(2 * math.pi * (0.7 * v + 0.5 * u) + phase[0])
+    dx = along[1] * u + across[1] * v + 0.3 * np.sin(2 * math.pi * (0.5 * v + 0.7 * u) + phase[1])
+    shift = np.stack([dy, dx], axis=-1)
+    return shift * (drift_px / np.abs(shift).max(axis=(0, 1)))
 
 
 # --- Diffraction -------------------------------------------------------------------------------
@@ -445,7 +462,7 @@ def _zone_axis_spots(
     angle and tilted out of the zone by a few mrad about a random in-plane axis.
     """
     qy, qx = detector_shape
-    g_max = (math.hypot(qy, qx) / 2 + 4 * spot_sigma) * detector_scale
+    g_max = (math.hypot(qy, qx) / 2 + SPOT_REACH_SIGMAS * spot_sigma) * detector_scale
     n = int(math.ceil(g_max * LATTICE_NM)) + 1
     hkl = np.stack(np.meshgrid(*[np.arange(-n, n + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
     hkl = hkl[np.any(hkl != 0, axis=1)]
@@ -456,12 +473,12 @@ def _zone_axis_spots(
     # Excitation error: distance from the Ewald sphere, |k0 + g| = 1/lambda.
     excitation = -(g[:, 2] + WAVELENGTH_NM * g_abs2 / 2)
     intensity = (
-        _structure_factor(hkl) ** 2
+        np.abs(_structure_factor(hkl)) ** STRUCTURE_EXPONENT
         * np.exp(-g_abs2 / G_FALLOFF**2)
         * np.exp(-((excitation / EXCITATION_WIDTH) ** 2))
     )
     dx, dy = g[:, 0] / detector_scale, g[:, 1] / detector_scale
-    reach = 4 * spot_sigma
+    reach = SPOT_REACH_SIGMAS * spot_sigma
     on_detector = (np.abs(dy) < qy / 2 + reach) & (np.abs(dx) < qx / 2 + reach)
     keep = on_detector & (intensity > MIN_SPOT_FRACTION * intensity[on_detector].max())
     share = intensity[keep] / intensity[keep].sum()
@@ -525,9 +542,16 @@ def _twinned(matrix: _Spots, normal: np.ndarray) -> _Spots:
 def _template(spots: _Spots, detector_shape: tuple[int, int], spot_sigma: float) -> np.ndarray:
     """Noise-free spot image (qy, qx) float64, beam at the centre, for comparing regions."""
     qy, qx = detector_shape
-    gy = np.exp(-((np.arange(qy)[:, None] - (qy - 1) / 2 - spots.dy) ** 2) / (2 * spot_sigma**2))
-    gx = np.exp(-((np.arange(qx)[:, None] - (qx - 1) / 2 - spots.dx) ** 2) / (2 * spot_sigma**2))
+    gy = _pixel_shares(np.arange(qy) - (qy - 1) / 2, spots.dy, spot_sigma)
+    gx = _pixel_shares(np.arange(qx) - (qx - 1) / 2, spots.dx, spot_sigma)
     return (gy * spots.share) @ gx.T  # separable Gaussians: sum_k share_k gy_k(y) gx_k(x)
+
+
+def _pixel_shares(pixels: np.ndarray, centres: np.ndarray, sigma: float) -> np.ndarray:
+    """Share of a 1D Gaussian at each centre (m,) that falls in each pixel (n,): (n, m)."""
+    scale = 1.0 / (math.sqrt(2.0) * sigma)
+    edges = (pixels[:, None] - centres[None, :]) * scale
+    return 0.5 * (special.erf(edges + 0.5 * scale) - special.erf(edges - 0.5 * scale))
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -554,6 +578,7 @@ def _render(
     beam_e = dose * unscattered
     bragg_e = dose * BRAGG_SHARE * (1 - unscattered)
     diffuse_e = dose * DIFFUSE_SHARE * (1 - unscattered)
+    diffuse_sigma = DIFFUSE_SIGMA_FRACTION * min(qy, qx)
 
     most = max(len(r.share) for r in regions)
     spot_dy = np.zeros((len(regions), most))
@@ -565,6 +590,16 @@ def _render(
         spot_dy[i, : n_spots[i]] = region.dy
         spot_dx[i, : n_spots[i]] = region.dx
         spot_share[i, : n_spots[i]] = region.share
+
+    if data.dtype == np.uint8:
+        # Like an 8-bit camera's gain: the brightest expected pixel lands at UINT8_FILL of 255.
+        background = diffuse_e * (1 - DIFFUSE_FLAT_SHARE) / (2 * math.pi * diffuse_sigma**2)
+        beam_peak = beam_e / (math.pi * beam_radius**2)
+        spot_peak = bragg_e * spot_share.max(axis=1)[labels.ravel()] / (2 * math.pi * spot_sigma**2)
+        peak = float(np.max(background + np.maximum(beam_peak, spot_peak)))
+        gain = min(1.0, UINT8_FILL * 255 / peak)
+    else:
+        gain = 1.0
 
     _render_patterns_kernel(
         data.reshape(ny * nx, qy, qx),
@@ -579,13 +614,15 @@ def _render(
         n_spots,
         float(beam_radius),
         float(spot_sigma),
-        float(DIFFUSE_SIGMA_FRACTION * min(qy, qx)),
+        float(diffuse_sigma),
         np.uint64(seed),
+        gain,
         _DTYPES[data.dtype.name],
     )
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_INVERSES = 1.0 / np.maximum(np.arange(100.0), 1.0)  # 1 / k for the Poisson inversion
 
 
 @numba.njit(cache=True, inline="always")
@@ -598,30 +635,58 @@ def _splitmix64(x):
 
 
 @numba.njit(cache=True, inline="always")
-def _uniform(key):
-    """A float64 in (0, 1) from the hash of ``key``."""
-    return ((_splitmix64(key) >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
+def _to_unit(bits):
+    """A float64 in (0, 1) from the top 53 of 64 random bits."""
+    return ((bits >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)
 
 
 @numba.njit(cache=True)
-def _poisson(lam, key):
-    """A Poisson(``lam``) count from the counter ``key``: exact inversion for small ``lam``, a
-    rounded normal (Box-Muller) above ``POISSON_NORMAL_ABOVE``, where the two agree closely."""
+def _poisson(lam, bits):
+    """An exact Poisson(``lam``) count from the 64 random ``bits`` (a hash).
+
+    Inversion (one uniform, about ``lam`` steps) below ``POISSON_PTRS_ABOVE``; above, Hormann's
+    transformed rejection (PTRS, as in numpy), about 1.2 pairs of uniforms whatever ``lam``.
+    """
     if lam <= 0.0:
         return 0
-    u = _uniform(key)
-    if lam < POISSON_NORMAL_ABOVE:
+    if lam < POISSON_PTRS_ABOVE:
+        u = _to_unit(bits)
+        if u <= 1.0 - lam:  # exp(-lam) >= 1 - lam: a zero, without computing exp (most pixels)
+            return 0
         p = math.exp(-lam)
         cdf = p
         k = 0
-        while u > cdf and k < 1000:  # the cap guards against round-off as cdf nears 1
+        while u > cdf and k < 99:  # the cap guards against round-off as cdf nears 1
             k += 1
-            p *= lam / k
+            p *= lam * _INVERSES[k]  # a table lookup: division is the slow step here
             cdf += p
         return k
-    v = _uniform(key ^ _GOLDEN)
-    z = math.sqrt(-2.0 * math.log(u)) * math.cos(2.0 * math.pi * v)
-    return max(0, int(math.floor(lam + math.sqrt(lam) * z + 0.5)))
+    return _poisson_ptrs(lam, bits)
+
+
+@numba.njit(cache=True)
+def _poisson_ptrs(lam, bits):
+    """Poisson(``lam``) for ``lam`` >= 10 by transformed rejection (Hormann 1993)."""
+    slam = math.sqrt(lam)
+    loglam = math.log(lam)
+    b = 0.931 + 2.53 * slam
+    a = -0.059 + 0.02483 * b
+    invalpha = 1.1239 + 1.1328 / (b - 3.4)
+    vr = 0.9277 - 3.6224 / (b - 2)
+    draw = np.uint64(0)
+    while True:
+        u = _to_unit(_splitmix64(bits + draw)) - 0.5
+        v = _to_unit(_splitmix64(bits + draw + np.uint64(1)))
+        draw += np.uint64(2)
+        us = 0.5 - abs(u)
+        k = int(math.floor((2 * a / us + b) * u + lam + 0.43))
+        if us >= 0.07 and v <= vr:
+            return k
+        if k < 0 or (us < 0.013 and v > us):
+            continue
+        accept = -lam + k * loglam - math.lgamma(k + 1)
+        if math.log(v) + math.log(invalpha) - math.log(a / (us * us) + b) <= accept:
+            return k
 
 
 @numba.njit(cache=True)
@@ -654,19 +719,26 @@ def _add_disc(lam, cy, cx, electrons, radius):
 
 @numba.njit(cache=True)
 def _add_spot(lam, gx, y0, x0, electrons, sigma):
-    """Add a Gaussian spot of ``electrons`` at (y0, x0), cut at 4 sigma; ``gx`` is scratch."""
+    """Add a Gaussian spot of ``electrons`` at (y0, x0), integrated over each pixel (so spots
+    narrower than a pixel keep their total), cut at SPOT_REACH_SIGMAS; ``gx`` is scratch."""
     qy, qx = lam.shape
-    reach = 4.0 * sigma
+    reach = SPOT_REACH_SIGMAS * sigma + 0.5
     i0, i1 = max(0, int(math.floor(y0 - reach))), min(qy, int(math.ceil(y0 + reach)) + 1)
     j0, j1 = max(0, int(math.floor(x0 - reach))), min(qx, int(math.ceil(x0 + reach)) + 1)
     if i0 >= i1 or j0 >= j1:
         return
-    two_s2 = 2.0 * sigma * sigma
+    scale = 1.0 / (math.sqrt(2.0) * sigma)
+    # Share of the spot in pixel j along x: half the difference of erf at the pixel's two edges.
+    below = math.erf((j0 - 0.5 - x0) * scale)
     for j in range(j0, j1):
-        gx[j] = math.exp(-((j - x0) ** 2) / two_s2)
-    norm = electrons / (math.pi * two_s2)
+        above = math.erf((j + 0.5 - x0) * scale)
+        gx[j] = 0.5 * (above - below)
+        below = above
+    below = math.erf((i0 - 0.5 - y0) * scale)
     for i in range(i0, i1):
-        wy = norm * math.exp(-((i - y0) ** 2) / two_s2)
+        above = math.erf((i + 0.5 - y0) * scale)
+        wy = 0.5 * electrons * (above - below)
+        below = above
         for j in range(j0, j1):
             lam[i, j] += wy * gx[j]
 
@@ -687,6 +759,7 @@ def _render_patterns_kernel(
     spot_sigma,
     diffuse_sigma,
     seed,
+    gain,
     clip_max,
 ):
     """Render and sample ``out`` (n, qy, qx), one pattern per iteration.
@@ -694,7 +767,8 @@ def _render_patterns_kernel(
     Pattern ``p`` is centred on ``centres[p]`` (n, 2) and holds ``beam_e[p]`` electrons in the
     direct beam, ``bragg_e[p]`` in the spots of region ``labels[p]`` (offsets ``spot_dy/dx``,
     shares ``spot_share``, both (n_regions, max_spots), ``n_spots`` used) and ``diffuse_e[p]``
-    in the background. Counts above ``clip_max`` saturate.
+    in the background. Electron counts are multiplied by ``gain``, rounded, and saturate at
+    ``clip_max``.
     """
     n, qy, qx = out.shape
     base = _splitmix64(seed)
@@ -709,13 +783,16 @@ def _render_patterns_kernel(
         _add_disc(lam, cy, cx, beam_e[p], beam_radius)
         region = labels[p]
         for k in range(n_spots[region]):
-            electrons = bragg_e[p] * spot_share[region, k]
-            _add_spot(lam, gx, cy + spot_dy[region, k], cx + spot_dx[region, k], electrons, spot_sigma)
+            y0, x0 = cy + spot_dy[region, k], cx + spot_dx[region, k]
+            _add_spot(lam, gx, y0, x0, bragg_e[p] * spot_share[region, k], spot_sigma)
         key = _splitmix64(base ^ np.uint64(p))
         for i in range(qy):
             for j in range(qx):
                 pixel = np.uint64(i * qx + j)
-                out[p, i, j] = min(_poisson(lam[i, j], _splitmix64(key + pixel)), clip_max)
+                count = _poisson(lam[i, j], _splitmix64(key + pixel))
+                if gain != 1.0:
+                    count = int(count * gain + 0.5)
+                out[p, i, j] = min(count, clip_max)
 
 
 # --- Writing -----------------------------------------------------------------------------------
@@ -739,8 +816,8 @@ def write_blo(
     scan_step_nm : float
         Scan step, nm per probe position (both directions).
     detector_scale : float
-        Detector calibration. The format stores it as the integer ``round(100 / scale)`` in a unit
-        HyperSpy reads as ``cm``, so it comes back only approximately.
+        Detector calibration. The format stores it as the integer part of ``100 / scale`` in a
+        unit HyperSpy reads as ``cm``, so it comes back only approximately.
 
     Raises
     ------
@@ -762,9 +839,8 @@ def write_blo(
         raise InputError(
             f"data.shape={data.shape} should be (ny, nx, q, q): .blo patterns are square."
         )
-    for name, value in (("scan_step_nm", scan_step_nm), ("detector_scale", detector_scale)):
-        if not _check_float(name, value, 0.0, math.inf) > 0:
-            raise InputError(f"{name}={value} should be > 0.")
+    scan_step_nm = _check_positive("scan_step_nm", scan_step_nm)
+    detector_scale = _check_positive("detector_scale", detector_scale)
 
     navigator = data.mean(axis=(2, 3), dtype=np.float32)  # the file's virtual bright field
     navigator = np.round(255 * navigator / max(float(navigator.max()), 1e-12)).astype(np.uint8)
