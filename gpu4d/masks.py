@@ -15,9 +15,13 @@ from scipy import ndimage
 
 from .errors import InputError
 
-#: ``mask="auto"`` masks a disc this much larger than the beam's half-maximum radius, plus
-#: ``AUTO_MARGIN_PX``, to cover the beam's tails and a little descan.
+#: ``mask="auto"`` masks the beam out to where the mean pattern's radial profile has fallen to
+#: ``AUTO_TAIL_LEVEL`` of the beam's height above background (the diffuse halo around the beam
+#: grows with thickness and would otherwise steer the clustering), plus ``AUTO_MARGIN_PX``;
+#: at least ``AUTO_RADIUS_FACTOR`` x the half-maximum radius + margin, at most ``AUTO_MAX_FACTOR`` x.
+AUTO_TAIL_LEVEL = 0.05
 AUTO_RADIUS_FACTOR = 1.25
+AUTO_MAX_FACTOR = 3.0
 AUTO_MARGIN_PX = 1.5
 
 
@@ -210,8 +214,26 @@ def find_beam(mean_pattern: np.ndarray) -> dict:
     weights = (pattern - background) * beam_region
     cy, cx = ndimage.center_of_mass(weights)
     half_max_radius = float(np.sqrt(beam_region.sum() / np.pi))
+    tail_radius = _tail_radius(pattern, (cy, cx), background, peak)
+    mask_radius = min(
+        max(tail_radius, AUTO_RADIUS_FACTOR * half_max_radius),
+        AUTO_MAX_FACTOR * half_max_radius,
+    ) + AUTO_MARGIN_PX
     return {
         "centre": [float(cy), float(cx)],
         "half_max_radius": half_max_radius,
-        "mask_radius": AUTO_RADIUS_FACTOR * half_max_radius + AUTO_MARGIN_PX,
+        "tail_radius": tail_radius,
+        "mask_radius": float(mask_radius),
     }
+
+
+def _tail_radius(pattern: np.ndarray, centre, background: float, peak: float) -> float:
+    """Inner radius of the first 1-px ring whose median is below the tail level."""
+    radius = _radius_map(pattern.shape, centre)
+    level = background + AUTO_TAIL_LEVEL * (peak - background)
+    rings = radius.astype(int)
+    for ring in range(int(radius.max()) + 1):
+        values = pattern[rings == ring]
+        if values.size and np.median(values) < level:
+            return float(ring)
+    return float(radius.max())
