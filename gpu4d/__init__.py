@@ -10,6 +10,7 @@ from .dataset import Dataset, open_dataset
 from .errors import BackendUnavailable, Gpu4dError, InputError, OutputError
 from .pipeline import cluster
 from .result import ClusterResult
+from .sweep import SweepResult, sweep
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,4 @@
-"""The ``gpu4d`` command line: cluster, demo, info."""
+"""The ``gpu4d`` command line: cluster, sweep, live, demo, info."""
 
 from __future__ import annotations
 
@@ -50,12 +50,61 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(cluster)
     cluster.set_defaults(run=run_cluster)
 
+    sweep = commands.add_parser(
+        "sweep", help="cluster one scan for every k of a range, score the ks and suggest one"
+    )
+    sweep.add_argument("file", help="4D-STEM file: .blo, .mib (+.hdr), .hspy, .zspy, .npy, ...")
+    sweep.add_argument(
+        "-k",
+        "--ks",
+        default="2:12",
+        help="ks to try: START:STOP (both included), START:STOP:STEP or a list 2,4,6 (default 2:12)",
+    )
+    add_preprocessing_options(sweep)
+    add_run_options(sweep)
+    add_sweep_options(sweep)
+    sweep.set_defaults(run=run_sweep)
+
     demo = commands.add_parser("demo", help="cluster the built-in synthetic scan and score it")
     demo.add_argument("--out", default="gpu4d-demo", help="results folder (default: gpu4d-demo)")
     demo.add_argument("--backend", choices=("cpu", "gpu", "auto"), default="auto")
     demo.add_argument("--drift", type=float, default=0.0, help="descan drift in pixels (default 0)")
     demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic scan")
     demo.set_defaults(run=run_demo)
+
+    live = commands.add_parser(
+        "live",
+        help="cluster a scan while it is acquired (Merlin stream, growing .mib)",
+        description="Cluster a scan while it is acquired: snapshots in --out every few seconds "
+        "(labels.npy/.png, centroids.png, progress.json), then the refined result. Exit codes: "
+        "0 complete, 2 error (malformed stream, bad argument; what arrived is saved), "
+        "3 incomplete (the stream ended early; the partial result is saved), 130 Ctrl-C "
+        "(the partial result is saved). The refinement is one Lloyd run from the live centroids "
+        "(--n-init does not apply; --reader neither).",
+    )
+    live.add_argument(
+        "source", help="merlin://HOST[:PORT] (data port, default 6342) or a .mib being written"
+    )
+    live.add_argument("-k", "--n-clusters", type=int, required=True, help="number of clusters")
+    live.add_argument("--scan", required=True, metavar="NYxNX", help="scan shape, e.g. 256x256")
+    add_preprocessing_options(live)
+    add_run_options(live)
+    live.add_argument("--init-frames", type=int, default=None,
+                      help="frames of the initial buffer (default max(20 k, 512))")
+    live.add_argument("--snapshot-every", type=float, default=5.0, metavar="S",
+                      help="seconds between snapshots (default 5)")
+    live.add_argument("--max-lag", type=int, default=None, metavar="FRAMES",
+                      help="frames the receiver may get ahead of the clustering before it waits "
+                      "(default: the whole scan; frames are never dropped)")
+    live.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                      help="seconds without data before the stream counts as ended (default 10)")
+    live.add_argument("--no-refine", action="store_true",
+                      help="keep the live result; skip Lloyd over every frame at the end")
+    live.add_argument("--spill-dir", default=None,
+                      help="folder for the frames of scans too large for memory (default: temp)")
+    # Lloyd from the live centroids until no label changes (tol 0 also spares scikit-learn a
+    # variance pass over the whole feature matrix)
+    live.set_defaults(run=run_live, tol=0.0)
 
     info = commands.add_parser("info", help="versions and which backends can run here")
     info.set_defaults(run=run_info)
@@ -94,6 +143,22 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
+def add_sweep_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="full-dimensional KMeans for every k (slow; holds the whole feature matrix)",
+    )
+    parser.add_argument(
+        "--components",
+        default="auto",
+        help="principal coordinates KMeans runs on: auto (95%% of the sketch's variance, 16-64) or N",
+    )
+    parser.add_argument(
+        "--sketch-size", type=int, default=48, help="width of the randomized PCA (default 48)"
+    )
+
+
 def cluster_kwargs(args) -> dict:
     """Keyword arguments of ``gpu4d.cluster`` from parsed CLI options."""
     return {
@@ -122,6 +187,91 @@ def run_cluster(args) -> int:
     result.save(args.out, overwrite=args.overwrite, figures=not args.no_figures)
     print_result(result, args.out, time.perf_counter() - start)
     return 0
+
+
+def run_sweep(args) -> int:
+    from .atomic import check_output_folder
+    from .sweep import parse_ks, sweep
+
+    ks = parse_ks(args.ks, name="-k")
+    components = args.components.strip().lower()
+    if components != "auto":
+        if not components.isdigit() or int(components) < 1:
+            raise InputError(f"--components must be auto or an integer >= 1; got {args.components!r}")
+        components = int(components)
+    check_output_folder(args.out, args.overwrite)
+    start = time.perf_counter()
+    result = sweep(
+        args.file,
+        ks,
+        **cluster_kwargs(args),
+        exact=args.exact,
+        n_components=components,
+        sketch_size=args.sketch_size,
+    )
+    result.save(args.out, overwrite=args.overwrite, figures=not args.no_figures)
+    print_sweep(result, args.out, time.perf_counter() - start)
+    return 0
+
+
+def print_sweep(result, out, seconds: float) -> None:
+    first = result[result.ks[0]]
+    info = result.components
+    if info["mode"] == "exact":
+        space = "exact mode: full-dimensional KMeans"
+    else:
+        space = (
+            f"reduced mode: KMeans on {info['n_components']} of {info['sketch_size']} principal "
+            f"components ({info['explained_variance_ratio_kept']:.1%} of the variance)"
+        )
+    print(f"{first.source}: {first.labels.shape[0]}x{first.labels.shape[1]} scan, k = {result.ks[0]}..{result.ks[-1]}")
+    print(f"  backend  {first.backend_description}")
+    print(f"  space    {space}")
+    print("       k      inertia  silhouette  calinski-harabasz  davies-bouldin  separation")
+    for i, k in enumerate(result.ks):
+        mark = " <" if k == result.suggested_k else ""
+        s = {name: values[i] for name, values in result.scores.items()}
+        print(
+            f"  {k:6d}  {s['inertia']:11.5g}  {s['silhouette']:10.3f}  {s['calinski_harabasz']:17.5g}"
+            f"  {s['davies_bouldin']:14.3f}  {s['separation']:10.2f}{mark}"
+        )
+    print(f"  suggested k = {result.suggested_k}: {result.suggestion['reason']}")
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items() if isinstance(v, float))
+    print(f"  time     {seconds:.2f} s ({stages})")
+    print(f"  results  {out}")
+
+
+def run_live(args) -> int:
+    """``gpu4d live``: see ``gpu4d.live.runner`` for what is written and the exit codes."""
+    from .live.runner import LiveRun, parse_scan_shape
+
+    if args.reader is not None:
+        raise InputError("--reader does not apply to live sources")
+    run = LiveRun(
+        args.source, args.n_clusters, parse_scan_shape(args.scan),
+        out=args.out, overwrite=args.overwrite, figures=not args.no_figures,
+        snapshot_every_s=args.snapshot_every, display=not args.quiet, max_lag_frames=args.max_lag,
+        timeout_s=args.timeout, refine=not args.no_refine, max_iter=args.max_iter, tol=args.tol,
+        mask=args.mask, normalize=args.normalize, transform=args.transform, align=args.align,
+        backend=args.backend, random_state=args.seed, batch_size=args.batch_size,
+        init_frames=args.init_frames, spill_dir=args.spill_dir,
+    )
+    start = time.perf_counter()
+    outcome = run.run()
+    progress = outcome.progress
+    if outcome.result is not None and outcome.status == "complete":
+        print_result(outcome.result, args.out, time.perf_counter() - start)
+    print(
+        f"  live     {progress['frames_received']} of {progress['frames_expected']} frames received, "
+        f"{progress['frames_processed']} processed, {progress['rate_fps']:.0f} frames/s, "
+        f"largest lag {progress['max_lag_frames_seen']} frames; {outcome.status}"
+    )
+    if outcome.out is not None and outcome.status != "complete":
+        print(f"  results  {outcome.out} (partial)")
+    if outcome.message:
+        print(f"gpu4d: {'error' if outcome.exit_code == EXIT_ERROR else outcome.status}: "
+              f"{' '.join(outcome.message.split())}", file=sys.stderr)
+    return outcome.exit_code
 
 
 def print_result(result, out, seconds: float) -> None:

@@ -1,0 +1,1266 @@
+"""Incremental clustering of a scan while it is acquired.
+
+Two layers:
+
+* :class:`MiniBatchKMeans` is scikit-learn's mini-batch KMeans update written once as array
+  code over an array module ``xp`` (numpy, or cupy on the GPU, so the update runs on the device
+  where the features already are): assignments from matmul distances, per-cluster sums from a
+  one-hot matmul, and the count-based learning rate (each centre is the running mean of every
+  point ever assigned to it). With ``counts`` starting at 0 and no reassignment it is exactly
+  ``sklearn.cluster.MiniBatchKMeans(reassignment_ratio=0).partial_fit``.
+* :class:`LiveClusterer` turns raw frames into that update. It keeps every frame (for the exact
+  refinement at the end); builds the detector mask (and the alignment reference) from the first
+  frames; seeds the centroids with k-means++ and Lloyd over an initial buffer; then
+  preprocesses each further batch with the same fused kernels as ``gpu4d.cluster`` and folds it
+  into the centroids. :meth:`LiveClusterer.finish` runs Lloyd from the live centroids over the
+  whole scan through ``gpu4d.cluster(init=...)``.
+
+Frames arrive in scan order, not at random: the first rows hold a few regions only, and new
+regions appear all along the scan, which a plain mini-batch KMeans (made for shuffled data)
+cannot follow. So the clusterer also keeps a stratified sample of the frames (up to a few
+hundred per cluster, and a bucket of "novel" frames, far from every centroid, which are kept out
+of the update). When novel frames pile up, or the frames seen double, the centroids are
+re-seeded by a weighted KMeans of the sample (:meth:`LiveClusterer.reseed`), in its principal
+axes; a last re-seed, adding a uniform sample, precedes the refinement.
+
+Label identities stay stable: after every update and re-seed the new centroids are matched to
+the previous ones (:func:`match_centroids`, Hungarian assignment on squared distances) and
+reordered, so a region keeps its label, and its colour, from the first snapshot to the final
+result. Frames labelled before a re-seed are labelled again when the loop is idle
+(:meth:`LiveClusterer.relabel`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+import shutil
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from gpu4d.errors import InputError
+from gpu4d.live._base import FrameBatch
+
+__all__ = ["LiveClusterer", "MiniBatchKMeans", "match_centroids"]
+
+#: Initial buffer: k-means++ and Lloyd run over the first ``max(INIT_PER_CLUSTER * k,
+#: INIT_MIN_FRAMES)`` frames (fewer if the scan is smaller).
+INIT_PER_CLUSTER = 20
+INIT_MIN_FRAMES = 512
+#: The beam (for mask="auto" and alignment) is located in this percentile over up to BEAM_FRAMES
+#: evenly spaced frames of the initial buffer, and measured in their mean (``_beam_pattern``).
+BEAM_PERCENTILE = 20
+BEAM_FRAMES = 256
+#: Default mini-batch: as many frames as fit in this much float32 feature memory, within
+#: [MIN_BATCH, MAX_BATCH] frames. Large batches amortise the per-batch Python work.
+BATCH_FEATURE_BYTES = 128 * 2**20
+MIN_BATCH, MAX_BATCH = 256, 2048
+#: On the CPU, frames are preprocessed in chunks of about this many feature bytes (at least
+#: MIN_CHUNK frames), so that they are still in cache when the assignment matmul and the one-hot
+#: sums read them (a 1024-frame batch of 144x144 features is 85 MB; an L3 cache 8-32 MB).
+CPU_CHUNK_BYTES = 8 * 2**20
+MIN_CHUNK = 8
+#: The sample the centroids are re-seeded from: frames whose features take up to this many
+#: bytes, between MIN and MAX frames per cluster (and as many for the novel bucket).
+SAMPLE_BYTES = 128 * 2**20
+MIN_SAMPLE_PER_CLUSTER, MAX_SAMPLE_PER_CLUSTER = 32, 128
+#: A frame is "novel" when its squared distance to its centre exceeds NOVELTY_FACTOR times the
+#: NOVELTY_QUANTILE of its cluster's distances in the sample at the last re-seed.
+NOVELTY_FACTOR = 2.0
+NOVELTY_QUANTILE = 0.99
+#: Re-seed when this many novel frames have arrived (at least NOVEL_MIN_GAP frames after the
+#: last re-seed), and whenever the frames processed grow by RESEED_GROWTH.
+NOVEL_MIN_FRAMES = 32
+NOVEL_MIN_GAP = 256
+RESEED_GROWTH = 2.0
+#: ... but no more often than these shares of the time allow (a re-seed takes 0.1-0.5 s).
+RESEED_SHARE = 0.1
+NOVEL_RESEED_SHARE = 0.3
+#: The re-seed's KMeans runs in the sample's top principal axes (at least this many), from
+#: SEED_N_INIT k-means++ starts and from the previous centroids.
+SEED_DIMENSIONS = 16
+SEED_N_INIT = 8
+#: The final re-seed (before the refinement) adds a uniform sample of this many frames (whose
+#: features take at most FINAL_SAMPLE_BYTES) and uses more starts in more axes.
+FINAL_UNIFORM_FRAMES = 1024
+FINAL_SAMPLE_BYTES = 128 * 2**20
+FINAL_N_INIT = 32
+FINAL_DIMENSIONS = 32
+#: Raw frames larger than this fraction of the physical memory go to a memory-mapped file.
+IN_MEMORY_FRACTION = 0.4
+
+
+# ------------------------------------------------------------------------------------ the update
+def _assign(xp, z, centers, center_norms=None):
+    """Labels (n,) int32 and squared distances (n,) float32 of the rows of ``z`` to their nearest
+    centre: ``||z||^2 - 2 z.c + ||c||^2`` from one (n, m) x (m, k) matmul, clipped at 0."""
+    if center_norms is None:
+        center_norms = xp.einsum("ij,ij->i", centers, centers)
+    scores = center_norms[None, :] - 2.0 * (z @ centers.T)  # (n, k)
+    labels = xp.argmin(scores, axis=1).astype(np.int32)
+    nearest = xp.take_along_axis(scores, labels[:, None].astype(np.int64), axis=1)[:, 0]
+    distances = xp.maximum(nearest + xp.einsum("ij,ij->i", z, z), 0.0)
+    return labels, distances
+
+
+class MiniBatchKMeans:
+    """Mini-batch KMeans over an array module (numpy or cupy): scikit-learn's update.
+
+    Parameters
+    ----------
+    n_clusters : int
+        k >= 1.
+    xp : module
+        ``numpy`` or ``cupy``; the data given to :meth:`partial_fit` lives there.
+
+    Attributes
+    ----------
+    cluster_centers_ : (k, m) float32 array of ``xp``
+    counts_ : (k,) float64 array of ``xp``
+        Points folded into each centre so far; a batch moves a centre by the share
+        ``batch points / counts_`` (scikit-learn's count-based learning rate).
+    n_steps_ : int
+        Mini-batch steps taken.
+
+    Notes
+    -----
+    scikit-learn also moves clusters with few points onto random points now and then
+    (``reassignment_ratio``); that makes labels jump, which a live display must avoid, so it is
+    left out here (``LiveClusterer`` re-seeds from its sample instead, matching identities).
+    With ``counts_`` starting at 0 the result equals
+    ``sklearn.cluster.MiniBatchKMeans(init=centers, reassignment_ratio=0).partial_fit``.
+    """
+
+    def __init__(self, n_clusters: int, *, xp=np) -> None:
+        self.n_clusters = n_clusters
+        self.xp = xp
+        self.cluster_centers_ = None
+        self.counts_ = None
+        self.n_steps_ = 0
+
+    def set_centers(self, centers, counts=None) -> MiniBatchKMeans:
+        """Start from centres (k, m); ``counts`` (k,) defaults to zeros (scikit-learn's start)."""
+        xp = self.xp
+        centers = xp.asarray(centers, dtype=np.float32)
+        if centers.ndim != 2 or centers.shape[0] != self.n_clusters:
+            raise InputError(
+                f"centers.shape={tuple(centers.shape)} should be (n_clusters={self.n_clusters}, m)."
+            )
+        self.cluster_centers_ = xp.array(centers, copy=True)
+        if counts is None:
+            self.counts_ = xp.zeros(self.n_clusters, np.float64)
+        else:
+            self.counts_ = xp.array(xp.asarray(counts, np.float64), copy=True)
+        return self
+
+    def predict(self, z):
+        """Labels (n,) int32 of the rows of ``z`` (n, m) under the current centres."""
+        return _assign(self.xp, z, self.cluster_centers_)[0]
+
+    def assign(self, z):
+        """Labels (n,) int32 and squared distances (n,) of the rows of ``z`` to their centres."""
+        return _assign(self.xp, z, self.cluster_centers_)
+
+    def update(self, z, labels, include=None) -> None:
+        """Fold the rows of ``z`` with their ``labels`` into the centres.
+
+        Each centre becomes the mean of every point ever folded into it:
+        ``c <- (c * count + sum of its new points) / (count + number of its new points)``,
+        the per-cluster sums coming from one (k, n) x (n, m) one-hot matmul. ``include`` (n,)
+        bool leaves rows out of the update (they are still labelled).
+        """
+        self.apply(*self.accumulate(z, labels, include))
+
+    def accumulate(self, z, labels, include=None):
+        """Per-cluster sums (k, m) float32 and counts (k,) float64 of rows of ``z`` (a batch may
+        be accumulated in parts, all assigned with the same centres, then applied once)."""
+        xp = self.xp
+        k = self.n_clusters
+        one_hot = (labels[:, None] == xp.arange(k, dtype=np.int32)[None, :]).astype(np.float32)
+        if include is not None:
+            one_hot *= include[:, None].astype(np.float32)
+        return one_hot.T @ z, one_hot.sum(axis=0, dtype=np.float64)
+
+    def apply(self, sums, batch_counts) -> None:
+        """One mini-batch step from accumulated ``sums`` and ``batch_counts``."""
+        xp = self.xp
+        centers = self.cluster_centers_
+        new_counts = self.counts_ + batch_counts
+        scale = xp.maximum(new_counts, 1.0)[:, None].astype(np.float32)
+        updated = (centers * self.counts_[:, None].astype(np.float32) + sums) / scale
+        self.cluster_centers_ = xp.where((batch_counts > 0)[:, None], updated, centers).astype(np.float32)
+        self.counts_ = new_counts
+        self.n_steps_ += 1
+
+    def partial_fit(self, z):
+        """One mini-batch step on ``z`` (n, m) float32.
+
+        Returns
+        -------
+        labels : (n,) int32 array of ``xp``
+            The assignments made before the update (as scikit-learn's are).
+        distances : (n,) float32 array of ``xp``
+            Squared distance of each point to the centre it was assigned to.
+        """
+        if self.cluster_centers_ is None:
+            raise InputError("MiniBatchKMeans: call set_centers before partial_fit.")
+        labels, distances = self.assign(z)
+        self.update(z, labels)
+        return labels, distances
+
+    def permute(self, order) -> None:
+        """Reorder the clusters: new cluster i is old cluster ``order[i]``."""
+        order = self.xp.asarray(np.asarray(order, np.int64))
+        self.cluster_centers_ = self.cluster_centers_[order]
+        self.counts_ = self.counts_[order]
+
+
+def match_centroids(previous, current) -> np.ndarray:
+    """The order of ``current`` centroids that best continues ``previous`` (stable labels).
+
+    Parameters
+    ----------
+    previous, current : (k, m) arrays (numpy or cupy)
+
+    Returns
+    -------
+    order : (k,) int64 numpy array
+        ``current[order]`` puts at position i the centroid matched to ``previous[i]`` (minimum
+        total squared distance, ``scipy.optimize.linear_sum_assignment``); a label ``j`` under
+        ``current`` becomes ``argsort(order)[j]``.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    a = _host(previous).astype(np.float64)
+    b = _host(current).astype(np.float64)
+    cost = (a * a).sum(1)[:, None] - 2.0 * a @ b.T + (b * b).sum(1)[None, :]
+    rows, cols = linear_sum_assignment(cost)
+    order = np.empty(len(rows), np.int64)
+    order[rows] = cols
+    return order
+
+
+_BLAS = None
+
+
+def _one_blas_thread():
+    """Run host BLAS/LAPACK single-threaded.
+
+    The live loop's matmuls are thin ((n, m) x (m, k), memory-bound) and its LAPACK calls
+    small; the numba kernels and the receiving thread already keep the cores busy, and
+    OpenBLAS threads that spin-wait for a core slow them down many times over (a 4000 x 40
+    SVD: 1 s with 2 threads on a busy 2-core machine, 17 ms with one).
+    """
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+def _host(array) -> np.ndarray:
+    if isinstance(array, np.ndarray):
+        return array
+    get = getattr(array, "get", None)
+    return get() if callable(get) else np.asarray(array)
+
+
+# ------------------------------------------------------------------------ weighted KMeans (small)
+def weighted_kmeans(x, weights, n_clusters: int, *, rng, n_init: int = 8, init=(), max_iter: int = 100):
+    """KMeans of a small weighted sample on the host: the best of k-means++ runs and given starts.
+
+    Parameters
+    ----------
+    x : (s, l) float64 numpy array
+    weights : (s,) float64, > 0
+    n_clusters : int
+    rng : numpy Generator
+    n_init : k-means++ (weighted: probability ~ weight * D^2) starts
+    init : iterable of (k, l) starting centres, each also run
+
+    Returns
+    -------
+    labels (s,) int64, centers (k, l) float64, inertia (weighted) float
+    """
+    x = np.asarray(x, np.float64)
+    weights = np.asarray(weights, np.float64)
+    best = None
+    starts = [np.array(c, np.float64) for c in init]
+    starts += [_kmeanspp(x, weights, n_clusters, rng) for _ in range(n_init)]
+    for centers in starts:
+        fit = _weighted_lloyd(x, weights, centers, max_iter)
+        if best is None or fit[2] < best[2] - 1e-12 * abs(best[2]):
+            best = fit
+    return best
+
+
+def _sq_dist(x, centers):
+    d = (x * x).sum(1)[:, None] - 2.0 * x @ centers.T + (centers * centers).sum(1)[None, :]
+    return np.maximum(d, 0.0)
+
+
+def _kmeanspp(x, weights, k, rng):
+    s = len(x)
+    centers = np.empty((k, x.shape[1]))
+    first = rng.choice(s, p=weights / weights.sum())
+    centers[0] = x[first]
+    closest = _sq_dist(x, centers[:1])[:, 0]
+    n_trials = 2 + int(np.log(k))
+    for c in range(1, k):
+        p = weights * closest
+        total = p.sum()
+        if total <= 0:
+            ids = rng.integers(s, size=n_trials)
+        else:
+            ids = rng.choice(s, size=n_trials, p=p / total)
+        cand = np.minimum(_sq_dist(x, x[ids]), closest[:, None])
+        pick = int(np.argmin((weights[:, None] * cand).sum(0)))
+        closest = cand[:, pick]
+        centers[c] = x[ids[pick]]
+    return centers
+
+
+def _weighted_lloyd(x, weights, centers, max_iter):
+    k = len(centers)
+    labels = None
+    for _ in range(max_iter):
+        d = _sq_dist(x, centers)
+        new = np.argmin(d, axis=1)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        wsum = np.bincount(labels, weights, minlength=k)
+        sums = np.zeros_like(centers)
+        np.add.at(sums, labels, x * weights[:, None])
+        empty = wsum <= 0
+        if empty.any():  # an empty cluster takes the worst-served points
+            own = d[np.arange(len(x)), labels] * weights
+            for c, i in zip(np.flatnonzero(empty), np.argsort(-own)):
+                sums[c], wsum[c] = x[i] * weights[i], weights[i]
+        centers = sums / wsum[:, None]
+    d = _sq_dist(x, centers)
+    labels = np.argmin(d, axis=1)
+    inertia = float((weights * d[np.arange(len(x)), labels]).sum())
+    return labels, centers, inertia
+
+
+# ------------------------------------------------------------------------------------- sample
+class _Sample:
+    """A stratified reservoir sample of the frames: up to ``capacity`` frames per cluster, plus a
+    bucket (index k) for frames far from every centre ("novel": a region not seen before).
+
+    Each bucket is a uniform sample (Algorithm R) of the frames that went into it; a member
+    stands for ``seen[b] / size[b]`` frames. Only frame indices are kept (host): a re-seed
+    preprocesses its few hundred frames again from the frame store, which costs less than
+    copying every accepted feature row as it arrives. Small clusters keep up to ``capacity``
+    frames however large the others grow, so the (weighted) re-seed still sees them.
+    """
+
+    def __init__(self, n_clusters: int, capacity: int, rng) -> None:
+        self.n_buckets = n_clusters + 1
+        self.capacity = capacity
+        self.members = np.full((self.n_buckets, capacity), -1, np.int64)
+        self.size = np.zeros(self.n_buckets, np.int64)
+        self.seen = np.zeros(self.n_buckets, np.float64)
+        self.rng = rng
+
+    @property
+    def novel_seen(self) -> float:
+        return float(self.seen[-1])
+
+    def add(self, frames: np.ndarray, buckets: np.ndarray) -> None:
+        """Offer frames (indices), each to its bucket: a frame is appended while its bucket has
+        room, else replaces member ``j ~ U[0, seen)`` when j < capacity."""
+        n = len(buckets)
+        counts = np.bincount(buckets, minlength=self.n_buckets)
+        order = np.argsort(buckets, kind="stable")
+        rank = np.empty(n, np.int64)
+        rank[order] = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts)
+        position = self.size[buckets] + rank
+        sequence = self.seen[buckets] + rank + 1.0
+        draw = np.floor(self.rng.random(n) * sequence).astype(np.int64)
+        member = np.where(position < self.capacity, position, draw)
+        keep = member < self.capacity
+        self.members[buckets[keep], member[keep]] = frames[keep]
+        self.size = np.minimum(self.size + counts, self.capacity)
+        self.seen += counts
+
+    def occupied(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sampled frames and the weight (frames represented) of each."""
+        used = np.arange(self.capacity)[None, :] < self.size[:, None]
+        buckets = np.nonzero(used)[0]
+        return self.members[used], self.seen[buckets] / self.size[buckets]
+
+    def regroup(self, frames: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> None:
+        """Refill the buckets with ``frames`` by new cluster ``labels``; a cluster over capacity
+        keeps a weighted sample (Efraimidis-Spirakis keys); the novel bucket empties."""
+        self.size[:] = 0
+        self.seen[:] = 0.0
+        for c in range(self.n_buckets - 1):
+            members = np.flatnonzero(labels == c)
+            if members.size == 0:
+                continue
+            self.seen[c] = float(weights[members].sum())
+            if members.size > self.capacity:
+                keys = self.rng.random(members.size) ** (1.0 / weights[members])
+                members = members[np.argsort(-keys)[: self.capacity]]
+            self.size[c] = members.size
+            self.members[c, : members.size] = frames[members]
+
+    def permute(self, order: np.ndarray) -> None:
+        """Cluster i becomes old cluster ``order[i]`` (the novel bucket stays last)."""
+        k = self.n_buckets - 1
+        for array in (self.members, self.size, self.seen):
+            array[:k] = array[:k][order]
+
+
+# ---------------------------------------------------------------------------------- frame store
+class _FrameStore:
+    """Every raw frame of the scan, in acquisition order: (n, qy, qx) of the source's dtype.
+
+    In memory, or in a ``.npy`` memory map in a temporary folder when the scan is large
+    (``np.lib.format.open_memmap``). Allocated at the first frames, when shape and dtype are known.
+    """
+
+    def __init__(self, n_frames: int, spill_dir=None, max_in_memory_bytes: int | None = None):
+        self.n_frames = n_frames
+        self.spill_dir = spill_dir
+        self.max_in_memory_bytes = max_in_memory_bytes
+        self.frames: np.ndarray | None = None
+        self.folder: str | None = None
+
+    def allocate(self, detector_shape: tuple[int, int], dtype: np.dtype) -> None:
+        nbytes = self.n_frames * math.prod(detector_shape) * np.dtype(dtype).itemsize
+        limit = self.max_in_memory_bytes
+        if limit is None:
+            limit = IN_MEMORY_FRACTION * _physical_memory()
+        shape = (self.n_frames, *detector_shape)
+        if nbytes <= limit:
+            self.frames = np.empty(shape, dtype)
+        else:
+            self.folder = tempfile.mkdtemp(prefix="gpu4d-live-", dir=self.spill_dir)
+            self.frames = np.lib.format.open_memmap(
+                os.path.join(self.folder, "frames.npy"), mode="w+", dtype=dtype, shape=shape
+            )
+
+    @property
+    def on_disk(self) -> bool:
+        return self.folder is not None
+
+    def close(self) -> None:
+        self.frames = None
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
+def _physical_memory() -> float:
+    try:
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 8.0 * 2**30
+
+
+# ------------------------------------------------------------------------------- live clusterer
+@dataclasses.dataclass(frozen=True)
+class LiveState:
+    """A consistent look at a live run (copies; safe to keep)."""
+
+    labels: np.ndarray  # (ny, nx) int32, -1 = not processed yet
+    centroids: np.ndarray | None  # (k, qy, qx) float32, None before the initial buffer is full
+    frames_received: int
+    frames_processed: int
+    n_frames: int
+
+
+class LiveClusterer:
+    """Cluster the frames of one scan as they arrive: feed it, read its current state.
+
+    Parameters
+    ----------
+    n_clusters : int
+        k.
+    scan_shape : (int, int)
+        ``(ny, nx)``; frames arrive in row-major scan order, ``ny * nx`` of them.
+    mask, normalize, transform, backend, random_state
+        As for :func:`gpu4d.cluster`. ``mask="auto"`` finds the beam in the initial buffer
+        (in a low percentile of its frames, see ``_beam_pattern``); the mask is then fixed for
+        the whole run and the refinement (with alignment, recentred on the beam the
+        refinement aligns to).
+    align : None, True, "com", "xcorr" or "fit"
+        Live, every frame is shifted by its own ``"com"`` beam centre (measured in a window
+        around the beam of the initial buffer); the final refinement runs the method asked for
+        (``True``: ``gpu4d.cluster``'s default) over the whole scan.
+    batch_size : int, optional
+        Frames per mini-batch update; default fills ~128 MiB of features, 256..2048 frames.
+    init_frames : int, optional
+        Frames of the initial buffer; default ``max(20 * k, 512)``, at most the scan.
+    spill_dir : path, optional
+        Where a large scan's frames are memory-mapped (default: the system's temporary folder).
+    max_in_memory_bytes : int, optional
+        Frames above this size go to a memory-mapped file; default 40% of physical memory.
+
+    Attributes
+    ----------
+    frames_received, frames_processed : int
+    mask : DetectorMask or None
+        Known once the initial buffer has been processed.
+    detector_shape : (int, int) or None
+
+    Examples
+    --------
+    >>> live = LiveClusterer(5, (64, 64))                 # doctest: +SKIP
+    >>> for batch in frames_in_batches:                   # doctest: +SKIP
+    ...     live.feed(batch)
+    ...     show(live.labels)                             # -1 where not scanned yet
+    >>> result = live.finish()                            # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        n_clusters: int,
+        scan_shape: tuple[int, int],
+        *,
+        mask="auto",
+        normalize: str = "max",
+        transform: str = "none",
+        align=None,
+        backend="cpu",
+        random_state: int | None = 0,
+        batch_size: int | None = None,
+        init_frames: int | None = None,
+        spill_dir=None,
+        max_in_memory_bytes: int | None = None,
+    ) -> None:
+        from gpu4d.backend import get_backend
+        from gpu4d.masks import parse_mask
+        from gpu4d.pipeline import _check_kmeans_parameters, _resolve_align
+        from gpu4d.preprocessing import NORMALIZATIONS, TRANSFORMS, option_code
+
+        self.scan_shape = _check_scan_shape(scan_shape)
+        self.n_frames = self.scan_shape[0] * self.scan_shape[1]
+        _check_kmeans_parameters(n_clusters, 1, 1, 0.0, random_state)
+        if n_clusters > self.n_frames:
+            raise InputError(f"n_clusters={n_clusters} should be <= the number of frames {self.n_frames}.")
+        self.n_clusters = int(n_clusters)
+        self.mask_spec = parse_mask(mask)
+        self.normalize, self.transform = normalize, transform
+        self._norm_code = option_code(NORMALIZATIONS, normalize, "normalize")
+        self._transform_code = option_code(TRANSFORMS, transform, "transform")
+        self.align_method = _resolve_align(align)
+        self.backend_name = backend if isinstance(backend, str) else backend.name
+        self.backend = get_backend(backend) if isinstance(backend, str) else backend
+        self.random_state = random_state
+        self.batch_size = None if batch_size is None else _positive_int(batch_size, "batch_size")
+        default_init = max(INIT_PER_CLUSTER * self.n_clusters, INIT_MIN_FRAMES)
+        init = default_init if init_frames is None else _positive_int(init_frames, "init_frames")
+        self.init_frames = min(max(init, self.n_clusters), self.n_frames)
+
+        self._store = _FrameStore(self.n_frames, spill_dir, max_in_memory_bytes)
+        self._labels = np.full(self.n_frames, -1, np.int32)
+        self._distances = np.zeros(self.n_frames, np.float32)
+        self._centres = None  # (n, 2) float32 measured beam centres when aligning
+        self._shifts = None
+        self.frames_received = 0
+        self.frames_processed = 0
+        self.detector_shape: tuple[int, int] | None = None
+        self.dtype: np.dtype | None = None
+        self.mask = None
+        self.alignment: dict | None = None
+        self._km: MiniBatchKMeans | None = None
+        self._sample: _Sample | None = None
+        self._rng = np.random.default_rng(random_state)
+        self._last_reseed = 0
+        self._last_reseed_time = 0.0
+        self._last_reseed_took = 0.0
+        self._stale_until = self._relabel_next = 0
+        self._init_frames_used = 0
+        self._lock = threading.Lock()  # guards labels/centroids against a reader thread
+        stages = ("init", "align", "preprocess", "update", "reseed")
+        self.timings: dict[str, float] = dict.fromkeys(stages, 0.0)
+        self.n_relabelled = 0  # label permutations applied to keep identities stable
+        self.n_reseeds = 0
+        self.frames_novel = 0
+
+    # -- receiving ------------------------------------------------------------------------------
+    def receive(self, frames, start: int | None = None) -> int:
+        """Store frames (without processing them); return how many were kept.
+
+        ``frames`` is a frame (qy, qx), a batch (b, qy, qx) or a :class:`FrameBatch`. Frames
+        past the end of the scan are not kept. Safe to call from one receiving thread while
+        another calls :meth:`process`.
+        """
+        if isinstance(frames, FrameBatch):
+            start, frames = frames.start, frames.frames
+        frames = np.asarray(frames)
+        if frames.ndim == 2:
+            frames = frames[None]
+        if not frames.dtype.isnative:
+            frames = frames.astype(frames.dtype.newbyteorder("="))
+        if frames.dtype == np.float16:  # the kernels read no half precision
+            frames = frames.astype(np.float32)
+        if start is None:
+            start = self.frames_received
+        if start != self.frames_received:
+            raise InputError(
+                f"frames start at {start} but {self.frames_received} frames came before; "
+                "frames must arrive in order, none skipped or repeated."
+            )
+        if frames.ndim != 3 or frames.shape[0] == 0:
+            raise InputError(f"frames should be (qy, qx) or (b, qy, qx), got shape {frames.shape}.")
+        if self._store.frames is None:
+            self._first_frames(frames)
+        elif frames.shape[1:] != self.detector_shape:
+            raise InputError(
+                f"frame {start}: shape {frames.shape[1:]} differs from the first frame's "
+                f"{self.detector_shape}."
+            )
+        elif frames.dtype != self.dtype:
+            raise InputError(
+                f"frame {start}: dtype {frames.dtype} differs from the first frame's {self.dtype}."
+            )
+        keep = min(len(frames), self.n_frames - start)
+        if keep <= 0:
+            return 0
+        if frames.dtype.kind == "f":
+            _check_finite(frames[:keep], start)
+        self._store.frames[start : start + keep] = frames[:keep]
+        self.frames_received = start + keep  # after the copy: the reader sees whole frames
+        return keep
+
+    def _first_frames(self, frames: np.ndarray) -> None:
+        if frames.dtype.kind not in "uif" or frames.dtype.itemsize > 8:
+            raise InputError(f"frames should be integer or float, got dtype {frames.dtype}.")
+        self.detector_shape = (int(frames.shape[1]), int(frames.shape[2]))
+        self.dtype = frames.dtype
+        self._store.allocate(self.detector_shape, frames.dtype)
+
+    @property
+    def frames(self) -> np.ndarray | None:
+        """The stored raw frames (n, qy, qx); rows past ``frames_received`` are not filled yet."""
+        return self._store.frames
+
+    @property
+    def complete(self) -> bool:
+        """Every frame of the scan has been received."""
+        return self.frames_received >= self.n_frames
+
+    @property
+    def initialised(self) -> bool:
+        return self._km is not None
+
+    # -- processing -----------------------------------------------------------------------------
+    def feed(self, frames, start: int | None = None) -> int:
+        """Store frames; process them once a whole mini-batch is waiting (or the scan is
+        complete). Returns the frames processed now; :meth:`process` processes at once."""
+        self.receive(frames, start)
+        waiting = self.frames_received - self.frames_processed
+        if self.initialised and waiting < self._batch and not self.complete:
+            return 0
+        return self.process()
+
+    def process(self, max_frames: int | None = None, *, final: bool = False) -> int:
+        """Process received frames (at most about ``max_frames``); return how many.
+
+        Frames wait until the initial buffer is full (or ``final`` is set, or the scan is
+        complete); then they are folded in mini-batches of ``batch_size``, and the centroids
+        are re-seeded from the sample when new regions appear or the data seen doubles.
+        """
+        with _one_blas_thread():
+            return self._process(max_frames, final)
+
+    def _process(self, max_frames, final) -> int:
+        done = 0
+        while True:
+            available = self.frames_received - self.frames_processed
+            if available <= 0 or (max_frames is not None and done >= max_frames):
+                return done
+            if self._km is None:
+                if self.frames_received < self.init_frames and not (final or self.complete):
+                    return done
+                if self.frames_received < self.n_clusters:
+                    return done  # too few frames to seed k centres at all
+                done += self._initialise(min(self.frames_received, self.init_frames))
+                continue
+            n = min(available, self._batch)
+            if max_frames is not None:
+                n = max(1, min(n, max_frames - done))
+            self._update(self.frames_processed, self.frames_processed + n)
+            done += n
+            if self._refit_due():
+                self._reseed()
+
+    @property
+    def _batch(self) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        m = self.mask.n_kept if self.mask is not None else math.prod(self.detector_shape or (1, 1))
+        return int(min(MAX_BATCH, max(MIN_BATCH, BATCH_FEATURE_BYTES // (4 * m))))
+
+    def _initialise(self, stop: int) -> int:
+        """Mask, alignment reference and the first centroids from frames ``[0, stop)``."""
+        from gpu4d.masks import build_mask, find_beam
+
+        t0 = time.perf_counter()
+        raw = self._store.frames[:stop]
+        needs_beam = self.mask_spec.needs_beam_centre or self.align_method is not None
+        mean = _beam_pattern(raw) if needs_beam else None
+        self.mask = build_mask(self.mask_spec, self.detector_shape, mean)
+        backend = self.backend
+        xp = backend.xp
+        self._pixels = tuple(backend.to_device(p) for p in self.mask.kept_pixels())
+        if self.align_method is not None:
+            from gpu4d.align import default_window_radius
+
+            beam = find_beam(mean)
+            self._reference = tuple(beam["centre"])
+            self._window = default_window_radius(beam["half_max_radius"])
+            self.alignment = {
+                "live_method": "com",
+                "reference": [float(v) for v in self._reference],
+                "beam_radius_px": beam["half_max_radius"],
+                "window_radius_px": self._window,
+            }
+            self._centres = np.full((self.n_frames, 2), np.nan, np.float32)
+            self._shifts = np.zeros((self.n_frames, 2), np.float32)
+        m = self.mask.n_kept
+        self._work = xp.empty((stop, m), np.float32)  # the initial buffer; chunks after it
+        capacity = int(min(MAX_SAMPLE_PER_CLUSTER, max(MIN_SAMPLE_PER_CLUSTER,
+                                                       SAMPLE_BYTES // ((self.n_clusters + 1) * 4 * m))))
+        self._sample = _Sample(self.n_clusters, capacity, self._rng)
+        features = self._features(0, stop, measure=True)
+        self._km = MiniBatchKMeans(self.n_clusters, xp=xp)
+        centers, sample_labels, counts, thresholds = self._seed(features, np.ones(stop), None)
+        self._km.set_centers(centers, counts)
+        self._thresholds = xp.asarray(thresholds, dtype=np.float32)
+        labels, distances = self._km.assign(features)
+        labels = backend.to_host(labels)
+        self._sample.add(np.arange(stop), labels)
+        with self._lock:
+            self._labels[:stop] = labels
+            self._distances[:stop] = backend.to_host(distances)
+            self.frames_processed = stop
+        self._init_frames_used = stop
+        self._last_reseed = stop
+        self._work = xp.empty((self._chunk, m), np.float32)
+        self.timings["init"] += time.perf_counter() - t0
+        return stop
+
+    def _features(self, start: int, stop: int, *, measure: bool = True):
+        """Preprocess frames ``[start, stop)`` into ``self._work[:stop - start]`` on the device.
+
+        With alignment, ``measure`` measures each frame's beam centre first; otherwise the
+        shifts measured before are reused (relabelling).
+        """
+        backend = self.backend
+        raw = self._store.frames[start:stop]
+        out = self._work[: stop - start]
+        for _, batch in backend.device_batches([(start, raw)]):
+            shifts = None
+            if self.align_method is not None:
+                t = time.perf_counter()
+                if measure:
+                    shifts = self._measure_shifts(batch, start, stop)
+                else:
+                    shifts = backend.to_device(self._shifts[start:stop])
+                self.timings["align"] += time.perf_counter() - t
+            t = time.perf_counter()
+            py, px = self._pixels
+            backend.preprocess(batch, shifts, py, px, self._transform_code, self._norm_code, out)
+            backend.synchronize()
+            self.timings["preprocess"] += time.perf_counter() - t
+        return out
+
+    def _features_of(self, frames: np.ndarray):
+        """Preprocess the frames of the given indices (the sample) into a new (s, m) array."""
+        backend = self.backend
+        raw = self._store.frames[frames]  # a copy, in the order given
+        shifts = None if self._shifts is None else self._shifts[frames]
+        out = backend.xp.empty((len(frames), self.mask.n_kept), np.float32)
+        py, px = self._pixels
+        t = time.perf_counter()
+        for _, batch in backend.device_batches([(0, raw)]):
+            batch_shifts = None if shifts is None else backend.to_device(shifts)
+            backend.preprocess(batch, batch_shifts, py, px, self._transform_code, self._norm_code, out)
+            backend.synchronize()
+        self.timings["preprocess"] += time.perf_counter() - t
+        return out
+
+    def _measure_shifts(self, batch, start: int, stop: int):
+        """Per-frame ``"com"`` beam centres of a device batch -> shifts on the device."""
+        from gpu4d.align import measure_centres_cpu, measure_centres_cuda, shifts_from_centres
+
+        backend = self.backend
+        if backend.kernel_target == "cuda":
+            centres = measure_centres_cuda(
+                batch, centre=self._reference, window_radius=self._window,
+                stream=backend.kernel_stream(), threads_per_block=backend.threads_per_block,
+            )
+        else:
+            centres = measure_centres_cpu(batch, centre=self._reference, window_radius=self._window)
+        centres = backend.to_host(centres)
+        self._centres[start:stop] = centres
+        # a frame whose window holds no beam takes the median shift of its batch
+        shifts = shifts_from_centres(centres, self._reference)
+        self._shifts[start:stop] = shifts
+        return backend.to_device(shifts)
+
+    @property
+    def _chunk(self) -> int:
+        """Frames preprocessed at a time. On the CPU, chunks small enough for the features to
+        stay in cache while the assignment, the sums and the sample read them again; on the
+        GPU, the whole batch."""
+        if self.backend.xp is not np or self.backend.kernel_target == "cuda":
+            return self._batch
+        m = self.mask.n_kept if self.mask is not None else math.prod(self.detector_shape)
+        return int(min(self._batch, max(MIN_CHUNK, CPU_CHUNK_BYTES // (4 * m))))
+
+    def _update(self, start: int, stop: int) -> None:
+        """One mini-batch step on frames ``[start, stop)``: every frame is assigned with the
+        same centres, the batch's sums are accumulated chunk by chunk and applied once."""
+        km, backend = self._km, self.backend
+        sums = counts = None
+        chunk = self._chunk
+        for a in range(start, stop, chunk):
+            b = min(stop, a + chunk)
+            features = self._features(a, b, measure=True)
+            t = time.perf_counter()
+            labels, distances = km.assign(features)
+            # rows far from their centre may be a region not seen yet: keep them out of the
+            # centres (they would drag one across) and put them in the sample's novel bucket
+            novel = distances > self._thresholds[labels]
+            part_sums, part_counts = km.accumulate(features, labels, include=~novel)
+            sums = part_sums if sums is None else sums + part_sums
+            counts = part_counts if counts is None else counts + part_counts
+            labels_host = backend.to_host(labels)
+            novel_host = backend.to_host(novel)
+            self._sample.add(np.arange(a, b), np.where(novel_host, self.n_clusters, labels_host))
+            self.frames_novel += int(novel_host.sum())
+            with self._lock:
+                self._labels[a:b] = labels_host
+                self._distances[a:b] = backend.to_host(distances)
+            self.timings["update"] += time.perf_counter() - t
+        t = time.perf_counter()
+        previous = km.cluster_centers_
+        km.apply(sums, counts)
+        order = match_centroids(previous, km.cluster_centers_)
+        with self._lock:
+            if not np.array_equal(order, np.arange(self.n_clusters)):
+                self._permute(order, stop)
+            self.frames_processed = stop
+        self.timings["update"] += time.perf_counter() - t
+
+    def _permute(self, order: np.ndarray, stop: int) -> None:
+        """New cluster i is old cluster ``order[i]``: reorder the model, relabel frames [0, stop)."""
+        self._km.permute(order)
+        self._thresholds = self._thresholds[self.backend.xp.asarray(order)]
+        relabel = np.argsort(order).astype(np.int32)
+        done = self._labels[:stop]
+        done[...] = relabel[done]
+        self._sample.permute(order)
+        self.n_relabelled += 1
+
+    def _refit_due(self) -> bool:
+        processed = self.frames_processed
+        waited = time.monotonic() - self._last_reseed_time
+        # re-seeds take at most NOVEL_RESEED_SHARE of the time when new regions show up, and
+        # RESEED_SHARE when the data seen merely grew
+        if (
+            self._sample.novel_seen >= NOVEL_MIN_FRAMES
+            and processed - self._last_reseed >= NOVEL_MIN_GAP
+            and waited * NOVEL_RESEED_SHARE >= self._last_reseed_took
+        ):
+            return True
+        return processed >= RESEED_GROWTH * self._last_reseed and waited * RESEED_SHARE >= self._last_reseed_took
+
+    def _seed(self, rows, weights: np.ndarray, previous, *, n_init: int = SEED_N_INIT,
+              dimensions: int = SEED_DIMENSIONS):
+        """Centroids for weighted rows (s, m) on the device: weighted KMeans in their principal
+        subspace (k-means++ starts, plus ``previous`` if given), lifted back to the full space.
+
+        Returns centres (k, m) on the device in the order that continues ``previous``, the
+        rows' labels (host), the weight in each cluster (host) and each cluster's novelty
+        threshold (host, squared distance).
+        """
+        from gpu4d.sketch import in_memory_sketch
+
+        xp, backend, k = self.backend.xp, self.backend, self.n_clusters
+        s, m = rows.shape
+        width = int(min(s, m, max(dimensions, 2 * k + 6)))
+        sketch = in_memory_sketch(rows, backend, sketch_size=width, random_state=self._rng.integers(2**31))
+        coords = _host(sketch.scores).astype(np.float64)
+        starts = []
+        if previous is not None:
+            mean = sketch.mean.astype(np.float32)
+            starts.append(_host((previous - mean[None, :]) @ sketch.components).astype(np.float64))
+        labels, _, _ = weighted_kmeans(coords, weights, k, rng=self._rng, n_init=n_init, init=starts)
+        one_hot = (labels[:, None] == np.arange(k)[None, :]) * weights[:, None]
+        mass = one_hot.sum(axis=0)
+        centers = (backend.to_device(one_hot.T.astype(np.float32)) @ rows) / xp.asarray(
+            np.maximum(mass, 1e-12)[:, None].astype(np.float32)
+        )
+        if previous is not None:
+            centers = xp.where(xp.asarray(mass > 0)[:, None], centers, previous)
+            order = match_centroids(previous, centers)
+            centers = centers[xp.asarray(order)]
+            relabel = np.argsort(order)
+            labels, mass = relabel[labels], mass[order]
+        _, distances = _assign(xp, rows, centers)
+        distances = _host(distances)
+        thresholds = np.full(k, np.inf)
+        spread = np.quantile(distances, NOVELTY_QUANTILE) if s else np.inf
+        for c in range(k):
+            own = distances[labels == c]
+            q = np.quantile(own, NOVELTY_QUANTILE) if own.size >= 20 else spread
+            thresholds[c] = NOVELTY_FACTOR * max(q, 1e-12)
+        return centers.astype(np.float32), labels, mass, thresholds
+
+    def reseed(self) -> None:
+        """Re-seed the centroids from the sample (weighted KMeans), keeping label identities.
+
+        Runs by itself when the novel bucket fills or the frames processed double; the labels
+        of earlier frames are refreshed by :meth:`relabel` (the runner does it when idle).
+        """
+        if self._km is None:
+            return
+        with _one_blas_thread():
+            self._reseed()
+
+    def _reseed(self, final: bool = False) -> None:
+        t = time.perf_counter()
+        xp = self.backend.xp
+        frames, weights = self._sample.occupied()
+        options = {}
+        if final:
+            # the last re-seed, before the refinement: the stratified sample and a uniform
+            # one of every frame processed, each weighted to stand for all of them, and more
+            # k-means++ starts in more principal axes
+            n = self.frames_processed
+            size = min(n, FINAL_UNIFORM_FRAMES, max(1, FINAL_SAMPLE_BYTES // (4 * self.mask.n_kept)))
+            uniform = np.sort(self._rng.choice(n, size, replace=False))
+            weights = np.concatenate([0.5 * weights * n / weights.sum(),
+                                      np.full(len(uniform), 0.5 * n / len(uniform))])
+            frames = np.concatenate([frames, uniform])
+            options = {"n_init": FINAL_N_INIT, "dimensions": FINAL_DIMENSIONS}
+        rows = self._features_of(frames)
+        previous = self._km.cluster_centers_
+        centers, labels, mass, thresholds = self._seed(rows, weights, previous, **options)
+        del rows
+        with self._lock:
+            self._km.set_centers(centers, mass)
+            self._thresholds = xp.asarray(thresholds, dtype=np.float32)
+            self._sample.regroup(frames, labels, weights)
+            self._last_reseed = self.frames_processed
+            self._stale_until = self.frames_processed
+            self._relabel_next = 0
+        self.n_reseeds += 1
+        took = time.perf_counter() - t
+        self.timings["reseed"] += took
+        self._last_reseed_time = time.monotonic()
+        self._last_reseed_took = took
+
+    @property
+    def stale_frames(self) -> int:
+        """Frames labelled before the last re-seed and not relabelled yet."""
+        return max(0, self._stale_until - self._relabel_next)
+
+    def relabel(self, max_frames: int | None = None) -> int:
+        """Label again, with the current centroids, frames labelled before the last re-seed.
+
+        Returns the frames relabelled (at most about ``max_frames``; all when None).
+        """
+        with _one_blas_thread():
+            return self._relabel(max_frames)
+
+    def _relabel(self, max_frames) -> int:
+        done = 0
+        while self.stale_frames > 0 and (max_frames is None or done < max_frames):
+            start = self._relabel_next
+            stop = min(self._stale_until, start + self._chunk)
+            features = self._features(start, stop, measure=False)
+            labels, distances = self._km.assign(features)
+            with self._lock:
+                self._labels[start:stop] = self.backend.to_host(labels)
+                self._distances[start:stop] = self.backend.to_host(distances)
+                self._relabel_next = stop
+            done += stop - start
+        return done
+
+    # -- reading --------------------------------------------------------------------------------
+    @property
+    def labels(self) -> np.ndarray:
+        """(ny, nx) int32 labels of the frames processed so far; -1 elsewhere (a copy)."""
+        with self._lock:
+            return self._labels.reshape(self.scan_shape).copy()
+
+    @property
+    def centroids(self) -> np.ndarray | None:
+        """(k, qy, qx) float32 centroids in the preprocessed space (masked pixels 0), or None."""
+        with self._lock:
+            if self._km is None:
+                return None
+            centers = self.backend.to_host(self._km.cluster_centers_)
+        return self._expand(centers)
+
+    @property
+    def cluster_sizes(self) -> np.ndarray:
+        """(k,) int64 frames currently labelled with each cluster."""
+        labels = self._labels[: self.frames_processed]
+        return np.bincount(labels, minlength=self.n_clusters).astype(np.int64)
+
+    def state(self) -> LiveState:
+        """A consistent copy of labels, centroids and counters."""
+        with self._lock:
+            labels = self._labels.reshape(self.scan_shape).copy()
+            centers = None if self._km is None else self.backend.to_host(self._km.cluster_centers_).copy()
+            received, processed = self.frames_received, self.frames_processed
+        centroids = None if centers is None else self._expand(centers)
+        return LiveState(labels, centroids, received, processed, self.n_frames)
+
+    def _expand(self, centers: np.ndarray) -> np.ndarray:
+        """(k, n_kept) -> (k, qy, qx), masked pixels 0."""
+        full = np.zeros((self.n_clusters, *self.detector_shape), np.float32)
+        py, px = self.mask.kept_pixels()
+        full[:, py, px] = centers
+        return full
+
+    # -- results --------------------------------------------------------------------------------
+    def finish(
+        self,
+        *,
+        refine: bool = True,
+        max_iter: int = 300,
+        tol: float = 0.0,
+        progress: bool = False,
+        source: str | None = None,
+        extra: dict | None = None,
+    ):
+        """The result of the run so far, as a :class:`gpu4d.ClusterResult`.
+
+        Processes every received frame first. With the whole scan received and ``refine``,
+        runs Lloyd from the live centroids over every frame (``gpu4d.cluster(init=...)``,
+        with the live mask), and keeps the live label identities. Otherwise the live labels
+        (-1 where no frame arrived) and centroids, with the mean pattern of each cluster over
+        the frames that arrived.
+
+        Raises
+        ------
+        InputError
+            Fewer frames arrived than clusters were asked for: nothing can be clustered.
+        """
+        self.process(final=True)
+        if self._km is None:
+            raise InputError(
+                f"only {self.frames_received} frames arrived, fewer than n_clusters="
+                f"{self.n_clusters}: nothing to cluster."
+            )
+        with _one_blas_thread():
+            self._reseed(final=True)  # the best centroids a sample gives, over every frame seen
+        if refine and self.complete:
+            result = self._refined(max_iter, tol, progress)
+        else:
+            result = self._partial(progress)
+        live_info = {
+            "frames_expected": self.n_frames,
+            "frames_received": self.frames_received,
+            "frames_processed": self.frames_processed,
+            "complete": self.complete,
+            "refined": bool(refine and self.complete),
+            "init_frames": self._init_frames_used,
+            "minibatch_steps": self._km.n_steps_,
+            "batch_size": self._batch,
+            "label_permutations": self.n_relabelled,
+            "reseeds": self.n_reseeds,
+            "frames_novel": self.frames_novel,
+            "sample_rows_per_cluster": self._sample.capacity,
+            "frames_on_disk": self._store.on_disk,
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            **(extra or {}),
+        }
+        result.extra = {**result.extra, "live": live_info}
+        if source is not None:
+            result.source = source
+        return result
+
+    def _refined(self, max_iter: int, tol: float, progress: bool):
+        from gpu4d.pipeline import cluster
+
+        live_centroids = self._expand(self.backend.to_host(self._km.cluster_centers_))
+        data = self._store.frames.reshape(*self.scan_shape, *self.detector_shape)
+        mask, init = self.mask, live_centroids
+        if self.align_method is not None:
+            mask, init = self._recentred(data, live_centroids)
+        result = cluster(
+            data, self.n_clusters,
+            mask=mask.masked, normalize=self.normalize, transform=self.transform,
+            align=self.align_method, backend=self.backend_name, random_state=self.random_state,
+            max_iter=max_iter, tol=tol, batch_size=self.batch_size, init=init,
+            progress=progress,
+        )
+        # Lloyd keeps the order of its initial centroids; match anyway, so that a cluster
+        # that changed places cannot change colour between the live view and the result
+        order = match_centroids(live_centroids.reshape(self.n_clusters, -1),
+                                result.centroids.reshape(self.n_clusters, -1))
+        relabel = np.argsort(order).astype(np.int32)
+        result.labels = relabel[result.labels]
+        result.centroids = result.centroids[order]
+        result.mean_patterns = result.mean_patterns[order]
+        result.cluster_sizes = result.cluster_sizes[order]
+        result.mask = mask  # the live mask (recentred with alignment), described as found live
+        result.parameters["mask"] = self.mask_spec.text
+        live_labels = self._labels.copy()
+        result.extra["live_map_vs_refined_agreement"] = float((live_labels == result.labels.ravel()).mean())
+        return result
+
+    def _recentred(self, data, centroids):
+        """The live mask and centroids moved onto the beam ``gpu4d.cluster`` will align to.
+
+        Live, patterns are shifted onto the beam of the first frames, where the mask was
+        drawn; the refinement's alignment shifts them onto the beam of the whole scan's mean,
+        up to the descan drift away. A beam-centred mask (auto, or a disc/annulus without a
+        centre) and the centroids move by that difference, so the mask still covers the beam.
+        """
+        from scipy import ndimage
+
+        from gpu4d.dataset import open_dataset
+        from gpu4d.masks import DetectorMask, find_beam
+        from gpu4d.preprocessing import mean_pattern
+
+        live = self.mask
+        if not self.mask_spec.needs_beam_centre:
+            return live, centroids
+        centre = find_beam(mean_pattern(open_dataset(data)))["centre"]
+        dy, dx = centre[0] - live.centre[0], centre[1] - live.centre[1]
+        r = np.hypot(*(np.indices(self.detector_shape) - np.reshape(centre, (2, 1, 1))))
+        if live.kind == "annulus":
+            masked = (r < live.inner) | (r > live.outer)
+        else:
+            masked = r <= live.radius
+        mask = DetectorMask(masked, live.kind, (float(centre[0]), float(centre[1])), live.radius,
+                            live.inner, live.outer, {**(live.beam or {}), "moved_px": [dy, dx]})
+        moved = ndimage.shift(centroids, (0, dy, dx), order=1, mode="constant")
+        moved[:, masked] = 0.0
+        return mask, moved.astype(np.float32)
+
+    def _partial(self, progress: bool):
+        from gpu4d.dataset import _default_axes, open_dataset
+        from gpu4d.preprocessing import cluster_mean_patterns
+        from gpu4d.result import ClusterResult
+
+        self.relabel()  # every label under the final centroids
+        n = self.frames_processed
+        raw = self._store.frames[:n].reshape(1, n, *self.detector_shape)
+        dataset = open_dataset(raw)
+        shifts = None if self._shifts is None else self._shifts[:n]
+        batch = min(n, self._batch)
+        labels = self._labels[:n]
+        means, sizes = cluster_mean_patterns(
+            dataset, self.backend, labels, self.n_clusters, shifts, batch, progress
+        )
+        scan_axes, detector_axes = _default_axes((*self.scan_shape, *self.detector_shape))
+        centres = None
+        if self._centres is not None:
+            centres = self._centres.reshape(*self.scan_shape, 2).copy()
+        parameters = {
+            "n_clusters": self.n_clusters,
+            "mask": self.mask_spec.text,
+            "live_mask": self.mask.describe(),
+            "normalize": self.normalize,
+            "transform": self.transform,
+            "align": self.align_method,
+            "backend_requested": self.backend_name,
+            "random_state": self.random_state,
+            "batch_size": self._batch,
+        }
+        extra = {"alignment": self.alignment} if self.alignment is not None else {}
+        return ClusterResult(
+            labels=self._labels.reshape(self.scan_shape).copy(),
+            centroids=self._expand(self.backend.to_host(self._km.cluster_centers_)),
+            mean_patterns=means,
+            cluster_sizes=sizes,
+            inertia=float(self._distances[:n].sum(dtype=np.float64)),
+            n_iter=int(self._km.n_steps_),
+            backend=self.backend.name,
+            backend_description=self.backend.describe(),
+            parameters=parameters,
+            mask=self.mask,
+            timings={k: round(v, 4) for k, v in self.timings.items()},
+            scan_axes=scan_axes,
+            detector_axes=detector_axes,
+            source="<live frames>",
+            centres=centres,
+            extra=extra,
+        )
+
+    def close(self) -> None:
+        """Free the stored frames (and the memory-mapped file of a large scan)."""
+        self._store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _beam_pattern(raw: np.ndarray) -> np.ndarray:
+    """The pattern ``mask="auto"`` and the alignment look for the beam in: the mean of the first
+    frames, unless a Bragg spot outshines the direct beam there.
+
+    The first frames are the first scan rows, often one or two grains, and a strong spot of
+    those grains can outshine the beam in their mean (it does in synthetic scans with a thick
+    top edge). The direct beam is in every frame, a grain's spots only in its frames, so the
+    BEAM_PERCENTILE-th percentile over the frames keeps the beam and drops the spots; but it
+    also drops the beam's faint halo, which the mask must cover. So the beam is located in the
+    percentile, and its size measured in the mean: the mean itself when its beam is the same,
+    else the mean with everything farther than the largest mask the beam can get set to the
+    background, else (a spot right next to the beam) the percentile.
+    """
+    from gpu4d.masks import AUTO_MARGIN_PX, AUTO_MAX_FACTOR, find_beam
+
+    pick = np.unique(np.linspace(0, len(raw) - 1, min(len(raw), BEAM_FRAMES)).round().astype(int))
+    mean = raw[pick].mean(axis=0, dtype=np.float64)
+    robust = np.percentile(raw[pick], BEAM_PERCENTILE, axis=0)
+    try:
+        beam = find_beam(robust)
+    except InputError:
+        return mean  # no beam in the percentile (e.g. a beam that moves a lot): the mean's
+    centre, radius = np.asarray(beam["centre"]), beam["half_max_radius"]
+
+    def same_beam(pattern) -> bool:
+        return bool(np.hypot(*(np.asarray(find_beam(pattern)["centre"]) - centre)) <= radius)
+
+    if same_beam(mean):
+        return mean
+    distance = np.hypot(*(np.indices(mean.shape) - centre[:, None, None]))
+    windowed = np.where(distance <= AUTO_MAX_FACTOR * radius + AUTO_MARGIN_PX + 1.0, mean, np.median(mean))
+    return windowed if same_beam(windowed) else robust
+
+
+def _check_scan_shape(scan_shape) -> tuple[int, int]:
+    try:
+        ny, nx = (int(v) for v in scan_shape)
+        exact = all(int(v) == v for v in scan_shape)
+    except (TypeError, ValueError):
+        raise InputError(f"scan_shape={scan_shape!r} should be (ny, nx), two integers >= 1.") from None
+    if not exact or ny < 1 or nx < 1:
+        raise InputError(f"scan_shape={scan_shape!r} should be (ny, nx), two integers >= 1.")
+    return ny, nx
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{name}={value!r} should be an integer >= 1.")
+    return int(value)
+
+
+def _check_finite(frames: np.ndarray, start: int) -> None:
+    finite = np.isfinite(frames).reshape(len(frames), -1).all(axis=1)
+    if not finite.all():
+        raise InputError(f"frame {start + int(np.argmin(finite))} contains NaN or Inf values.")

@@ -1,0 +1,187 @@
+"""Scores of the clusterings of a k-sweep, and the rule that suggests k.
+
+Inertia is exact, in the full preprocessed space (from the sweep's last streaming pass). The
+silhouette, Calinski-Harabasz and Davies-Bouldin scores are computed by scikit-learn in the
+reduced space the sweep clusters in (the first principal components), the silhouette on a fixed
+random subsample of the patterns, the same for every k.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SCORE_NAMES = ("inertia", "silhouette", "calinski_harabasz", "davies_bouldin", "separation")
+DEFAULT_SILHOUETTE_SAMPLES = 3000
+#: Clusters this far apart count as distinct regions (see ``min_separation``). The two halves
+#: of one Gaussian cluster that KMeans splits are about 2.7 apart. Chosen on synthetic
+#: polycrystals (grains and a twin lamella), where regions are >= 5.7 apart and halves of a
+#: region <= 2.9 in 48x48 scans, but halves of a region reach 5-7 in noisy 24x24 scans.
+SEPARATION_THRESHOLD = 5.0
+
+RULE = (
+    "the largest k whose clusters are all distinct: for every pair of clusters, the distance "
+    "between their centroids divided by the pooled standard deviation of their members along "
+    f"the line joining the centroids is >= {SEPARATION_THRESHOLD} (the 'separation' score, "
+    "computed in the reduced space; KMeans splitting one region gives two halves about 2.7 "
+    "apart); the smallest k of the sweep if no k passes. Reported beside it for reference: "
+    "the inertia elbow (Kneedle, the k farthest below the chord of the exact inertia curve) "
+    "and the k of best silhouette."
+)
+
+
+def subsample(n: int, size: int, random_state: int | None) -> np.ndarray:
+    """Sorted indices of a fixed random subsample of ``min(size, n)`` patterns."""
+    if size >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(random_state)
+    return np.sort(rng.choice(n, size=size, replace=False))
+
+
+def sample_distances(z: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    """(s, s) float64 Euclidean distances between the subsampled rows, zero diagonal.
+
+    Computed once per sweep and shared by the silhouettes of every k.
+    """
+    from sklearn.metrics import pairwise_distances
+
+    distances = pairwise_distances(np.asarray(z[sample], np.float64))
+    np.fill_diagonal(distances, 0.0)
+    return distances
+
+
+def min_separation(z: np.ndarray, labels: np.ndarray) -> float:
+    """The separation of the two least separated clusters.
+
+    For clusters i and j: the distance between their centroids over the pooled standard
+    deviation of their members along the line joining the centroids. Two halves of one
+    Gaussian-like cluster are about 2.7 apart; distinct regions much more.
+    """
+    ids = np.unique(labels)
+    members = [z[labels == i] for i in ids]
+    centroids = np.array([m.mean(axis=0, dtype=np.float64) for m in members])
+    worst = math.inf
+    for a in range(len(ids)):
+        for b in range(a + 1, len(ids)):
+            axis = centroids[b] - centroids[a]
+            length = float(np.sqrt(axis @ axis))
+            if length == 0.0:
+                return 0.0
+            axis /= length
+            spread = 0.5 * (float(np.var(members[a] @ axis)) + float(np.var(members[b] @ axis)))
+            worst = min(worst, length / math.sqrt(max(spread, 1e-30)))
+    return float(worst)
+
+
+def reduced_space_scores(
+    z: np.ndarray, labels: np.ndarray, sample: np.ndarray, distances: np.ndarray | None = None
+) -> dict[str, float]:
+    """Silhouette (on ``sample``), Calinski-Harabasz and Davies-Bouldin of one clustering.
+
+    Parameters
+    ----------
+    z : (n, c) float32 host array, the reduced coordinates.
+    labels : (n,) int labels.
+    sample : indices of the silhouette's subsample.
+    distances : ``sample_distances(z, sample)``, if already computed.
+
+    Returns
+    -------
+    dict with ``silhouette``, ``calinski_harabasz``, ``davies_bouldin``; NaN where a score is
+    undefined (fewer than 2 clusters, or as many clusters as patterns).
+    """
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+
+    nan = float("nan")
+    scores = {"silhouette": nan, "calinski_harabasz": nan, "davies_bouldin": nan, "separation": nan}
+    n_labels = np.unique(labels).size
+    if 2 <= n_labels <= z.shape[0] - 1:
+        scores["calinski_harabasz"] = float(calinski_harabasz_score(z, labels))
+        scores["davies_bouldin"] = float(davies_bouldin_score(z, labels))
+        scores["separation"] = min_separation(z, labels)
+    sample_labels = labels[sample]
+    if 2 <= np.unique(sample_labels).size <= sample.size - 1:
+        if distances is None:
+            distances = sample_distances(z, sample)
+        scores["silhouette"] = float(silhouette_score(distances, sample_labels, metric="precomputed"))
+    return scores
+
+
+def kneedle_elbow(ks, inertia) -> int | None:
+    """Kneedle elbow: the k farthest below the chord between the curve's ends (axes scaled to
+    [0, 1]); reported for reference, not used by ``RULE``. None with fewer than 3 finite points."""
+    ks = np.asarray(ks, float)
+    y = np.asarray(inertia, float)
+    ok = np.isfinite(y)
+    if ok.sum() < 3:
+        return None
+    ks, y = ks[ok], y[ok]
+    x = (ks - ks[0]) / (ks[-1] - ks[0])
+    span = y.max() - y.min()
+    if span <= 0:
+        return int(ks[0])
+    y = (y - y.min()) / span
+    below = (y[0] + (y[-1] - y[0]) * x) - y
+    return int(ks[int(np.argmax(below))])
+
+
+def inertia_drops(ks, inertia, total_variance: float) -> np.ndarray:
+    """Per added cluster, the share of inertia each k cuts from the previous k of the sweep.
+
+    ``1 - (I(k) / I(k'))^(1 / (k - k'))``; for the smallest k, k' = 1 and I(1) =
+    ``total_variance``. NaN where undefined.
+    """
+    ks = [int(k) for k in ks]
+    inertia = np.asarray(inertia, float)
+    drops = np.full(len(ks), np.nan)
+    previous_k, previous = 1, float(total_variance)
+    for i, (k, value) in enumerate(zip(ks, inertia)):
+        if k > previous_k and previous > 0 and np.isfinite(value) and value >= 0:
+            drops[i] = 1.0 - (value / previous) ** (1.0 / (k - previous_k))
+        previous_k, previous = k, value
+    return drops
+
+
+def suggest_k(ks, scores: dict[str, list], total_variance: float | None = None) -> tuple[int, dict]:
+    """Apply ``RULE`` to the scores of a sweep.
+
+    Parameters
+    ----------
+    ks : the sweep's ks, increasing.
+    scores : ``separation``, and for the reference values ``inertia`` and ``silhouette``; one
+        value per k.
+    total_variance : the inertia of one cluster (``sum ||x_i - mean||^2``), for the drops.
+
+    Returns
+    -------
+    (suggested_k, details): details holds ``separated_ks`` (the ks that pass), the reference
+    ``kneedle_elbow_k``, ``silhouette_best_k`` and ``inertia_drops``, and ``reason``.
+    """
+    ks = [int(k) for k in ks]
+    nan_list = [math.nan] * len(ks)
+    separation = np.asarray(scores.get("separation", nan_list), float)
+    silhouette = np.asarray(scores.get("silhouette", nan_list), float)
+    separated = [k for k, value in zip(ks, separation) if np.isfinite(value) and value >= SEPARATION_THRESHOLD]
+    details = {
+        "separated_ks": separated,
+        "kneedle_elbow_k": kneedle_elbow(ks, scores.get("inertia", nan_list)),
+        "silhouette_best_k": ks[int(np.nanargmax(silhouette))] if np.isfinite(silhouette).any() else None,
+    }
+    if total_variance is not None:
+        drops = inertia_drops(ks, scores.get("inertia", nan_list), total_variance)
+        details["inertia_drops"] = [float(d) for d in drops]
+    if separated:
+        k = max(separated)
+        i = ks.index(k)
+        if i + 1 < len(ks):
+            after = f"; k={ks[i + 1]} has {separation[i + 1]:.2f}"
+        else:
+            after = "; it is the largest k tried: try larger ks"
+        details["reason"] = (
+            f"k={k} is the largest k whose clusters are all separated by >= {SEPARATION_THRESHOLD} "
+            f"(least separated pair: {separation[i]:.2f}{after})"
+        )
+        return k, details
+    details["reason"] = f"no k has all its clusters separated by >= {SEPARATION_THRESHOLD}: the smallest k"
+    return ks[0], details

@@ -1,0 +1,242 @@
+"""Streaming randomized PCA ("sketch") of the preprocessed patterns, without the feature matrix.
+
+The feature matrix X (n_patterns, m kept pixels) is never stored: each pass re-reads the scan
+batch by batch and runs the backend's fused preprocessing kernel into one reusable (batch, m)
+buffer, exactly as ``build_features`` does, then folds the batch into small accumulators.
+Only (n, l) and (m, l) arrays (l = the sketch width, ~30-100) live across batches, on the
+backend's device (``backend.xp``: numpy on the CPU, cupy on the GPU).
+
+Three passes: a randomized SVD with one power step (Halko, Martinsson & Tropp 2011, algs. 4.1
+and 4.3), written for the centred matrix Xc = X - 1 mu^T, which is never formed:
+
+1. ``Y = X @ Omega`` (n, l) with a Gaussian test matrix Omega (m, l), the column sums of X and
+   the rows' squared norms; ``Q = orth(Y - 1 (mu^T Omega))`` (n, l) spans the dominant columns.
+2. ``W = Xc^T Q = X^T Q - mu (1^T Q)`` (m, l); ``P = orth(W)`` spans the dominant rows (the
+   power step: ``W = Xc^T Xc Omega R^-1``, so weak but real directions, such as a small region's
+   pattern, stand out of the noise that spreads over thousands of pixels).
+3. ``Z = Xc P = X P - 1 (mu^T P)`` (n, l): the exact coordinates of the centred patterns in
+   span(P). The SVD of the small Z = U S V^T rotates them onto principal axes: components
+   ``P V`` (m, l), scores ``U S`` (n, l), ``S**2`` the variance along each axis.
+
+Without the power step (two passes, ``Q^T Xc``) a region of ~1% of the patterns can be lost:
+its direction is below the noise that ``X @ Omega`` sums over every pixel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .preprocessing import checked_batches
+from .progress import batch_bar
+
+#: Default sketch width l (columns of the Gaussian test matrix).
+DEFAULT_SKETCH_SIZE = 48
+
+
+@dataclass
+class Sketch:
+    """A randomized PCA of the preprocessed patterns.
+
+    Attributes
+    ----------
+    mean : (m,) float64, device
+        Mean preprocessed pattern (kept pixels).
+    components : (m, l) float32, device
+        Orthonormal principal axes, in decreasing order of explained variance.
+    scores : (n, l) float32, device
+        Coordinates of the centred patterns on the axes (exact projections, ``Xc @ components``).
+    singular_values : (l,) float64, host
+    total_sum_squares : float
+        ``sum_i ||x_i||^2`` over the preprocessed rows (float64); for the full-space inertia.
+    total_variance : float
+        ``sum_i ||x_i - mean||^2``: what the explained-variance ratios are relative to.
+    """
+
+    mean: object
+    components: object
+    scores: object
+    singular_values: np.ndarray
+    total_sum_squares: float
+    total_variance: float
+
+    @property
+    def width(self) -> int:
+        return int(self.singular_values.shape[0])
+
+    def explained_variance_ratio(self) -> np.ndarray:
+        """(l,) share of the total variance (in the full preprocessed space) per axis."""
+        return self.singular_values**2 / max(self.total_variance, np.finfo(float).tiny)
+
+    def choose_components(self, target: float, minimum: int, maximum: int | None = None) -> int:
+        """Smallest c whose first c axes hold ``target`` of the variance the sketch holds.
+
+        Bounded to ``[minimum, maximum]`` (``maximum`` defaults to the sketch width). The share
+        is of the sketch's variance (``sum S**2`` over its l axes), not of the total: noise
+        spread over thousands of pixels keeps the share of the total low whatever c is.
+        """
+        maximum = self.width if maximum is None else min(maximum, self.width)
+        power = self.singular_values**2
+        cumulative = np.cumsum(power) / max(power.sum(), np.finfo(float).tiny)
+        count = int(np.searchsorted(cumulative, target - 1e-12) + 1)
+        return int(min(max(count, minimum), maximum))
+
+
+def small_matrices(xp):
+    """On the CPU, one BLAS thread for work on small matrices (QR and SVD of (n, l) arrays, the
+    reduced-space KMeans, the scores): there, waking and synchronising threads costs more than
+    they save, the more so on a busy machine (scikit-learn's KMeans limits BLAS the same way)."""
+    if xp is not np:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def preprocessed_batches(
+    source, backend, pixels, transform: int, norm: int, shifts, work, n_patterns: int, progress=False, desc=""
+):
+    """Yield ``(start, stop, raw_batch, rows)``: each batch preprocessed into ``work``.
+
+    ``source()`` yields host ``(start, raw_batch)`` (e.g. ``checked_batches(dataset, b)``);
+    ``pixels`` are device arrays (pixel_y, pixel_x); ``shifts`` a device (n, 2) array or None;
+    ``work`` a device (batch_size, len(pixel_y)) float32 buffer, reused: ``rows`` is a view of
+    it, valid until the next batch.
+    """
+    pixel_y, pixel_x = pixels
+    with batch_bar(progress, n_patterns, desc) as bar:
+        for start, batch in backend.device_batches(source()):
+            stop = start + batch.shape[0]
+            rows = work[: batch.shape[0]]
+            batch_shifts = None if shifts is None else shifts[start:stop]
+            backend.preprocess(batch, batch_shifts, pixel_y, pixel_x, transform, norm, rows)
+            yield start, stop, batch, rows
+            bar.update(batch.shape[0])
+
+
+def streaming_sketch(
+    dataset,
+    backend,
+    pixels,
+    transform: int,
+    norm: int,
+    shifts,
+    batch_size: int,
+    *,
+    sketch_size: int = DEFAULT_SKETCH_SIZE,
+    random_state: int | None = 0,
+    progress: bool = False,
+    source=None,
+) -> Sketch:
+    """Randomized PCA of the preprocessed patterns in three streaming passes (see the module).
+
+    Parameters
+    ----------
+    pixels : (pixel_y, pixel_x) device int32 arrays of the kept pixels (m of them).
+    shifts : (n, 2) float32 device array or None.
+    sketch_size : l, the number of axes kept (capped at min(n, m)).
+    source : callable giving, at each call, an iterator of host ``(start, raw_batch)`` over the
+        scan in batches of at most ``batch_size``; by default ``checked_batches(dataset, ...)``.
+    """
+    xp = backend.xp
+    n = dataset.n_patterns
+    m = int(pixels[0].shape[0])
+    width = int(min(sketch_size, n, m))
+    omega = backend.to_device(_gaussian((m, width), random_state))
+    work = xp.empty((batch_size, m), np.float32)
+    if source is None:
+
+        def source():
+            return checked_batches(dataset, batch_size)
+
+    def batches(label):
+        return preprocessed_batches(source, backend, pixels, transform, norm, shifts, work, n, progress, label)
+
+    # pass 1: Y = X Omega, column sums, squared norms
+    y = xp.empty((n, width), np.float32)
+    column_sum = xp.zeros(m, np.float64)
+    sum_squares = xp.zeros((), np.float64)
+    for start, stop, _, rows in batches("sketch 1/3"):
+        xp.matmul(rows, omega, out=y[start:stop])
+        column_sum += rows.sum(axis=0, dtype=np.float64)
+        # per-row float32 dot products (BLAS-like accuracy), summed in float64
+        sum_squares += xp.einsum("ij,ij->i", rows, rows).sum(dtype=np.float64)
+    mean = column_sum / n
+    mean32 = mean.astype(np.float32)
+    y -= (mean32 @ omega)[None, :]
+    q = _orthonormal(xp, y).astype(np.float32)
+    del y, omega
+
+    # pass 2: W = Xc^T Q, the power step; P = orth(W)
+    w = xp.zeros((m, width), np.float64)
+    for start, stop, _, rows in batches("sketch 2/3"):
+        w += rows.T @ q[start:stop]
+    w -= mean[:, None] * q.sum(axis=0, dtype=np.float64)[None, :]
+    p = _orthonormal(xp, w).astype(np.float32)
+    del q, w
+
+    # pass 3: Z = Xc P, exact coordinates in span(P)
+    z = xp.empty((n, width), np.float32)
+    for start, stop, _, rows in batches("sketch 3/3"):
+        xp.matmul(rows, p, out=z[start:stop])
+    del work
+    z -= (mean32 @ p)[None, :]
+    return _finish(xp, z, p, mean, float(sum_squares), n)
+
+
+def in_memory_sketch(
+    features, backend, *, sketch_size: int = DEFAULT_SKETCH_SIZE, random_state: int | None = 0
+) -> Sketch:
+    """The same randomized PCA of a feature matrix (n, m) already on the device (exact mode)."""
+    xp = backend.xp
+    n, m = features.shape
+    width = int(min(sketch_size, n, m))
+    omega = backend.to_device(_gaussian((m, width), random_state))
+    mean = features.sum(axis=0, dtype=np.float64) / n
+    mean32 = mean.astype(np.float32)
+    q = _orthonormal(xp, features @ omega - (mean32 @ omega)[None, :]).astype(np.float32)
+    w = (features.T @ q).astype(np.float64) - mean[:, None] * q.sum(axis=0, dtype=np.float64)[None, :]
+    p = _orthonormal(xp, w).astype(np.float32)
+    z = features @ p - (mean32 @ p)[None, :]
+    sum_squares = float(xp.einsum("ij,ij->i", features, features).sum(dtype=np.float64))
+    return _finish(xp, z, p, mean, sum_squares, n)
+
+
+def _gaussian(shape, random_state) -> np.ndarray:
+    """The test matrix, drawn on the host so both backends use the same one."""
+    return np.random.default_rng(random_state).standard_normal(shape).astype(np.float32)
+
+
+def _orthonormal(xp, a):
+    """An orthonormal basis of the columns of ``a`` (reduced QR, in float64)."""
+    with small_matrices(xp):
+        q, _ = xp.linalg.qr(a.astype(np.float64))
+    return q
+
+
+def _finish(xp, z, p, mean, sum_squares: float, n: int) -> Sketch:
+    """Rotate the coordinates Z = Xc P (n, l) onto principal axes: Z = U S V^T."""
+    with small_matrices(xp):
+        _, s, vt = xp.linalg.svd(z.astype(np.float64), full_matrices=False)
+    v = vt.T
+    # a deterministic sign per axis (largest |loading| of the component positive), as
+    # scikit-learn's svd_flip
+    components = p.astype(np.float64) @ v
+    signs = xp.sign(components[xp.argmax(xp.abs(components), axis=0), xp.arange(components.shape[1])])
+    signs[signs == 0] = 1
+    v *= signs[None, :]
+    total_variance = max(0.0, sum_squares - n * float(mean @ mean))
+    return Sketch(
+        mean=mean,
+        components=(components * signs[None, :]).astype(np.float32),
+        scores=(z @ v.astype(np.float32)),
+        singular_values=np.asarray(_to_host(s), np.float64),
+        total_sum_squares=sum_squares,
+        total_variance=total_variance,
+    )
+
+
+def _to_host(array) -> np.ndarray:
+    return array.get() if hasattr(array, "get") else np.asarray(array)

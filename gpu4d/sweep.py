@@ -1,0 +1,681 @@
+"""``gpu4d.sweep``: prepare a scan once, fit KMeans for every k, score the fits, suggest k.
+
+The default (reduced) mode costs about one full-dimensional fit for the whole sweep:
+
+1. the preprocessing of ``gpu4d.cluster`` (mask, alignment, transform, normalization), run by
+   the backend's kernel batch by batch, feeds a streaming randomized PCA (``gpu4d.sketch``,
+   three passes) instead of a stored (n, m) feature matrix;
+2. KMeans for every k on the first ``c`` principal coordinates (n, c), on the device
+   (``gpu4d.xp_kmeans``: numpy on the CPU, cupy on the GPU), each k warm-started from the last;
+3. one more streaming pass computes, for every k at once, the exact centroids (mean of the
+   preprocessed rows of each cluster), the mean raw patterns and the exact inertia in the full
+   preprocessed space: the one-hot label matrices of all ks are stacked into one
+   (batch, sum(ks)) matrix, and each batch costs one matmul for the preprocessed rows and one
+   for the raw rows;
+4. scores for every k (``gpu4d.scores``) and the suggested k.
+
+The raw batches are read from the file once and kept in host memory between passes when they
+fit (``RAW_CACHE_BYTES``, in their own dtype); otherwise each pass reads the file again.
+
+``exact=True`` builds the full feature matrix (``build_features``) and fits every k with the
+backend's full-dimensional KMeans (scikit-learn / cuML) instead; the centroids, mean patterns
+and scores are computed the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .backend import get_backend
+from .dataset import open_dataset
+from .errors import InputError
+from .kernels import pixel_math
+from .masks import build_mask, parse_mask
+from .pipeline import _check_kmeans_parameters, _resolve_align
+from .preprocessing import (
+    NORMALIZATIONS,
+    TRANSFORMS,
+    build_features,
+    checked_batches,
+    mean_pattern,
+    option_code,
+    resolve_batch_size,
+)
+from .progress import StageTimer, batch_bar, stage_spinner
+from .result import ClusterResult
+from .scores import (
+    DEFAULT_SILHOUETTE_SAMPLES,
+    RULE,
+    SCORE_NAMES,
+    reduced_space_scores,
+    sample_distances,
+    subsample,
+    suggest_k,
+)
+from .sketch import DEFAULT_SKETCH_SIZE, in_memory_sketch, small_matrices, streaming_sketch
+from .xp_kmeans import kmeans as xp_kmeans
+
+#: Share of the sketch's variance the chosen components must hold (``n_components="auto"``).
+DEFAULT_VARIANCE_TARGET = 0.95
+#: Bounds of the automatic number of components. At least 16: a sweep to k = 12 needs 11
+#: directions between clusters, and structure within them (thickness, strain) decides how
+#: regions merge or split; KMeans costs little more there.
+MIN_COMPONENTS = 16
+MAX_COMPONENTS = 64
+#: Raw patterns a sweep may keep in host memory between its passes (bytes); see _RawBatches.
+RAW_CACHE_BYTES = 1 << 30
+#: Descriptions of where each score is computed (written to sweep.json).
+SCORE_SPACES = {
+    "inertia": "full preprocessed space, exact: sum of squared distances of the preprocessed "
+    "patterns to their cluster means, from the final streaming pass",
+    "silhouette": "reduced space (the first n_components principal coordinates), on a fixed "
+    "random subsample of the patterns (the same for every k)",
+    "calinski_harabasz": "reduced space (the first n_components principal coordinates), all patterns",
+    "davies_bouldin": "reduced space (the first n_components principal coordinates), all patterns",
+    "separation": "reduced space (the first n_components principal coordinates), all patterns: "
+    "over the pairs of clusters, the smallest distance between centroids divided by the pooled "
+    "standard deviation of the two clusters' members along the line joining them",
+}
+
+
+# ------------------------------------------------------------------------------------ the ks
+def parse_ks(value, n_patterns: int | None = None, *, name: str = "ks") -> list[int]:
+    """The sorted, distinct ks of a sweep.
+
+    Parameters
+    ----------
+    value : iterable of int (``range(2, 13)``), an int, or text: ``"2:12"`` (both ends
+        included), ``"2:12:2"``, ``"4"`` or ``"2,4,6"``.
+    n_patterns : if given, every k must be <= it.
+    name : the argument named in errors (``"ks"``, or ``"-k"`` for the CLI).
+    """
+    if isinstance(value, str):
+        ks = _parse_ks_text(value.strip(), name)
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        ks = [int(value)]
+    else:
+        try:
+            items = list(value)
+        except TypeError:
+            raise InputError(f"{name}={value!r} should be integers, a range or text like '2:12'") from None
+        ks = []
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, numbers.Integral):
+                raise InputError(f"{name}: {item!r} is not an integer; ks are numbers of clusters")
+            ks.append(int(item))
+    if not ks:
+        raise InputError(f"{name} is empty; give at least one number of clusters, e.g. 2:12")
+    for k in ks:
+        if k < 1:
+            raise InputError(f"{name}: k={k} should be >= 1")
+        if n_patterns is not None and k > n_patterns:
+            raise InputError(f"{name}: k={k} should be <= the number of patterns {n_patterns}")
+    return sorted(set(ks))
+
+
+def _parse_ks_text(text: str, name: str) -> list[int]:
+    bad = InputError(
+        f"{name}: cannot read {text!r}; give START:STOP (both included), START:STOP:STEP, "
+        "one k, or a list like 2,4,6"
+    )
+    if re.fullmatch(r"-?\d+(:-?\d+){1,2}", text):
+        parts = [int(p) for p in text.split(":")]
+        start, stop, step = parts[0], parts[1], parts[2] if len(parts) == 3 else 1
+        if step < 1:
+            raise InputError(f"{name}: the step of {text!r} should be >= 1")
+        return list(range(start, stop + 1, step))
+    if re.fullmatch(r"-?\d+(\s*,\s*-?\d+)*\s*,?", text):
+        return [int(p) for p in text.split(",") if p.strip()]
+    raise bad
+
+
+# -------------------------------------------------------------------------------- the result
+@dataclass
+class SweepResult:
+    """The clusterings of one scan for every k, their scores and the suggested k.
+
+    Attributes
+    ----------
+    ks : list of int
+    results : dict k -> ClusterResult
+        Labels, exact centroids (preprocessed space), mean raw patterns, sizes and the exact
+        full-space inertia of each k.
+    scores : dict score name -> list of float (one per k; NaN where undefined)
+    suggested_k : int or None
+    suggestion : how the rule decided (``separated_ks``, ``reason``) and, for reference,
+        ``kneedle_elbow_k``, ``silhouette_best_k`` and ``inertia_drops``.
+    components : the reduced space: mode, sketch size, n_components, explained variance.
+    timings : seconds per stage.
+    """
+
+    ks: list
+    results: dict
+    scores: dict
+    suggested_k: int | None
+    suggestion: dict
+    components: dict
+    timings: dict
+    parameters: dict
+    n_passes: int
+    rule: str = RULE
+    score_spaces: dict = field(default_factory=lambda: dict(SCORE_SPACES))
+
+    def __getitem__(self, k: int) -> ClusterResult:
+        return self.results[k]
+
+    @property
+    def labels(self) -> dict:
+        """k -> (ny, nx) label map."""
+        return {k: r.labels for k, r in self.results.items()}
+
+    def summary(self) -> dict:
+        """What ``sweep.json`` holds."""
+        from .result import _versions
+        from . import __version__
+
+        first = self.results[self.ks[0]]
+        per_k = {}
+        for i, k in enumerate(self.ks):
+            r = self.results[k]
+            per_k[str(k)] = {
+                **{name: self.scores[name][i] for name in self.scores},
+                "n_iter": r.n_iter,
+                "cluster_sizes": [int(s) for s in r.cluster_sizes],
+                "folder": folder_name(k),
+            }
+        return {
+            "source": first.source,
+            "scan_shape": list(first.labels.shape),
+            "detector_shape": list(first.centroids.shape[1:]),
+            "ks": list(self.ks),
+            "scores": self.scores,
+            "per_k": per_k,
+            "suggested_k": self.suggested_k,
+            "rule": self.rule,
+            "suggestion": self.suggestion,
+            "score_spaces": self.score_spaces,
+            "components": self.components,
+            "n_passes": self.n_passes,
+            "timings_s": self.timings,
+            "backend": first.backend,
+            "backend_description": first.backend_description,
+            "parameters": self.parameters,
+            "mask": first.mask.describe(),
+            "versions": _versions(__version__),
+        }
+
+    def save(self, folder, *, overwrite: bool = False, figures: bool = True) -> Path:
+        """Write the sweep into ``folder`` atomically.
+
+        ``sweep.json``, ``scores.png`` (score curves, suggestion marked), ``label_maps.png``
+        (every k) and one subfolder per k (``k02``, ``k03``, ...) with the files
+        ``ClusterResult.save`` writes.
+        """
+        from .atomic import atomic_write_json, result_folder
+        from .outputs import write_result_files
+
+        with result_folder(folder, overwrite=overwrite) as tmp:
+            for k in self.ks:
+                sub = tmp / folder_name(k)
+                sub.mkdir()
+                write_result_files(self.results[k], sub, figures=figures)
+            atomic_write_json(tmp / "sweep.json", self.summary())
+            if figures:
+                from .figures import plot_label_map_grid, plot_score_curves
+
+                plot_score_curves(self.ks, self.scores, tmp / "scores.png", suggested_k=self.suggested_k)
+                plot_label_map_grid(self.labels, tmp / "label_maps.png")
+        return Path(folder)
+
+
+def folder_name(k: int) -> str:
+    return f"k{k:02d}"
+
+
+# ---------------------------------------------------------------------------------- the sweep
+def sweep(
+    data,
+    ks=range(2, 13),
+    *,
+    mask="auto",
+    normalize: str = "max",
+    transform: str = "none",
+    align=None,
+    backend: str = "cpu",
+    random_state: int | None = 0,
+    n_init: int = 3,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    batch_size: int | None = None,
+    reader: str | None = None,
+    progress: bool = False,
+    exact: bool = False,
+    n_components="auto",
+    sketch_size: int = DEFAULT_SKETCH_SIZE,
+    variance_target: float = DEFAULT_VARIANCE_TARGET,
+    silhouette_samples: int = DEFAULT_SILHOUETTE_SAMPLES,
+) -> SweepResult:
+    """Cluster a scan for every k in ``ks``, score the clusterings and suggest k.
+
+    Parameters
+    ----------
+    data : path, numpy/dask array (ny, nx, qy, qx), HyperSpy signal or Dataset
+    ks : the numbers of clusters: an iterable of ints (``range(2, 13)``), or text ``"2:12"``
+        (both ends included), ``"2:12:2"``, ``"2,4,6"``. Each 1 <= k <= ny * nx.
+    mask, normalize, transform, align, backend, random_state, n_init, max_iter, tol,
+    batch_size, reader, progress : as for ``gpu4d.cluster``; the preprocessing is the same.
+    exact : fit every k with full-dimensional KMeans on the stored feature matrix
+        (n_patterns x kept pixels float32 on the device) instead of in the reduced space.
+    n_components : "auto" or an int: principal coordinates KMeans runs on (reduced mode) and
+        the scores are computed in. "auto": the smallest number whose axes hold
+        ``variance_target`` of the variance the sketch holds, within [16, 64] (and <= the
+        sketch size).
+    sketch_size : l, the width of the randomized PCA (its number of axes).
+    variance_target : see ``n_components``.
+    silhouette_samples : size of the fixed random subsample of the silhouette.
+
+    Returns
+    -------
+    SweepResult
+        ``results[k]`` is a ClusterResult per k; ``scores`` holds ``inertia`` (exact, full
+        preprocessed space), ``silhouette``, ``calinski_harabasz`` and ``davies_bouldin``
+        (reduced space) and ``separation``: for the least separated pair of clusters, the
+        distance between their centroids over the pooled standard deviation of their members
+        along the line joining them (reduced space). ``suggested_k`` follows
+        ``gpu4d.scores.RULE``: the largest k whose clusters are all separated by at least 5
+        (two halves of one region that KMeans splits are about 2.7 apart), or the smallest k
+        if none is; the inertia elbow (Kneedle) and the best-silhouette k are reported beside
+        it in ``suggestion``.
+
+    Notes
+    -----
+    Reduced mode reads the scan four times whatever the number of ks (three sketch passes, one
+    final pass; the mean pattern for the mask reads a sample more) and never holds an (n, m)
+    float array: its memory is a few (n, l), (m, l) and (sum(ks), qy * qx) arrays and the
+    batches.
+    """
+    _check_kmeans_parameters(1, n_init, max_iter, tol, random_state)
+    ks_list = parse_ks(ks)
+    transform_code = option_code(TRANSFORMS, transform, "transform")
+    norm_code = option_code(NORMALIZATIONS, normalize, "normalize")
+    _check_sweep_options(n_components, sketch_size, variance_target, silhouette_samples)
+    mask_spec = parse_mask(mask)
+    align_method = _resolve_align(align)
+    engine = get_backend(backend)
+    xp = engine.xp
+    timer = StageTimer()
+
+    with timer.stage("open"):
+        dataset = open_dataset(data, reader=reader)
+    ks_list = parse_ks(ks_list, dataset.n_patterns)
+    n = dataset.n_patterns
+
+    with timer.stage("mask"):
+        needs_beam = mask_spec.needs_beam_centre or align_method is not None
+        mean = mean_pattern(dataset) if needs_beam else None
+        detector_mask = build_mask(mask_spec, dataset.detector_shape, mean)
+        pixels = detector_mask.kept_pixels()
+    n_kept = int(pixels[0].shape[0])
+    # reduced mode stores no feature matrix: only the sketch's (n, l) arrays stay on the device
+    batch = resolve_batch_size(batch_size, dataset, engine, n_kept if exact else sketch_size)
+    if exact:
+        from .pipeline import _check_device_memory
+
+        _check_device_memory(engine, dataset, n_kept)
+
+    shifts = centres = None
+    align_info = None
+    if align_method is not None:
+        from .alignment import measure_alignment
+
+        with timer.stage("align"):
+            centres, shifts, align_info = measure_alignment(dataset, engine, align_method, mean, batch, progress)
+
+    source = _RawBatches(dataset, batch, 0 if exact else raw_cache_budget())
+    pixels_dev = tuple(engine.to_device(p) for p in pixels)
+    shifts_dev = None if shifts is None else engine.to_device(shifts)
+    features = None
+    n_passes = 0
+    if exact:
+        with timer.stage("preprocess"):
+            features = build_features(
+                dataset, engine, pixels, transform_code, norm_code, shifts, batch, progress
+            )
+            n_passes += 1
+        with timer.stage("sketch"):
+            sketch = in_memory_sketch(features, engine, sketch_size=sketch_size, random_state=random_state)
+    else:
+        with timer.stage("sketch"):
+            sketch = streaming_sketch(
+                dataset, engine, pixels_dev, transform_code, norm_code, shifts_dev, batch,
+                sketch_size=sketch_size, random_state=random_state, progress=progress, source=source,
+            )
+            n_passes += 3
+
+    if n_components == "auto":
+        n_comp = sketch.choose_components(variance_target, MIN_COMPONENTS, MAX_COMPONENTS)
+    else:
+        n_comp = int(min(n_components, sketch.width))
+    z = xp.ascontiguousarray(sketch.scores[:, :n_comp])
+
+    with timer.stage("kmeans"):
+        fits, kmeans_seconds = _fit_every_k(
+            engine, ks_list, z, features, n_init, max_iter, tol, random_state, progress
+        )
+
+    labels_all = np.stack([fits[k][0] for k in ks_list], axis=1)  # (n, K)
+    with timer.stage("final_pass"):
+        totals = _final_pass(
+            source, dataset, engine, labels_all, ks_list, pixels_dev, transform_code, norm_code,
+            shifts_dev, batch, features, progress,
+        )
+        n_passes += 1
+    raw_kept = bool(source.keep)
+    del features, source
+
+    with timer.stage("scores"), small_matrices(xp):
+        scores = _scores(engine.to_host(z), labels_all, ks_list, totals, sketch, silhouette_samples, random_state)
+        suggested, suggestion = suggest_k(ks_list, scores, sketch.total_variance)
+
+    components = _components_info(sketch, n_comp, exact, n_components, variance_target, totals)
+    timings = {k: round(v, 4) for k, v in timer.seconds.items()}
+    parameters = {
+        "ks": ks_list,
+        "mask": mask_spec.text,
+        "normalize": normalize,
+        "transform": transform,
+        "align": align_method,
+        "backend_requested": backend,
+        "random_state": random_state,
+        "n_init": n_init,
+        "max_iter": max_iter,
+        "tol": tol,
+        "batch_size": batch,
+        "exact": exact,
+        "n_components": n_components,
+        "sketch_size": sketch_size,
+        "variance_target": variance_target,
+        "silhouette_samples": min(silhouette_samples, n),
+        "raw_patterns_kept_in_memory": raw_kept,
+    }
+    common = {
+        "backend": engine.name,
+        "backend_description": engine.describe(),
+        "mask": detector_mask,
+        "scan_axes": dataset.scan_axes,
+        "detector_axes": dataset.detector_axes,
+        "source": dataset.source,
+        "centres": None if centres is None else centres.reshape(*dataset.scan_shape, 2),
+    }
+    results = {}
+    for i, k in enumerate(ks_list):
+        labels, n_iter = fits[k]
+        centroids, means = _cluster_patterns(totals, i, k, pixels, dataset.detector_shape)
+        results[k] = ClusterResult(
+            labels=labels.reshape(dataset.scan_shape),
+            centroids=centroids,
+            mean_patterns=means,
+            cluster_sizes=totals.counts[i],
+            inertia=scores["inertia"][i],
+            n_iter=n_iter,
+            parameters={**parameters, "n_clusters": k},
+            timings={**timings, "kmeans": round(kmeans_seconds[k], 4)},
+            extra={
+                "sweep": {
+                    "scores": {name: values[i] for name, values in scores.items()},
+                    "suggested_k": suggested,
+                    "kmeans_space": components["kmeans_space"],
+                },
+                **({"alignment": align_info} if align_method is not None else {}),
+            },
+            **common,
+        )
+    timings["kmeans_per_k"] = {str(k): round(v, 4) for k, v in kmeans_seconds.items()}
+    return SweepResult(
+        ks=ks_list,
+        results=results,
+        scores=scores,
+        suggested_k=suggested,
+        suggestion=suggestion,
+        components=components,
+        timings=timings,
+        parameters=parameters,
+        n_passes=n_passes,
+    )
+
+
+def _fit_every_k(engine, ks, z, features, n_init, max_iter, tol, random_state, progress):
+    """KMeans for every k: ``{k: (labels (n,) int32, n_iter)}`` and ``{k: seconds}``.
+
+    Reduced mode (``features`` None) fits the coordinates ``z`` on the device, each k also
+    warm-started from the previous k's centres; exact mode fits ``features`` with the
+    backend's KMeans.
+    """
+    xp = engine.xp
+    fits, seconds = {}, {}
+    previous = None  # the centres of the last k
+    with small_matrices(xp) if features is None else contextlib.nullcontext():
+        for k in ks:
+            start = time.perf_counter()
+            with stage_spinner(progress, f"KMeans k={k}"):
+                if features is not None:
+                    fit = engine.kmeans(
+                        features, k, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state
+                    )
+                    fits[k] = (np.asarray(fit.labels, np.int32), int(fit.n_iter))
+                else:
+                    # a generator per k, so a k's fit does not depend on the others in the sweep
+                    rng = np.random.default_rng(None if random_state is None else [random_state, k])
+                    fit = xp_kmeans(
+                        xp, z, k, n_init=n_init, max_iter=max_iter, tol=tol, rng=rng, warm_start=previous
+                    )
+                    previous = fit.centers
+                    fits[k] = (engine.to_host(fit.labels).astype(np.int32), int(fit.n_iter))
+            seconds[k] = time.perf_counter() - start
+    return fits, seconds
+
+
+def _scores(z, labels_all, ks, totals, sketch, silhouette_samples, random_state) -> dict[str, list]:
+    """Every score of every k: the exact inertia from the final pass, the others in ``z``."""
+    z = np.ascontiguousarray(z, dtype=np.float32)
+    sample = subsample(z.shape[0], silhouette_samples, random_state)
+    distances = sample_distances(z, sample)  # shared by the silhouettes of every k
+    scores = {name: [] for name in SCORE_NAMES}
+    for i in range(len(ks)):
+        sums, counts = totals.centroid_sums[i], totals.counts[i]
+        # the exact inertia of the clustering: sum_i ||x_i||^2 - sum_j ||S_j||^2 / n_j
+        between = np.einsum("ij,ij->i", sums, sums) / np.maximum(counts, 1)
+        scores["inertia"].append(max(0.0, sketch.total_sum_squares - float(between.sum())))
+        for name, value in reduced_space_scores(z, labels_all[:, i], sample, distances).items():
+            scores[name].append(value)
+    return scores
+
+
+def _components_info(sketch, n_comp, exact, n_components, variance_target, totals) -> dict:
+    """The ``components`` section of sweep.json: the reduced space and its variance."""
+    ratio = sketch.explained_variance_ratio()
+    power = sketch.singular_values**2
+    if n_components == "auto":
+        rule = (
+            f"smallest c whose axes hold >= {variance_target} of the sketch's variance, within "
+            f"[{MIN_COMPONENTS}, {MAX_COMPONENTS}] and <= the sketch size"
+        )
+    else:
+        rule = "given"
+    return {
+        "mode": "exact" if exact else "reduced",
+        "sketch_size": sketch.width,
+        "n_components": n_comp,
+        "n_components_rule": rule,
+        "variance_target": variance_target,
+        "total_variance": sketch.total_variance,
+        "explained_variance_ratio": [float(v) for v in ratio],
+        "explained_variance_ratio_kept": float(ratio[:n_comp].sum()),
+        "explained_variance_ratio_sketch": float(ratio.sum()),
+        "share_of_sketch_variance_kept": float(power[:n_comp].sum() / max(power.sum(), 1e-300)),
+        "final_pass_one_hot_width": totals.one_hot_width,
+        "kmeans_space": (
+            "full preprocessed space (backend KMeans)" if exact else f"first {n_comp} principal coordinates"
+        ),
+    }
+
+
+def _cluster_patterns(totals, i: int, k: int, pixels, detector_shape):
+    """Exact centroids (k, qy, qx), zero at masked pixels, and mean raw patterns of the i-th k."""
+    qy, qx = detector_shape
+    safe = np.maximum(totals.counts[i], 1)[:, None]  # an empty cluster keeps zeros
+    centroids = np.zeros((k, qy, qx), np.float32)
+    centroids[:, pixels[0], pixels[1]] = (totals.centroid_sums[i] / safe).astype(np.float32)
+    means = (totals.raw_sums[i] / safe).astype(np.float32).reshape(k, qy, qx)
+    return centroids, means
+
+
+def _check_sweep_options(n_components, sketch_size, variance_target, silhouette_samples) -> None:
+    for name, value in (("sketch_size", sketch_size), ("silhouette_samples", silhouette_samples)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 2:
+            raise InputError(f"{name}={value!r} should be an integer >= 2")
+    if n_components != "auto" and (
+        isinstance(n_components, bool) or not isinstance(n_components, numbers.Integral) or n_components < 1
+    ):
+        raise InputError(f"n_components={n_components!r} should be 'auto' or an integer >= 1")
+    if not isinstance(variance_target, numbers.Real) or not 0 < variance_target <= 1:
+        raise InputError(f"variance_target={variance_target!r} should be a number in (0, 1]")
+
+
+class _RawBatches:
+    """The scan's raw batches for the passes of a sweep, read once when they fit in memory.
+
+    Calling it gives an iterator of host ``(start, batch)`` over the scan. The first pass reads
+    the dataset; if the raw patterns (in their own dtype: uint8 data takes a quarter of
+    float32) fit in ``budget`` bytes, they are kept and later passes read them from memory;
+    otherwise every pass reads the dataset again.
+    """
+
+    def __init__(self, dataset, batch_size: int, budget: int):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        raw_bytes = dataset.n_patterns * math.prod(dataset.detector_shape) * dataset.dtype.itemsize
+        self.keep = raw_bytes <= budget
+        self._kept = None
+
+    def __call__(self):
+        if self._kept is not None:
+            return iter(self._kept)
+        return self._read()
+
+    def _read(self):
+        kept = [] if self.keep else None
+        for start, batch in checked_batches(self.dataset, self.batch_size):
+            if kept is not None:
+                kept.append((start, batch))
+            yield start, batch
+        if kept is not None:
+            self._kept = kept
+
+
+def raw_cache_budget() -> int:
+    """Bytes of raw patterns a sweep may keep in memory: ``RAW_CACHE_BYTES``, at most a quarter
+    of the memory available now."""
+    budget = RAW_CACHE_BYTES
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        budget = min(budget, available // 4)
+    except (ValueError, OSError, AttributeError):  # not on every platform
+        pass
+    return int(budget)
+
+
+@dataclass
+class _Totals:
+    """Per-k results of the final pass, on the host (float64)."""
+
+    counts: list  # K arrays (k,) int64
+    centroid_sums: list  # K arrays (k, m): sums of the preprocessed rows per cluster
+    raw_sums: list  # K arrays (k, qy * qx): sums of the raw (aligned) patterns per cluster
+    one_hot_width: int  # columns of the one-hot matrix each batch was multiplied with
+
+
+def _final_pass(
+    source, dataset, engine, labels_all, ks, pixels_dev, transform, norm, shifts_dev, batch_size, features,
+    progress,
+) -> _Totals:
+    """One streaming pass: per-cluster sums of preprocessed and raw rows for every k at once.
+
+    The labels of all ks form one stacked one-hot matrix H (batch, sum(ks)): column
+    ``offset_k + label`` is 1. Its distinct rows ("atoms": the patterns that share their label
+    at every k, the coarsest common refinement of the clusterings) factor it as H = A M, with
+    A the one-hot matrix of the atoms (batch, n_atoms) and M (n_atoms, sum(ks)) 0/1. Each
+    batch costs one matmul with its preprocessed rows and one with its raw rows against A (or
+    H itself, whichever is narrower); M is applied once at the end. With ``features`` (exact
+    mode) the preprocessed rows are read from it.
+    """
+    xp = engine.xp
+    n = dataset.n_patterns
+    qy, qx = dataset.detector_shape
+    m = int(pixels_dev[0].shape[0])
+    offsets = np.concatenate([[0], np.cumsum(ks)[:-1]]).astype(np.int64)
+    total = int(sum(ks))
+    stacked = labels_all.astype(np.int64) + offsets[None, :]  # (n, K) columns of H
+    atoms, atom_of = np.unique(labels_all, axis=0, return_inverse=True)
+    atom_of = atom_of.reshape(-1)
+    if atoms.shape[0] < total:
+        columns = atom_of[:, None]
+        width = atoms.shape[0]
+        expand = np.zeros((width, total), np.float64)  # M
+        expand[np.arange(width)[:, None], atoms.astype(np.int64) + offsets[None, :]] = 1.0
+    else:
+        columns, width, expand = stacked, total, None
+    columns = engine.to_device(np.ascontiguousarray(columns, dtype=np.int32))
+    all_y, all_x = np.indices((qy, qx), dtype=np.int32)
+    raw_pixels = (engine.to_device(all_y.ravel()), engine.to_device(all_x.ravel()))
+    sums_pre = xp.zeros((width, m), np.float64)
+    sums_raw = xp.zeros((width, qy * qx), np.float64)
+    work_raw = xp.empty((batch_size, qy * qx), np.float32)
+    work_pre = None if features is not None else xp.empty((batch_size, m), np.float32)
+    one_hot = xp.empty((batch_size, width), np.float32)
+    row_ids = xp.arange(batch_size)[:, None]
+    with batch_bar(progress, n, "centroids, all k") as bar:
+        for start, raw in engine.device_batches(source()):
+            b = raw.shape[0]
+            stop = start + b
+            batch_shifts = None if shifts_dev is None else shifts_dev[start:stop]
+            if features is None:
+                rows = work_pre[:b]
+                engine.preprocess(raw, batch_shifts, pixels_dev[0], pixels_dev[1], transform, norm, rows)
+            else:
+                rows = features[start:stop]
+            patterns = work_raw[:b]
+            if batch_shifts is None:  # the raw patterns as float32: what the kernel would give
+                patterns[...] = raw.reshape(b, -1)
+            else:
+                engine.preprocess(
+                    raw, batch_shifts, raw_pixels[0], raw_pixels[1],
+                    pixel_math.TRANSFORM_NONE, pixel_math.NORM_NONE, patterns,
+                )
+            hot = one_hot[:b]
+            hot.fill(0)
+            hot[row_ids[:b], columns[start:stop]] = 1.0
+            sums_pre += hot.T @ rows
+            sums_raw += hot.T @ patterns
+            bar.update(b)
+    engine.synchronize()
+    sums_pre = engine.to_host(sums_pre)
+    sums_raw = engine.to_host(sums_raw)
+    if expand is not None:  # H^T X = M^T (A^T X)
+        sums_pre = expand.T @ sums_pre
+        sums_raw = expand.T @ sums_raw
+    counts, centroid_sums, raw_sums = [], [], []
+    for i, (k, offset) in enumerate(zip(ks, offsets)):
+        counts.append(np.bincount(labels_all[:, i], minlength=k).astype(np.int64))
+        centroid_sums.append(sums_pre[offset : offset + k])
+        raw_sums.append(sums_raw[offset : offset + k])
+    return _Totals(counts, centroid_sums, raw_sums, int(width))

@@ -1,0 +1,166 @@
+"""KMeans (k-means++ and Lloyd) written once against an array module ``xp`` (numpy or cupy).
+
+Used by ``gpu4d.sweep`` on the reduced (n, c) coordinates, which are small (c ~ 10-100), on the
+device where the sketch already lives. The full-dimensional fits of ``gpu4d.cluster`` keep
+using scikit-learn / cuML (``backend.kmeans``).
+
+It follows scikit-learn's ``KMeans(init="k-means++", algorithm="lloyd")``: greedy k-means++
+with ``2 + log(k)`` local trials, ``tol`` relative to the mean per-feature variance, strict
+convergence when no label changes, empty clusters moved to the points farthest from their
+centre, and the run of lowest inertia kept. A sweep may add a warm start: the centres of a
+smaller k completed by the same greedy k-means++ steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class XpKMeansFit:
+    """A KMeans fit on the device: labels (n,) int32 and centers (k, c) float32 stay there."""
+
+    labels: object
+    centers: object
+    inertia: float
+    n_iter: int
+
+
+def kmeans(
+    xp,
+    z,
+    n_clusters: int,
+    *,
+    n_init: int,
+    max_iter: int,
+    tol: float,
+    rng: np.random.Generator,
+    warm_start=None,
+) -> XpKMeansFit:
+    """Best of ``n_init`` k-means++ + Lloyd runs on the rows of ``z`` (n, c) float32.
+
+    Parameters
+    ----------
+    xp : numpy or cupy
+    z : (n, c) float32 array of ``xp``
+    n_clusters : k, 1 <= k <= n
+    n_init, max_iter, tol : scikit-learn's meaning (``tol`` relative to the mean variance).
+    rng : host random generator; only a few numbers per centre are drawn from it.
+    warm_start : optional (j, c) centres, j <= k (e.g. a smaller k's): one more run starts from
+        them, completed to k centres by greedy k-means++ steps.
+
+    Returns
+    -------
+    XpKMeansFit
+        ``inertia`` is the sum of squared distances in ``z``'s space (float64).
+    """
+    z = xp.ascontiguousarray(z, dtype=np.float32)
+    squared_norms = xp.einsum("ij,ij->i", z, z)
+    tol_abs = float(tol) * float(xp.mean(xp.var(z, axis=0, dtype=np.float64)))
+    starts = [None] * n_init
+    if warm_start is not None:
+        starts.append(xp.asarray(warm_start, dtype=np.float32)[:n_clusters])
+    best = None
+    for initial in starts:
+        centers = kmeans_plusplus(xp, z, squared_norms, n_clusters, rng, initial=initial)
+        fit = _lloyd(xp, z, squared_norms, centers, max_iter, tol_abs)
+        if best is None or fit.inertia < best.inertia:
+            best = fit
+    return best
+
+
+def squared_distances(xp, z, squared_norms, centers):
+    """(n, k) squared Euclidean distances, clipped at 0 (the expansion can go slightly below)."""
+    d = z @ centers.T
+    d *= -2.0
+    d += squared_norms[:, None]
+    d += xp.einsum("ij,ij->i", centers, centers)[None, :]
+    return xp.maximum(d, 0.0, out=d)
+
+
+def kmeans_plusplus(xp, z, squared_norms, n_clusters: int, rng: np.random.Generator, initial=None):
+    """Greedy k-means++ seeding (scikit-learn's): (k, c) float32 centres chosen among the rows.
+
+    ``initial`` (j, c): centres to keep; the other k - j are added by the same greedy steps.
+    """
+    n = z.shape[0]
+    n_trials = 2 + int(math.log(n_clusters))
+    centers = xp.empty((n_clusters, z.shape[1]), np.float32)
+    if initial is None or initial.shape[0] == 0:
+        first = int(rng.integers(n))
+        centers[0] = z[first]
+        closest = squared_distances(xp, z, squared_norms, z[first : first + 1])[:, 0]
+        done = 1
+    else:
+        done = int(initial.shape[0])
+        centers[:done] = initial
+        closest = squared_distances(xp, z, squared_norms, centers[:done]).min(axis=1)
+    potential = float(closest.sum(dtype=np.float64))
+    for c in range(done, n_clusters):
+        if potential <= 0.0:  # fewer distinct points than clusters: any row will do
+            ids = xp.asarray(rng.integers(n, size=n_trials))
+        else:
+            cumulative = xp.cumsum(closest, dtype=np.float64)
+            targets = xp.asarray(rng.random(n_trials) * potential)
+            ids = xp.minimum(xp.searchsorted(cumulative, targets), n - 1)
+        candidate_d = squared_distances(xp, z, squared_norms, z[ids])  # (n, trials)
+        xp.minimum(candidate_d, closest[:, None], out=candidate_d)
+        potentials = candidate_d.sum(axis=0, dtype=np.float64)
+        best = int(xp.argmin(potentials))
+        closest = candidate_d[:, best].copy()
+        potential = float(potentials[best])
+        centers[c] = z[int(ids[best])]
+    return centers
+
+
+def _assign(xp, z, centers):
+    """Labels of the nearest centres: argmin of ||c||^2 - 2 z.c (||z||^2 does not matter)."""
+    d = z @ centers.T
+    d *= -2.0
+    d += xp.einsum("ij,ij->i", centers, centers)[None, :]
+    return xp.argmin(d, axis=1).astype(np.int32)
+
+
+def _lloyd(xp, z, squared_norms, centers, max_iter: int, tol_abs: float) -> XpKMeansFit:
+    k = centers.shape[0]
+    cluster_ids = xp.arange(k, dtype=np.int32)
+    labels = None
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        new_labels = _assign(xp, z, centers)
+        new_centers = _update_centers(xp, z, squared_norms, new_labels, cluster_ids, centers)
+        shift = float(((new_centers - centers) ** 2).sum(dtype=np.float64))
+        centers = new_centers
+        if labels is not None and bool(xp.all(labels == new_labels)):
+            labels = new_labels
+            break  # strict convergence: the centres are the means of unchanged clusters
+        labels = new_labels
+        if shift <= tol_abs:
+            break
+    # a last assignment, so that labels and centres agree (as scikit-learn does)
+    distances = squared_distances(xp, z, squared_norms, centers)
+    labels = xp.argmin(distances, axis=1).astype(np.int32)
+    inertia = float(xp.take_along_axis(distances, labels[:, None].astype(np.int64), axis=1).sum(dtype=np.float64))
+    return XpKMeansFit(labels=labels, centers=centers, inertia=inertia, n_iter=n_iter)
+
+
+def _update_centers(xp, z, squared_norms, labels, cluster_ids, old_centers):
+    """Means of the clusters; an empty cluster takes the point farthest from its centre."""
+    one_hot = (labels[:, None] == cluster_ids[None, :]).astype(np.float32)  # (n, k)
+    sums = one_hot.T @ z
+    counts = xp.bincount(labels, minlength=cluster_ids.shape[0]).astype(np.float32)
+    empty = xp.nonzero(counts == 0)[0]
+    if empty.size:
+        distances = squared_distances(xp, z, squared_norms, old_centers)
+        own = xp.take_along_axis(distances, labels[:, None].astype(np.int64), axis=1)[:, 0]
+        far = xp.argsort(-own)[: int(empty.size)]
+        for cluster, point in zip(empty.tolist(), far.tolist()):
+            old = int(labels[point])
+            sums[old] -= z[point]
+            counts[old] -= 1
+            sums[cluster] = z[point]
+            counts[cluster] = 1
+    return (sums / xp.maximum(counts, 1)[:, None]).astype(np.float32)

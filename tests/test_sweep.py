@@ -1,0 +1,300 @@
+"""gpu4d.sweep: the streaming sketch, per-k fits, exact centroids, scores, suggested k, outputs."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import numpy as np
+import pytest
+from scipy.linalg import subspace_angles
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+
+import gpu4d
+from gpu4d.backend import get_backend
+from gpu4d.dataset import Dataset, open_dataset
+from gpu4d.errors import InputError
+from gpu4d.preprocessing import NORMALIZATIONS, TRANSFORMS
+from gpu4d.scores import inertia_drops, min_separation, suggest_k
+from gpu4d.sketch import streaming_sketch
+from gpu4d.sweep import folder_name, parse_ks
+from gpu4d.synthetic import make_scan
+
+from .reference import preprocess_reference
+
+sweep_module = importlib.import_module("gpu4d.sweep")  # gpu4d.sweep is the function
+MASK = (11.5, 11.5, 2.5)  # (cy, cx, r): the beam of region_scan
+
+
+def region_scan(seed=0, scan=(16, 18), q=24, n_regions=4):
+    """Regions with their own Bragg spots, a bright beam of varying intensity, Poisson noise.
+
+    Returns (data (ny, nx, q, q) uint16, truth (ny, nx) int).
+    """
+    rng = np.random.default_rng(seed)
+    ny, nx = scan
+    yy, xx = np.indices(scan)
+    # irregular regions: nearest of n_regions random seed points
+    points = rng.uniform(0, 1, (n_regions, 2)) * [ny, nx]
+    truth = np.argmin((yy[..., None] - points[:, 0]) ** 2 + (xx[..., None] - points[:, 1]) ** 2, axis=-1)
+    expected = np.full((ny, nx, q, q), 0.5)
+    for region in range(n_regions):
+        spots = rng.integers(0, q, 5), rng.integers(0, q, 5)
+        block = expected[truth == region]
+        block[:, spots[0], spots[1]] += 25 + 10 * region
+        expected[truth == region] = block
+    c = q // 2
+    expected[:, :, c - 1 : c + 1, c - 1 : c + 1] += np.linspace(100, 300, nx)[None, :, None, None]
+    return rng.poisson(expected).astype(np.uint16), truth
+
+
+def full_features(data, masked, transform="none", normalize="max"):
+    """The preprocessed matrix (n, kept) float64, from the independent numpy reference."""
+    return preprocess_reference(data.reshape(-1, *data.shape[2:]), masked, transform, normalize)
+
+
+class CountingDataset(Dataset):
+    """A Dataset that counts the patterns it reads."""
+
+    patterns_read = 0
+
+    def read_patterns(self, start, stop):
+        self.patterns_read += stop - start
+        return super().read_patterns(start, stop)
+
+
+def counting(data) -> CountingDataset:
+    ds = open_dataset(data)
+    return CountingDataset(ds.array, ds.scan_axes, ds.detector_axes, ds.source)
+
+
+@pytest.fixture(scope="module")
+def scan():
+    return region_scan()
+
+
+@pytest.fixture(scope="module")
+def result(scan):
+    data, _ = scan
+    return gpu4d.sweep(data, range(2, 7), mask=MASK, random_state=0)
+
+
+# --------------------------------------------------------------------------------- the sketch
+def test_sketch_matches_float64_pca():
+    rng = np.random.default_rng(5)
+    n, m, rank = 300, 400, 6
+    signal = rng.normal(size=(n, rank)) * np.geomspace(30, 3, rank) @ rng.normal(size=(rank, m))
+    x = (signal + 0.05 * rng.normal(size=(n, m)) + 2.0).astype(np.float32)
+    data = x.reshape(15, 20, 20, 20)
+    backend = get_backend("cpu")
+    pixels = tuple(a.astype(np.int32).ravel() for a in np.indices((20, 20)))
+    sketch = streaming_sketch(
+        open_dataset(data), backend, pixels, TRANSFORMS["none"], NORMALIZATIONS["none"], None, 37,
+        sketch_size=24, random_state=1,
+    )
+    centred = x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    total = (centred**2).sum()
+    np.testing.assert_allclose(sketch.mean, x.mean(axis=0, dtype=np.float64), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sketch.total_variance, total, rtol=1e-5)
+    np.testing.assert_allclose(sketch.explained_variance_ratio()[:rank], s[:rank] ** 2 / total, rtol=1e-3)
+    assert np.degrees(subspace_angles(sketch.components[:, :rank], vt[:rank].T)).max() < 0.5
+    # the scores are the coordinates of the centred rows on the components
+    np.testing.assert_allclose(
+        sketch.scores[:, :rank], centred @ sketch.components[:, :rank].astype(np.float64), atol=2e-2 * s[0] / np.sqrt(n)
+    )
+
+
+# -------------------------------------------------------------------------- labels, centroids
+def test_labels_match_full_dimensional_kmeans(scan, result):
+    data, truth = scan
+    features = full_features(data, result[2].mask.masked).astype(np.float32)
+    for k in result.ks:
+        reference = KMeans(k, n_init=10, random_state=0).fit(features)
+        # beyond the true number of regions, KMeans splits regions along their noise: many
+        # splits are about as good, so there only the objective is compared
+        if k <= truth.max() + 1:
+            assert adjusted_rand_score(reference.labels_, result[k].labels.ravel()) >= 0.95, k
+        assert result[k].inertia <= reference.inertia_ * 1.01, k
+
+
+def test_centroids_and_mean_patterns_are_exact_per_label_means(scan, result):
+    data, _ = scan
+    masked = result[2].mask.masked
+    features = full_features(data, masked)
+    raw = data.reshape(-1, *data.shape[2:]).astype(np.float64)
+    for k in result.ks:
+        labels = result[k].labels.ravel()
+        for label in range(k):
+            members = labels == label
+            np.testing.assert_allclose(
+                result[k].centroids[label][~masked], features[members].mean(axis=0), rtol=1e-4, atol=1e-7
+            )
+            np.testing.assert_allclose(result[k].mean_patterns[label], raw[members].mean(axis=0), rtol=1e-4)
+        assert not result[k].centroids[:, masked].any()
+        inertia = sum(((features[labels == j] - features[labels == j].mean(axis=0)) ** 2).sum() for j in range(k))
+        assert result[k].inertia == pytest.approx(inertia, rel=1e-4)
+        assert result.scores["inertia"][result.ks.index(k)] == result[k].inertia
+        np.testing.assert_array_equal(result[k].cluster_sizes, np.bincount(labels, minlength=k))
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_one_streaming_pass_for_all_ks(scan, monkeypatch, cache):
+    data, _ = scan
+    if not cache:  # every pass reads the dataset
+        monkeypatch.setattr(sweep_module, "RAW_CACHE_BYTES", 0)
+    reads = {}
+    for ks in ([3], range(2, 9)):
+        dataset = counting(data)
+        swept = gpu4d.sweep(dataset, ks, mask=MASK, batch_size=50)
+        reads[len(swept.ks)] = dataset.patterns_read / dataset.n_patterns
+        assert swept.n_passes == 4
+    # three sketch passes and one final pass for all ks; with the raw patterns kept in memory
+    # (they fit), only the first pass reads the dataset
+    passes = 1.0 if cache else 4.0
+    assert reads == {1: passes, 7: passes}
+
+
+def test_result_does_not_depend_on_batch_size(scan):
+    data = scan[0][:6, :9]  # 54 patterns: batches of 1, 7 (the last one short) and all
+    runs = [gpu4d.sweep(data, [2, 3, 4], mask=MASK, batch_size=size) for size in (1, 7, 54)]
+    first = runs[0]
+    for other in runs[1:]:
+        for k in first.ks:
+            np.testing.assert_array_equal(other[k].labels, first[k].labels)
+            np.testing.assert_allclose(other[k].centroids, first[k].centroids, rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(other[k].mean_patterns, first[k].mean_patterns, rtol=1e-4)
+            assert other[k].inertia == pytest.approx(first[k].inertia, rel=1e-4)
+        np.testing.assert_allclose(
+            other.components["explained_variance_ratio"], first.components["explained_variance_ratio"],
+            rtol=1e-3, atol=1e-9,
+        )
+
+
+def test_exact_mode_agrees_with_reduced_mode(scan, result):
+    data, truth = scan
+    n_regions = truth.max() + 1
+    exact = gpu4d.sweep(data, range(2, n_regions + 1), mask=MASK, exact=True, n_init=10)
+    assert exact.components["mode"] == "exact"
+    for k in exact.ks:
+        assert adjusted_rand_score(exact[k].labels.ravel(), result[k].labels.ravel()) >= 0.95
+        assert exact[k].inertia == pytest.approx(result[k].inertia, rel=1e-3)
+
+
+# --------------------------------------------------------------------------- scores, k choice
+def test_suggested_k_on_regions_known(scan, result):
+    _, truth = scan
+    assert result.suggested_k == truth.max() + 1
+    assert adjusted_rand_score(truth.ravel(), result[result.suggested_k].labels.ravel()) == 1.0
+    assert set(result.scores) == {"inertia", "silhouette", "calinski_harabasz", "davies_bouldin", "separation"}
+    assert all(len(v) == len(result.ks) for v in result.scores.values())
+
+
+def test_suggested_k_on_synthetic_polycrystal():
+    n_grains, defect, seed = 4, True, 8
+    synthetic = make_scan((24, 24), (48, 48), n_grains=n_grains, defect=defect, dtype="uint8", seed=seed)
+    swept = gpu4d.sweep(synthetic.data, range(2, 10))
+    assert swept.suggested_k == synthetic.n_regions
+    labels = swept[synthetic.n_regions].labels
+    assert adjusted_rand_score(synthetic.labels.ravel(), labels.ravel()) >= 0.95
+
+
+def test_min_separation_tells_halves_of_one_region_from_two_regions():
+    rng = np.random.default_rng(0)
+    blob = rng.normal(size=(4000, 3))
+    assert min_separation(blob, (blob[:, 0] > 0).astype(int)) == pytest.approx(2.65, abs=0.1)
+    two = np.concatenate([rng.normal(size=(500, 3)), rng.normal(size=(500, 3)) + [10.0, 0, 0]])
+    assert min_separation(two, np.repeat([0, 1], 500)) > 9
+
+
+def test_suggest_k_rule_on_curves():
+    ks = [2, 3, 4, 5, 6, 7]
+    scores = {
+        "inertia": [600.0, 300.0, 150.0, 100.0, 97.0, 95.0],
+        "silhouette": [0.5, 0.6, 0.7, 0.72, 0.5, 0.4],
+        "separation": [20.0, 12.0, 9.0, 6.0, 2.7, 2.5],
+    }
+    k, details = suggest_k(ks, scores, total_variance=1000.0)
+    assert k == 5 and details["separated_ks"] == [2, 3, 4, 5]
+    assert details["silhouette_best_k"] == 5
+    np.testing.assert_allclose(details["inertia_drops"][:2], [0.4, 0.5])
+    scores["separation"] = [2.0, 2.1, 2.2, 2.3, 2.4, 2.5]  # nothing distinct: the smallest k
+    assert suggest_k(ks, scores)[0] == 2
+    np.testing.assert_allclose(inertia_drops([2, 4], [50.0, 12.5], 100.0), [0.5, 0.5])
+
+
+# ------------------------------------------------------------------------------------ outputs
+def test_sweep_json_and_folder_layout(result, tmp_path):
+    out = result.save(tmp_path / "sweep", figures=False)
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["ks"] == [2, 3, 4, 5, 6]
+    assert summary["suggested_k"] == result.suggested_k
+    assert {"ks", "scores", "per_k", "suggested_k", "rule", "components", "timings_s"} <= set(summary)
+    assert set(summary["scores"]) == {"inertia", "silhouette", "calinski_harabasz", "davies_bouldin", "separation"}
+    assert summary["components"]["n_components"] >= 1
+    assert len(summary["components"]["explained_variance_ratio"]) == summary["components"]["sketch_size"]
+    assert "silhouette" in summary["rule"] and "score_spaces" in summary
+    for k in result.ks:
+        sub = out / folder_name(k)
+        assert {p.name for p in sub.iterdir()} >= {"labels.npy", "centroids.npy", "mean_patterns.npy", "summary.json"}
+        np.testing.assert_array_equal(np.load(sub / "labels.npy"), result[k].labels)
+        assert json.loads((sub / "summary.json").read_text())["n_clusters"] == k
+
+
+def test_cli_sweep_writes_the_folder(scan, tmp_path, run_cli):
+    data, _ = scan
+    path = tmp_path / "scan.npy"
+    np.save(path, data[:6, :6])
+    out = tmp_path / "swept"
+    run = run_cli("sweep", path, "-k", "2", "--mask", "11.5,11.5,2.5", "--out", out, "-q")
+    assert run.code == 0, run.err
+    assert "suggested k = 2" in run.out
+    assert {p.name for p in out.iterdir()} == {"sweep.json", "scores.png", "label_maps.png", "k02"}
+    assert {p.name for p in (out / "k02").iterdir()} >= {
+        "labels.npy", "centroids.npy", "mean_patterns.npy", "mask.npy", "summary.json",
+        "clusters.hspy", "labels.png", "centroids.png", "mean_patterns.png",
+    }
+    assert json.loads((out / "sweep.json").read_text())["ks"] == [2]
+    # several ks, no figures: one subfolder per k
+    run = run_cli("sweep", path, "-k", "2:4", "--mask", "none", "--out", out, "--overwrite", "--no-figures", "-q")
+    assert run.code == 0, run.err
+    assert {p.name for p in out.iterdir()} == {"sweep.json", "k02", "k03", "k04"}
+
+
+# ------------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    "ks, message",
+    [
+        ([], "ks is empty"),
+        ([0, 2], "ks: k=0 should be >= 1"),
+        ("2:x", "ks: cannot read '2:x'"),
+        ([2, 2.5], "ks: 2.5 is not an integer"),
+        ([2, 10_000], "ks: k=10000 should be <= the number of patterns 288"),
+    ],
+)
+def test_bad_ks_are_input_errors(scan, ks, message):
+    data, _ = scan
+    with pytest.raises(InputError, match=message):
+        gpu4d.sweep(data, ks, mask=MASK)
+
+
+def test_parse_ks_forms():
+    assert parse_ks("2:12") == list(range(2, 13))
+    assert parse_ks("2:12:5") == [2, 7, 12]
+    assert parse_ks("6, 4,2") == [2, 4, 6]
+    assert parse_ks(range(2, 5)) == [2, 3, 4]
+    assert parse_ks(5) == [5]
+    with pytest.raises(InputError, match="-k: cannot read"):
+        parse_ks("2:", name="-k")
+
+
+@pytest.mark.parametrize("value", ["2:x", "0:3", ""])
+def test_cli_bad_k(scan, tmp_path, run_cli, value):
+    data, _ = scan
+    path = tmp_path / "scan.npy"
+    np.save(path, data[:4, :4])
+    run = run_cli("sweep", path, "-k", value, "--out", tmp_path / "out", "-q")
+    assert run.code == 2
+    assert "-k" in run.err and "Traceback" not in run.err
+    assert not (tmp_path / "out").exists()
