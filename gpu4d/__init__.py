@@ -23,5 +23,6 @@ __all__ = [
     "OutputError",
     "cluster",
     "open_dataset",
+    "sweep",
     "__version__",
 ]
