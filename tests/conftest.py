@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import socket
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,3 +132,54 @@ def run_cli(capsys):
         return CliRun(code, out, err)
 
     return run
+
+
+# -- a one-connection TCP peer on 127.0.0.1, for live-stream fault tests ------------------
+
+class Peer(threading.Thread):
+    """Serve one connection on 127.0.0.1: send ``parts`` (bytes, or floats = pauses in s),
+    then close, or with ``hold_s`` keep the connection open that long first."""
+
+    def __init__(self, parts, hold_s=0.0):
+        super().__init__(daemon=True)
+        self.parts, self.hold_s = parts, hold_s
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(1)
+        self.server.settimeout(10)
+        self.port = self.server.getsockname()[1]
+        self.done = threading.Event()
+
+    def run(self):
+        try:
+            conn, _ = self.server.accept()
+        except OSError:
+            return
+        with conn:
+            try:
+                for part in self.parts:
+                    if isinstance(part, float):
+                        time.sleep(part)
+                    else:
+                        conn.sendall(part)
+                self.done.wait(self.hold_s)
+            except OSError:
+                pass
+        self.server.close()
+
+
+@pytest.fixture
+def peer():
+    peers = []
+
+    def serve(parts, hold_s=0.0):
+        p = Peer(parts, hold_s)
+        p.start()
+        peers.append(p)
+        return p.port
+
+    yield serve
+    for p in peers:
+        p.done.set()
+        p.join(5)
+        p.server.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 
@@ -289,48 +288,6 @@ def messages(frames, first_sequence=1):
     return b"".join(mpx(records[i : i + size]) for i in range(0, len(records), size))
 
 
-class Peer(threading.Thread):
-    """Serve one connection on 127.0.0.1: send ``data``, then hold it open ``hold_s`` and close."""
-
-    def __init__(self, data: bytes, hold_s: float = 0.0):
-        super().__init__(daemon=True)
-        self.data, self.hold_s = data, hold_s
-        self.server = socket.socket()
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen(1)
-        self.server.settimeout(10)
-        self.port = self.server.getsockname()[1]
-        self.done = threading.Event()
-
-    def run(self):
-        try:
-            conn, _ = self.server.accept()
-        except OSError:
-            return
-        with conn:
-            try:
-                conn.sendall(self.data)
-                self.done.wait(self.hold_s)
-            except OSError:
-                pass
-        self.server.close()
-
-
-@pytest.fixture
-def peer():
-    peers = []
-
-    def serve(data, hold_s=0.0):
-        p = Peer(data, hold_s)
-        p.start()
-        peers.append(p)
-        return p.port
-
-    yield serve
-    for p in peers:
-        p.done.set()
-        p.join(5)
-        p.server.close()
 
 
 def run_cli(port, out, capsys, *extra):
@@ -341,7 +298,7 @@ def run_cli(port, out, capsys, *extra):
 
 def test_a_disconnect_mid_scan_saves_the_partial_result_and_exits_3(scan, tmp_path, peer, capsys):
     frames = frames_of(scan)
-    port = peer(mpx(acquisition_header(N, scan_shape=SCAN)) + messages(frames[:300]))
+    port = peer([mpx(acquisition_header(N, scan_shape=SCAN)) + messages(frames[:300])])
     out = tmp_path / "out"
     code, printed = run_cli(port, out, capsys)
     assert code == EXIT_INCOMPLETE == 3
@@ -358,7 +315,7 @@ def test_a_disconnect_mid_scan_saves_the_partial_result_and_exits_3(scan, tmp_pa
 def test_a_malformed_frame_is_named_saves_what_arrived_and_exits_2(scan, tmp_path, peer, capsys):
     frames = frames_of(scan)
     bad = mpx(b"MQ2" + encode_frames(frames[300:301], first_sequence=301)[3:])
-    port = peer(mpx(acquisition_header(N)) + messages(frames[:300]) + bad + messages(frames[301:], 302),
+    port = peer([mpx(acquisition_header(N)) + messages(frames[:300]) + bad + messages(frames[301:], 302)],
                 hold_s=5)
     out = tmp_path / "out"
     code, printed = run_cli(port, out, capsys)
