@@ -75,7 +75,9 @@ class CpuBackend:
 
     # clustering ---------------------------------------------------------------------------
     def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state, init=None) -> KMeansFit:
-        return _sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state, init)
+        from .sklearn_kmeans import sklearn_kmeans
+
+        return sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state, init)
 
 
 class GpuBackend(CpuBackend):
@@ -138,40 +140,10 @@ class GpuBackend(CpuBackend):
 
     def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state, init=None) -> KMeansFit:
         if self.simulated:
-            return _sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state, init)
+            from .sklearn_kmeans import sklearn_kmeans
+
+            return sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state, init)
         return self._device.cuml_kmeans(features, n_clusters, n_init, max_iter, tol, random_state, init)
-
-
-#: k-means++ candidates per seed. scikit-learn's default (2 + ln k) often puts two seeds in one
-#: large grain and none in a small defect region; 10 candidates made that rare on the synthetic
-#: scans, for about a third more KMeans time.
-KMEANS_PLUSPLUS_TRIALS = 10
-
-
-def _sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state, init=None) -> KMeansFit:
-    """scikit-learn KMeans: best of ``n_init`` runs from k-means++ seeds, or one run from ``init``."""
-    from sklearn.cluster import KMeans, kmeans_plusplus
-    from sklearn.utils import check_random_state
-
-    rng = check_random_state(random_state)
-    starts = [np.asarray(init, np.float32)] if init is not None else [
-        kmeans_plusplus(features, n_clusters, n_local_trials=KMEANS_PLUSPLUS_TRIALS, random_state=rng)[0]
-        for _ in range(n_init)
-    ]
-    best = None
-    for start in starts:
-        # copy_x=False: KMeans centres the data in place and restores it, instead of copying
-        # the whole feature matrix.
-        model = KMeans(n_clusters, init=start, n_init=1, max_iter=max_iter, tol=tol, copy_x=False)
-        model.fit(features)
-        if best is None or model.inertia_ < best.inertia_:
-            best = model
-    return KMeansFit(
-        labels=best.labels_.astype(np.int32),
-        centers=best.cluster_centers_.astype(np.float32),
-        inertia=float(best.inertia_),
-        n_iter=int(best.n_iter_),
-    )
 
 
 def cuda_simulator_enabled() -> bool:

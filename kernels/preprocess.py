@@ -19,9 +19,15 @@ transform, norm : int
     Codes from ``kernels.pixel_math``.
 out : (n, m) float32
     Feature rows, written in place.
+
+The CPU kernel walks the kept pixels as *runs*: stretches of consecutive pixels of one
+detector row. A beam mask leaves at most a few runs per row, so the inner loops read and write
+contiguous memory and compile to SIMD code (a per-pixel gather ran about 5x slower).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit, prange
@@ -34,30 +40,93 @@ _transform_cpu = _targets.for_cpu(pixel_math.transform_value)
 _accumulate_cpu = _targets.for_cpu(pixel_math.norm_accumulate)
 _scale_cpu = _targets.for_cpu(pixel_math.norm_scale)
 
-@njit(parallel=True, cache=True)
-def preprocess_cpu_kernel(raw, shifts, pixel_y, pixel_x, transform, norm, use_shifts, out):
-    """CPU kernel: one pattern per parallel iteration, float64 running statistic."""
-    n_kept = pixel_y.shape[0]
+
+def pixel_runs(pixel_y: np.ndarray, pixel_x: np.ndarray) -> np.ndarray:
+    """(r, 4) int32 runs ``(y, x_start, length, out_start)`` covering the kept pixels in order."""
+    pixel_y = np.asarray(pixel_y, np.int64)
+    pixel_x = np.asarray(pixel_x, np.int64)
+    if pixel_y.size == 0:
+        return np.zeros((0, 4), np.int32)
+    breaks = np.flatnonzero((np.diff(pixel_y) != 0) | (np.diff(pixel_x) != 1)) + 1
+    starts = np.concatenate(([0], breaks))
+    lengths = np.diff(np.concatenate((starts, [pixel_y.size])))
+    return np.stack([pixel_y[starts], pixel_x[starts], lengths, starts], axis=1).astype(np.int32)
+
+
+@njit(inline="always", cache=True)
+def _copy_run(raw, i, y, x, length, row, dst):
+    source = raw[i, y, x : x + length]
+    target = row[dst : dst + length]
+    for t in range(length):
+        target[t] = source[t]
+
+
+@njit(inline="always", cache=True)
+def _shifted_run(raw, i, y, x, length, dy, dx, row, dst):
+    """Bilinear samples of a run at (y + dy, x + dx): contiguous reads where all four
+    neighbours lie on the detector, the shared per-pixel function at the edges."""
+    qy, qx = raw.shape[1], raw.shape[2]
+    fy = y + dy
+    y0 = int(math.floor(fy))
+    wy = np.float32(fy - y0)
+    fx0 = x + dx
+    x0 = int(math.floor(fx0))
+    wx = np.float32(fx0 - x0)
+    # samples t in [inner_start, inner_stop) have all four neighbours on the detector
+    inner_start, inner_stop = 0, 0
+    if y0 >= 0 and y0 + 1 < qy:
+        inner_start = min(max(0, -x0), length)
+        inner_stop = max(min(length, qx - 1 - x0), inner_start)
+    for t in range(inner_start):
+        row[dst + t] = _bilinear_cpu(raw, i, fy, fx0 + t)
+    if inner_stop > inner_start:
+        a = np.float32(1.0) - wx
+        b = np.float32(1.0) - wy
+        upper = raw[i, y0, x0 + inner_start : x0 + inner_stop + 1]
+        lower = raw[i, y0 + 1, x0 + inner_start : x0 + inner_stop + 1]
+        target = row[dst + inner_start : dst + inner_stop]
+        for t in range(inner_stop - inner_start):
+            top = a * np.float32(upper[t]) + wx * np.float32(upper[t + 1])
+            bottom = a * np.float32(lower[t]) + wx * np.float32(lower[t + 1])
+            target[t] = b * top + wy * bottom
+    for t in range(inner_stop, length):
+        row[dst + t] = _bilinear_cpu(raw, i, fy, fx0 + t)
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def preprocess_cpu_kernel(raw, shifts, runs, transform, norm, use_shifts, out):
+    """CPU kernel: one pattern per parallel iteration, run by run, then transform and scale."""
+    n_kept = out.shape[1]
     for i in prange(raw.shape[0]):
+        row = out[i]
+        for r in range(runs.shape[0]):
+            y, x, length, dst = runs[r, 0], runs[r, 1], runs[r, 2], runs[r, 3]
+            if use_shifts:
+                _shifted_run(raw, i, y, x, length, shifts[i, 0], shifts[i, 1], row, dst)
+            else:
+                _copy_run(raw, i, y, x, length, row, dst)
+        if transform != pixel_math.TRANSFORM_NONE:
+            for j in range(n_kept):
+                row[j] = _transform_cpu(row[j], transform)
+        if norm == pixel_math.NORM_NONE:
+            continue
         acc = 0.0
         for j in range(n_kept):
-            if use_shifts:
-                value = _bilinear_cpu(raw, i, pixel_y[j] + shifts[i, 0], pixel_x[j] + shifts[i, 1])
-            else:
-                value = _read_cpu(raw, i, pixel_y[j], pixel_x[j])
-            value = _transform_cpu(value, transform)
-            out[i, j] = value
-            acc = _accumulate_cpu(acc, value, norm)
-        scale = _scale_cpu(acc, norm)
-        if scale != 1.0:
-            for j in range(n_kept):
-                out[i, j] = out[i, j] * scale
+            acc = _accumulate_cpu(acc, row[j], norm)
+        scale = np.float32(_scale_cpu(acc, norm))
+        for j in range(n_kept):
+            row[j] *= scale
 
 
-def launch_preprocess_cpu(raw, shifts, pixel_y, pixel_x, transform, norm, out):
-    """Run the CPU kernel over a batch; ``shifts=None`` means no alignment."""
+def launch_preprocess_cpu(raw, shifts, pixel_y, pixel_x, transform, norm, out, runs=None):
+    """Run the CPU kernel over a batch; ``shifts=None`` means no alignment.
+
+    ``runs`` (from ``pixel_runs(pixel_y, pixel_x)``) may be passed to skip recomputing them.
+    """
     use_shifts = shifts is not None
     if not use_shifts:
         shifts = np.zeros((1, 2), np.float32)
-    preprocess_cpu_kernel(raw, shifts, pixel_y, pixel_x, transform, norm, use_shifts, out)
+    if runs is None:
+        runs = pixel_runs(pixel_y, pixel_x)
+    preprocess_cpu_kernel(raw, shifts, runs, transform, norm, use_shifts, out)
     return out

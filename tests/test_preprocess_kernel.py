@@ -86,3 +86,30 @@ def test_matches_sklearn_normalize():
         np.testing.assert_allclose(
             run_cpu(raw, masked, "none", ours), normalize(values, norm=theirs), rtol=RTOL, atol=ATOL
         )
+
+
+@pytest.mark.parametrize("transform", ["none", "log1p"])
+def test_shifts_reaching_past_every_edge_match_reference(transform):
+    # runs that cross the detector edge mix the vectorized interior with edge samples
+    rng = np.random.default_rng(8)
+    raw = random_patterns(rng, 40, (21, 26), np.uint8)
+    shifts = rng.uniform(-7, 7, (40, 2)).astype(np.float32)
+    shifts[:4] = [(-21.5, 0.2), (0.3, 26.5), (0.5, -0.5), (-1.0, 25.0)]
+    radius = np.hypot(*(np.indices((21, 26)) - np.array([10.3, 12.7])[:, None, None]))
+    masked = (radius < 3) | (radius > 8)  # keep an annulus: two runs on most rows
+    got = run_cpu(raw, masked, transform, "sum", shifts)
+    want = preprocess_reference(raw, masked, transform, "sum", shifts.astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_pixel_runs_cover_the_kept_pixels_in_order():
+    from gpu4d.kernels.preprocess import pixel_runs
+
+    rng = np.random.default_rng(2)
+    masked = rng.random((19, 23)) < 0.4
+    ys, xs = np.nonzero(~masked)
+    runs = pixel_runs(ys, xs)
+    rebuilt = [(y, x + t) for y, x, length, _ in runs for t in range(length)]
+    assert rebuilt == list(zip(ys.tolist(), xs.tolist()))
+    assert (runs[:, 3] == np.concatenate(([0], np.cumsum(runs[:-1, 2])))).all()
+    assert pixel_runs(np.array([], np.int32), np.array([], np.int32)).shape == (0, 4)
