@@ -134,7 +134,10 @@ def add_preprocessing_options(parser: argparse.ArgumentParser) -> None:
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="KMeans random state (default 0)")
-    parser.add_argument("--n-init", type=int, default=3, help="KMeans initialisations (default 3)")
+    parser.add_argument(
+        "--n-init", type=int, default=None,
+        help="KMeans initialisations (default: 10 for cluster, 3 per k for sweep)",
+    )
     parser.add_argument("--max-iter", type=int, default=300)
     parser.add_argument("--tol", type=float, default=1e-4)
     parser.add_argument("--out", required=True, help="results folder (must not exist, see --overwrite)")
@@ -170,7 +173,7 @@ def cluster_kwargs(args) -> dict:
         "batch_size": args.batch_size,
         "reader": args.reader,
         "random_state": args.seed,
-        "n_init": args.n_init,
+        **({} if args.n_init is None else {"n_init": args.n_init}),
         "max_iter": args.max_iter,
         "tol": args.tol,
         "progress": not args.quiet,

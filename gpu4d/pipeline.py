@@ -33,7 +33,7 @@ def cluster(
     align=None,
     backend: str = "cpu",
     random_state: int | None = 0,
-    n_init: int = 3,
+    n_init: int = 10,
     max_iter: int = 300,
     tol: float = 1e-4,
     batch_size: int | None = None,
@@ -53,7 +53,9 @@ def cluster(
     transform : "none", "sqrt" or "log1p", applied to intensities before normalizing.
     align : None, True, "com", "xcorr" or "fit": shift every pattern onto its direct beam first.
     backend : "cpu", "gpu" or "auto" (the GPU if usable, else the CPU with a warning).
-    random_state, n_init, max_iter, tol : KMeans parameters (scikit-learn's meaning).
+    random_state, n_init, max_iter, tol : KMeans parameters (scikit-learn's meaning). On the
+        CPU the ``n_init`` trials run on a subsample of the patterns and the best of them,
+        judged on all patterns, starts the final fit (``gpu4d.sklearn_kmeans``).
     batch_size : patterns per batch; by default from the backend's memory.
     reader : RosettaSciIO reader name for files several readers claim.
     init : optional (k, qy, qx) centroids in the preprocessed space to start Lloyd from (one

@@ -64,3 +64,20 @@ def test_same_seed_same_result_and_init_is_used():
     np.testing.assert_array_equal(a.labels, b.labels)
     started = sklearn_kmeans(x, 4, 1, 1, 0.0, random_state=None, init=a.centers)
     np.testing.assert_array_equal(started.labels, a.labels)
+
+
+def test_subsampled_trials_find_a_small_cluster(monkeypatch):
+    # trials fit 600 of the 4000 rows; the best of them, judged on all rows, starts the fit
+    import gpu4d.sklearn_kmeans as module
+
+    monkeypatch.setattr(module, "INIT_SAMPLE", 600)
+    monkeypatch.setattr(module, "INIT_SAMPLE_PER_CLUSTER", 10)
+    rng = np.random.default_rng(9)
+    sizes = [1500, 1400, 1020, 80]  # the last cluster is 2% of the rows
+    centres = rng.normal(0, 1, (4, 120))
+    truth = np.repeat(np.arange(4), sizes)
+    x = (centres[truth] + rng.normal(0, 0.8, (truth.size, 120))).astype(np.float32)
+    fit = sklearn_kmeans(x, 4, n_init=10, max_iter=300, tol=1e-4, random_state=1)
+    reference = KMeans(4, n_init=10, random_state=0).fit(x)
+    assert adjusted_rand_score(truth, fit.labels) >= 0.99
+    assert fit.inertia <= reference.inertia_ * (1 + 1e-4)
