@@ -69,9 +69,23 @@ class CpuBackend:
 
     # kernels ------------------------------------------------------------------------------
     def preprocess(self, raw, shifts, pixel_y, pixel_x, transform, norm, out):
-        from .kernels.preprocess import launch_preprocess_cpu
+        from .kernels.preprocess import launch_preprocess_cpu, pixel_runs
 
-        return launch_preprocess_cpu(raw, shifts, pixel_y, pixel_x, transform, norm, out)
+        # the kept pixels as runs, computed once per pixel list (passes call this per chunk)
+        cached = getattr(self, "_runs", None)
+        if cached is None or cached[0] is not pixel_y or cached[1] is not pixel_x:
+            cached = self._runs = (pixel_y, pixel_x, pixel_runs(pixel_y, pixel_x))
+        return launch_preprocess_cpu(raw, shifts, pixel_y, pixel_x, transform, norm, out, runs=cached[2])
+
+    def add_transposed_product(self, c, a, b) -> None:
+        """``c += a.T @ b`` in place, without an (m, l) temporary: one BLAS call when ``c`` is a
+        Fortran-ordered float32 array (``a`` (r, m) and ``b`` (r, l) float32)."""
+        if c.dtype == np.float32 and c.flags.f_contiguous and a.flags.c_contiguous:
+            from scipy.linalg.blas import sgemm
+
+            sgemm(1.0, a.T, b, beta=1.0, c=c, overwrite_c=True)
+        else:
+            c += a.T @ b
 
     # clustering ---------------------------------------------------------------------------
     def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state, init=None) -> KMeansFit:
@@ -137,6 +151,10 @@ class GpuBackend(CpuBackend):
             raw, shifts, pixel_y, pixel_x, transform, norm, out,
             stream=self.kernel_stream(), threads_per_block=self.threads_per_block,
         )
+
+    def add_transposed_product(self, c, a, b) -> None:
+        """``c += a.T @ b`` on the device."""
+        c += a.T @ b
 
     def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state, init=None) -> KMeansFit:
         if self.simulated:

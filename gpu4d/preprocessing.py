@@ -30,6 +30,10 @@ NORMALIZATIONS = {
 
 #: Host memory a CPU batch may take as float32 work space.
 CPU_BATCH_BYTES = 64 * 2**20
+#: On the CPU, passes that multiply each preprocessed batch (sketch, final pass of a sweep)
+#: run the kernel on chunks of about this many float32 bytes, so the products read the rows
+#: from cache: 4.4 s -> 1.2 s for a sketch pass of the seed-sized scan, against 55 MB batches.
+CPU_CHUNK_BYTES = 8 * 2**20
 #: Patterns averaged to find the beam for the mask (evenly spaced scan rows).
 MEAN_PATTERN_SAMPLE = 4096
 
@@ -73,6 +77,17 @@ def check_finite(batch: np.ndarray, dataset: Dataset, start: int) -> None:
             f"{dataset.source}: the pattern at scan position (y={y}, x={x}) contains NaN or Inf "
             "values; clean or crop the data first"
         )
+
+
+def cache_sized_chunks(backend, device_batches, n_features: int):
+    """Split ``(start, batch)`` pairs into cache-sized chunks on the CPU; the GPU keeps them."""
+    if backend.name != "cpu":
+        yield from device_batches
+        return
+    rows = max(8, CPU_CHUNK_BYTES // (4 * max(1, n_features)))
+    for start, batch in device_batches:
+        for offset in range(0, batch.shape[0], rows):
+            yield start + offset, batch[offset : offset + rows]
 
 
 def checked_batches(dataset: Dataset, batch_size: int):

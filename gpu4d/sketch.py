@@ -29,9 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .preprocessing import checked_batches
+from .preprocessing import cache_sized_chunks, checked_batches
 from .progress import batch_bar
 
+#: Rows summed in float32 before a float64 accumulator takes them over.
+FLUSH_ROWS = 2048
 #: Default sketch width l (columns of the Gaussian test matrix).
 DEFAULT_SKETCH_SIZE = 48
 
@@ -107,7 +109,7 @@ def preprocessed_batches(
     """
     pixel_y, pixel_x = pixels
     with batch_bar(progress, n_patterns, desc) as bar:
-        for start, batch in backend.device_batches(source()):
+        for start, batch in cache_sized_chunks(backend, backend.device_batches(source()), work.shape[1]):
             stop = start + batch.shape[0]
             rows = work[: batch.shape[0]]
             batch_shifts = None if shifts is None else shifts[start:stop]
@@ -156,11 +158,12 @@ def streaming_sketch(
 
     # pass 1: Y = X Omega, column sums, squared norms
     y = xp.empty((n, width), np.float32)
+    ones = xp.ones(batch_size, np.float32)
     column_sum = xp.zeros(m, np.float64)
     sum_squares = xp.zeros((), np.float64)
     for start, stop, _, rows in batches("sketch 1/3"):
         xp.matmul(rows, omega, out=y[start:stop])
-        column_sum += rows.sum(axis=0, dtype=np.float64)
+        column_sum += ones[: rows.shape[0]] @ rows  # a product: float32 within the chunk
         # per-row float32 dot products (BLAS-like accuracy), summed in float64
         sum_squares += xp.einsum("ij,ij->i", rows, rows).sum(dtype=np.float64)
     mean = column_sum / n
@@ -170,9 +173,20 @@ def streaming_sketch(
     del y, omega
 
     # pass 2: W = Xc^T Q, the power step; P = orth(W)
+    # float32 products summed into a float32 partial per batch of raw patterns (in place: one
+    # BLAS call per chunk on the CPU), folded into the float64 total every FLUSH_ROWS rows
     w = xp.zeros((m, width), np.float64)
+    partial = xp.zeros((m, width), np.float32, order="F")
+    rows_in_partial = 0
     for start, stop, _, rows in batches("sketch 2/3"):
-        w += rows.T @ q[start:stop]
+        backend.add_transposed_product(partial, rows, q[start:stop])
+        rows_in_partial += stop - start
+        if rows_in_partial >= FLUSH_ROWS:
+            w += partial
+            partial.fill(0)
+            rows_in_partial = 0
+    w += partial
+    del partial
     w -= mean[:, None] * q.sum(axis=0, dtype=np.float64)[None, :]
     p = _orthonormal(xp, w).astype(np.float32)
     del q, w

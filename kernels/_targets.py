@@ -9,7 +9,16 @@ only the GPU engine imports, so the CPU path never needs numba's CUDA support. (
 
 from __future__ import annotations
 
+import os
+
 import numba
+
+# numba's parallel CPU kernels run on its "workqueue" threads unless the user chose a layer.
+# Its OpenMP layer's threads spin after each kernel, as OpenBLAS's do after each matrix
+# product; on 2 cores, alternating kernels and products then ran 2-8x slower (a sketch pass
+# of the seed-sized scan: 4.4 s with OpenMP, 1.2 s with workqueue, the kernel alone as fast).
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 
 def for_cpu(fn):
