@@ -30,6 +30,7 @@ def parse_args(argv=None):
     parser.add_argument("-k", type=int, default=6)
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "gpu4d-bench"))
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -98,6 +99,9 @@ def run_child(method: str, blo: Path, k: int, out: Path) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.prepare_only:
+        make_blo(args)
+        return 0
     if args.child:
         method, blo, k, out = args.child
         {"original": child_original, "gpu4d": child_gpu4d}[method](blo, int(k), out)
@@ -108,6 +112,10 @@ def main(argv=None) -> int:
     import numpy as np
     from sklearn.metrics import adjusted_rand_score
 
+    # generate in a child process: on Linux a child's peak RSS starts from its parent's at
+    # fork, so a parent that generated the scan would inflate both methods' peak memory
+    subprocess.run([sys.executable, __file__, "--scan", args.scan, "--detector", str(args.detector),
+                    "--workdir", args.workdir, "--prepare-only"], check=True)
     blo, truth_path = make_blo(args)
     truth = np.load(truth_path)
     work = Path(args.workdir)

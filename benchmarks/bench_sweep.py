@@ -52,6 +52,13 @@ def main(argv=None) -> int:
         return run_child(args)
     cache = Path(args.cache).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
+    if args.prepare_only:
+        prepare(cache, args)
+        return 0
+    # generate in a child process: on Linux a child's peak RSS (wait4) starts from its parent's
+    # at fork, so a parent that generated the scan would inflate every method's peak memory
+    forwarded = sys.argv[1:] if argv is None else list(argv)
+    subprocess.run([sys.executable, __file__, *forwarded, "--prepare-only"], check=True)
     data_path, truth_path, mask_path = prepare(cache, args)
     truth = np.load(truth_path)
     print(f"scan {data_path} ({args.scan[0]}x{args.scan[1]}, {args.detector[0]}x{args.detector[1]} uint8), "
@@ -173,6 +180,7 @@ def parse_args(argv):
         "only the original method's fit, scikit-learn's default of one init)",
     )
     parser.add_argument("--json", help="also write the numbers to this JSON file")
+    parser.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
     # internal: one method in this process
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "FILE"))
     parser.add_argument("--mask-file")
