@@ -89,7 +89,9 @@ class Dataset:
         try:
             rows = self.array[first_row:last_row]
             if hasattr(rows, "compute"):
-                rows = rows.compute()
+                # in this thread: dask's thread pool competed with the kernels' and BLAS's
+                # threads on small machines (a sweep's first pass read 4x slower)
+                rows = rows.compute(scheduler="synchronous")
             rows = np.asarray(rows)
         except (OSError, ValueError, MemoryError, EOFError, RuntimeError) as exc:
             raise InputError(

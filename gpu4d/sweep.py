@@ -569,14 +569,21 @@ class _RawBatches:
 
     def __call__(self):
         if self._kept is not None:
-            return iter(self._kept)
+            return self._replay()
         return self._read()
 
+    def _replay(self):
+        for start in range(0, self._kept.shape[0], self.batch_size):
+            yield start, self._kept[start : start + self.batch_size]
+
     def _read(self):
-        kept = [] if self.keep else None
+        # one allocation for the whole cache (huge pages where the OS gives them): storing
+        # 47 separate batches page-faulted 645 MB of fresh memory in 1.8 s against 0.4 s
+        kept = np.empty((self.dataset.n_patterns, *self.dataset.detector_shape), self.dataset.dtype) if self.keep else None
         for start, batch in checked_batches(self.dataset, self.batch_size):
             if kept is not None:
-                kept.append((start, batch))
+                kept[start : start + batch.shape[0]] = batch
+                batch = kept[start : start + batch.shape[0]]
             yield start, batch
         if kept is not None:
             self._kept = kept
