@@ -38,6 +38,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from gpu4d.errors import Gpu4dError, InputError
 from gpu4d.live._base import StreamIncomplete
 from gpu4d.live.clusterer import LiveClusterer
@@ -207,6 +209,7 @@ class LiveRun:
         self._t0 = self._t_first = None
         self._cpu0 = self._cpu_live = None
         self._last_snapshot = self._last_display = self._next_figures = 0.0
+        self._figure_thread = None
         self._t_live_end = None
         self.snapshots = 0
         self.max_lag_seen = 0
@@ -434,20 +437,34 @@ class LiveRun:
         self.snapshots += 1
         atomic_save_npy(self.out / "labels.npy", state.labels)
         now = time.monotonic()
-        if self.figures and state.centroids is not None and now >= self._next_figures:
-            from gpu4d.figures import plot_label_map, plot_pattern_grid
-
+        drawing = self._figure_thread is not None and self._figure_thread.is_alive()
+        if self.figures and state.centroids is not None and now >= self._next_figures and not drawing:
             ny, nx = c.scan_shape
-            name = Path(self.source_name).name
-            plot_label_map(
-                state.labels, self.out / "labels.png", n_labels=c.n_clusters,
-                title=f"{name}: {state.frames_processed} of {ny * nx} frames, k = {c.n_clusters}",
+            title = f"{Path(self.source_name).name}: {state.frames_processed} of {ny * nx} frames, k = {c.n_clusters}"
+            # drawn beside the processing loop (matplotlib's object API, no pyplot): a pattern
+            # grid takes ~1 s of CPU, which blocked clustering and halved the live rate
+            self._figure_thread = threading.Thread(
+                target=self._draw_figures,
+                args=(np.array(state.labels), np.array(state.centroids), c.n_clusters, title),
+                name="gpu4d-live-figures", daemon=True,
             )
-            plot_pattern_grid(state.centroids, self.out / "centroids.png", title="Cluster centroids (live)")
-            # drawing takes ~0.5-2 s of CPU: redraw no more often than FIGURE_SHARE allows
-            self._next_figures = now + (time.monotonic() - now) / FIGURE_SHARE
+            self._figure_thread.start()
         self._write_progress()
         self._last_snapshot = time.monotonic()
+
+    def _draw_figures(self, labels, centroids, n_clusters: int, title: str) -> None:
+        """labels.png and centroids.png of a snapshot (in the figure thread)."""
+        from gpu4d.figures import plot_label_map, plot_pattern_grid
+
+        start = time.monotonic()
+        plot_label_map(labels, self.out / "labels.png", n_labels=n_clusters, title=title)
+        plot_pattern_grid(centroids, self.out / "centroids.png", title="Cluster centroids (live)")
+        # redraw no more often than FIGURE_SHARE of the time allows
+        self._next_figures = time.monotonic() + (time.monotonic() - start) / FIGURE_SHARE
+
+    def _wait_for_figures(self) -> None:
+        if self._figure_thread is not None:
+            self._figure_thread.join()
 
     def _write_progress(self) -> None:
         from gpu4d.atomic import atomic_write_json
@@ -469,6 +486,7 @@ class LiveRun:
         self._t_live_end = time.monotonic()
         self._cpu_live = None if self._cpu0 is None else time.process_time() - self._cpu0
         self._stop_receiver()
+        self._wait_for_figures()  # a snapshot's figures must not land after the final ones
         c = self.clusterer
         status, message = self._ending(interrupted)
         self.status = "finishing"
