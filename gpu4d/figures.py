@@ -386,7 +386,8 @@ def make_pattern_grid_figure(
         bottom = fig_h - title_h - (row + 1) * cell_h + 0.1
         ax = fig.add_axes((left / fig_w, bottom / fig_h, width / fig_w, height / fig_h))
         bar = fig.add_axes(
-            ((left + width + 0.08) / fig_w, (bottom + 0.05 * height) / fig_h, 0.12 / fig_w, 0.9 * height / fig_h)
+            ((left + width + 0.08) / fig_w, (bottom + 0.05 * height) / fig_h, 0.12 / fig_w, 0.9 * height / fig_h),
+            label="<colorbar>",  # what matplotlib names the colour bar axes it makes itself
         )
         norm = _pattern_norm(patterns[i], log)
         image = ax.imshow(
