@@ -66,7 +66,8 @@ def test_blockfile_shape_dtype_calibrations_and_values(blo_file):
     assert dataset.shape == (3, 2, 144, 144)
     assert dataset.scan_shape == (3, 2) and dataset.detector_shape == (144, 144)
     assert dataset.dtype == np.uint8
-    assert isinstance(dataset.array, da.Array), "files must be read lazily"
+    # read lazily: a read-only memory map of the file's frames, never a copy in memory
+    assert isinstance(dataset.array, np.memmap) and not dataset.array.flags.writeable
     assert dataset.source == str(blo_file)
 
     y, x = dataset.scan_axes

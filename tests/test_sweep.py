@@ -141,7 +141,9 @@ def test_centroids_and_mean_patterns_are_exact_per_label_means(scan, result):
 
 @pytest.mark.parametrize("cache", [False, True])
 def test_one_streaming_pass_for_all_ks(scan, monkeypatch, cache):
-    data, _ = scan
+    import dask.array as da
+
+    data = da.from_array(scan[0], chunks=(4, -1, -1, -1))  # read with copies, as dask files are
     if not cache:  # every pass reads the dataset
         monkeypatch.setattr(sweep_module, "RAW_CACHE_BYTES", 0)
     reads = {}
@@ -154,6 +156,13 @@ def test_one_streaming_pass_for_all_ks(scan, monkeypatch, cache):
     # (they fit), only the first pass reads the dataset
     passes = 1.0 if cache else 4.0
     assert reads == {1: passes, 7: passes}
+    assert swept.parameters["raw_patterns_kept_in_memory"] is cache
+
+
+def test_numpy_and_memory_mapped_scans_are_not_copied(scan):
+    # they are read without a copy, so keeping the raw patterns would only cost memory
+    swept = gpu4d.sweep(scan[0], [2, 3], mask=MASK)
+    assert swept.parameters["raw_patterns_kept_in_memory"] is False
 
 
 def test_result_does_not_depend_on_batch_size(scan):
