@@ -82,6 +82,14 @@ class Dataset:
     def dtype(self) -> np.dtype:
         return np.dtype(self.array.dtype).newbyteorder("=")
 
+    @property
+    def reads_cheaply(self) -> bool:
+        """True when a batch costs no more than a memory copy: arrays in memory, memory maps
+        (.npy) and .blo files (file reads); not dask arrays, whose reads copy twice."""
+        from .blockfile import BlockfileFrames
+
+        return isinstance(self.array, (np.ndarray, BlockfileFrames))
+
     def read_patterns(self, start: int, stop: int) -> np.ndarray:
         """Patterns ``start:stop`` in scan order as a (stop - start, qy, qx) native array."""
         nx = self.shape[1]
@@ -216,25 +224,20 @@ def _check_known_format(path: Path) -> None:
     )
 
 
-#: The start of a NanoMegas blockfile header (see rsciio.blockfile).
-_BLOCKFILE_HEADER = np.dtype(
-    [("id", "S6"), ("magic", "<u2"), ("offset_1", "<u4"), ("offset_2", "<u4"), ("flags", "<u4"),
-     ("dp_size", "<u2"), ("dp_rotation", "<u2"), ("nx", "<u2"), ("ny", "<u2")]
-)
-
-
 def _check_blockfile_header(path: Path) -> None:
     """Check a .blo header against the file size before rsciio trusts it: with a corrupt
     header rsciio memory-maps billions of patterns and never returns."""
+    from .blockfile import BLOCKFILE_HEADER, FRAME_HEADER_BYTES, read_header
+
     size = path.stat().st_size
-    header = np.fromfile(path, _BLOCKFILE_HEADER, count=1) if size >= _BLOCKFILE_HEADER.itemsize else []
-    if len(header) == 0 or int(header["magic"][0]) != 0x0102:
+    header = read_header(path) if size >= BLOCKFILE_HEADER.itemsize else {}
+    if not header:
         raise InputError(
             f"{path}: not a NanoMegas blockfile (the header signature is missing); the file is "
             "corrupt or in another format"
         )
-    nx, ny, dp = (int(header[key][0]) for key in ("nx", "ny", "dp_size"))
-    needed = int(header["offset_2"][0]) + nx * ny * (6 + dp * dp)
+    nx, ny, dp = header["nx"], header["ny"], header["dp"]
+    needed = header["offset"] + nx * ny * (FRAME_HEADER_BYTES + dp * dp)
     if needed > size:
         raise InputError(
             f"{path}: the header describes {ny}x{nx} patterns of {dp}x{dp} pixels "
@@ -246,25 +249,19 @@ def _check_blockfile_header(path: Path) -> None:
 _ROW_CHUNKED_SUFFIXES = (".blo",)
 
 
-def _blockfile_patterns(path: Path, shape: tuple[int, int, int, int]) -> np.ndarray:
-    """The patterns of a .blo as a read-only memory map (ny, nx, dp, dp), without a copy.
+def _blockfile_patterns(path: Path, shape: tuple[int, int, int, int]):
+    """The .blo's patterns, read by file reads (``gpu4d.blockfile``), after checking that the
+    header agrees with the shape RosettaSciIO reported."""
+    from .blockfile import BlockfileFrames, read_header
 
-    The same bytes RosettaSciIO's reader maps (frames of a 6-byte header and dp x dp uint8
-    pixels from ``offset_2``), viewed directly: RosettaSciIO serves them through dask, which
-    copies every batch into fresh memory; a sweep reads each pattern four times, and those
-    copies took ~2 s of its ~15 s on the seed-sized scan. Metadata and calibrations still come
-    from RosettaSciIO; ``shape`` is the shape it reported, checked against the header here.
-    """
-    header = np.fromfile(path, _BLOCKFILE_HEADER, count=1)
-    nx, ny, dp = (int(header[key][0]) for key in ("nx", "ny", "dp_size"))
-    if (ny, nx, dp, dp) != tuple(shape):
+    header = read_header(path)
+    described = (header.get("ny"), header.get("nx"), header.get("dp"), header.get("dp"))
+    if described != tuple(shape):
         raise InputError(
-            f"{path}: the blockfile header describes {ny}x{nx} patterns of {dp}x{dp} pixels but "
-            f"RosettaSciIO read shape {tuple(shape)}; the file is corrupt"
+            f"{path}: the blockfile header describes shape {described} but RosettaSciIO read "
+            f"{tuple(shape)}; the file is corrupt"
         )
-    frame = np.dtype([("header", "u1", 6), ("pixels", "u1", (dp, dp))])
-    frames = np.memmap(path, dtype=frame, mode="r", offset=int(header["offset_2"][0]), shape=(ny * nx,))
-    return frames["pixels"].reshape(ny, nx, dp, dp)
+    return BlockfileFrames(path, *described[:3], header["offset"])
 
 
 def _hyperspy_load(path: Path, reader: str | None):

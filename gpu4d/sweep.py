@@ -564,8 +564,7 @@ class _RawBatches:
         self.dataset = dataset
         self.batch_size = batch_size
         raw_bytes = dataset.n_patterns * math.prod(dataset.detector_shape) * dataset.dtype.itemsize
-        # numpy arrays and memory maps (.npy, .blo) are read without a copy: nothing to keep
-        self.keep = raw_bytes <= budget and not isinstance(dataset.array, np.ndarray)
+        self.keep = raw_bytes <= budget and not dataset.reads_cheaply
         self._kept = None
 
     def __call__(self):

@@ -13,6 +13,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import gpu4d
+from gpu4d.blockfile import BlockfileFrames
 from gpu4d.dataset import Axis
 
 
@@ -66,8 +67,8 @@ def test_blockfile_shape_dtype_calibrations_and_values(blo_file):
     assert dataset.shape == (3, 2, 144, 144)
     assert dataset.scan_shape == (3, 2) and dataset.detector_shape == (144, 144)
     assert dataset.dtype == np.uint8
-    # read lazily: a read-only memory map of the file's frames, never a copy in memory
-    assert isinstance(dataset.array, np.memmap) and not dataset.array.flags.writeable
+    # read lazily, batch by batch, never as a whole copy in memory
+    assert isinstance(dataset.array, BlockfileFrames) and dataset.reads_cheaply
     assert dataset.source == str(blo_file)
 
     y, x = dataset.scan_axes
@@ -287,3 +288,21 @@ def test_cluster_real_file_end_to_end(request, file_hash, fixture):
     assert file_hash(path) == before, "gpu4d must not modify its input file"
     if hdr_before is not None:
         assert file_hash(hdr) == hdr_before
+
+
+def test_blockfile_rows_read_by_file_reads_equal_the_written_scan(tmp_path):
+    from gpu4d.synthetic import write_blo
+
+    data = np.random.default_rng(4).integers(0, 256, (5, 7, 12, 12), dtype=np.uint8)
+    path = tmp_path / "scan.blo"
+    write_blo(path, data)
+    dataset = gpu4d.open_dataset(path)
+    frames = dataset.array
+    np.testing.assert_array_equal(frames[1:4], data[1:4])
+    np.testing.assert_array_equal(frames[3:99], data[3:])
+    np.testing.assert_array_equal(dataset.read_patterns(9, 23), data.reshape(-1, 12, 12)[9:23])
+    with pytest.raises(TypeError, match="slices of scan rows"):
+        frames[[0, 2]]
+    path.write_bytes(path.read_bytes()[:-100])  # cut short after opening
+    with pytest.raises(gpu4d.InputError, match="truncated or corrupt"):
+        dataset.read_patterns(0, 35)
