@@ -245,10 +245,6 @@ def _check_blockfile_header(path: Path) -> None:
         )
 
 
-#: Memory-mapped formats whose RosettaSciIO reader takes a ``chunks`` argument.
-_ROW_CHUNKED_SUFFIXES = (".blo",)
-
-
 def _blockfile_patterns(path: Path, shape: tuple[int, int, int, int]):
     """The .blo's patterns, read by file reads (``gpu4d.blockfile``), after checking that the
     header agrees with the shape RosettaSciIO reported."""
@@ -270,10 +266,6 @@ def _hyperspy_load(path: Path, reader: str | None):
     kwargs = {"lazy": True}
     if reader:
         kwargs["reader"] = reader
-    if path.suffix.lower() in _ROW_CHUNKED_SUFFIXES and not reader:
-        # whole patterns per chunk: reading a batch of scan rows then takes a few chunks, not
-        # dozens of (107, 107, 107, 107) blocks (2-3x faster on the seed .blo)
-        kwargs["chunks"] = ("auto", -1, -1, -1)
     with _quiet_hyperspy():
         try:
             loaded = hs.load(str(path), **kwargs)

@@ -9,6 +9,10 @@ Two things of ``sklearn.cluster.KMeans`` do not scale to a (31,132 x 20,176) flo
 * its tolerance scale, the mean per-feature variance, comes from ``np.var(X, axis=0)``, which
   allocates a second matrix of X's size. ``mean_feature_variance`` computes the same number
   without copying, and ``_KnownVarianceKMeans`` uses it.
+
+And ``n_init`` full fits would cost ``n_init`` times one: here each of the ``n_init`` trials
+fits a row subsample, the trial whose centres have the lowest inertia over all rows starts one
+Lloyd run over all rows.
 """
 
 from __future__ import annotations
