@@ -136,6 +136,9 @@ class LiveRun:
     callback : callable, optional
         Called as ``callback(run, progress)`` by the loop after every step (for notebooks and
         tests); it runs in the loop's thread.
+    warm_up : bool
+        Before connecting, run a small synthetic scan through the same processing, so that the
+        compiled kernels are loaded before the first frames arrive (``LiveClusterer.warm_up``).
     **clusterer_options
         ``mask``, ``normalize``, ``transform``, ``align``, ``backend``, ``random_state``,
         ``batch_size``, ``init_frames``, ``spill_dir``, ``max_in_memory_bytes``: see
@@ -172,6 +175,7 @@ class LiveRun:
         max_iter: int = 300,
         tol: float = 0.0,
         callback=None,
+        warm_up: bool = True,
         **clusterer_options,
     ) -> None:
         self.clusterer = LiveClusterer(n_clusters, scan_shape, **clusterer_options)
@@ -192,6 +196,7 @@ class LiveRun:
         self.refine = refine
         self.max_iter, self.tol = max_iter, tol
         self.callback = callback
+        self.warm_up = warm_up
         self._source_spec = source
         self._timeout_s = float(timeout_s)
         self.source = None
@@ -258,6 +263,8 @@ class LiveRun:
         self._cpu0 = time.process_time()
         if self.out is not None:
             self._prepare_out()
+        if self.warm_up:
+            self.clusterer.warm_up()
         try:
             self.source = self._open_source()
         except Gpu4dError as exc:
