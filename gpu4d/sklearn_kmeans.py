@@ -89,12 +89,8 @@ def sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state, in
     variance = mean_feature_variance(features, squared_norms) if tol > 0 else 0.0
     if init is None:
         rng = np.random.default_rng(random_state)
-        init = _best_trial_centres(features, squared_norms, n_clusters, n_init, max_iter, tol, rng)
-    model = _KnownVarianceKMeans(
-        n_clusters, init=np.asarray(init, np.float32), n_init=1, max_iter=max_iter, tol=tol, copy_x=False
-    )
-    model.known_mean_variance = variance
-    model.fit(features)
+        init = _best_trial_centres(features, squared_norms, n_clusters, n_init, max_iter, tol, variance, rng)
+    model = _fitter(n_clusters, np.asarray(init, np.float32), max_iter, tol, variance).fit(features)
     return KMeansFit(
         labels=model.labels_.astype(np.int32),
         centers=model.cluster_centers_.astype(np.float32),
@@ -103,18 +99,29 @@ def sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state, in
     )
 
 
-def _best_trial_centres(features, squared_norms, n_clusters, n_trials, max_iter, tol, rng):
-    """The centres, among ``n_trials`` subsample fits, of lowest inertia over all rows."""
+def _fitter(n_clusters, init, max_iter, tol, variance) -> _KnownVarianceKMeans:
+    model = _KnownVarianceKMeans(n_clusters, init=init, n_init=1, max_iter=max_iter, tol=tol, copy_x=False)
+    model.known_mean_variance = variance
+    return model
+
+
+def _best_trial_centres(features, squared_norms, n_clusters, n_trials, max_iter, tol, variance, rng):
+    """The centres, among ``n_trials`` subsample fits, of lowest inertia over all rows.
+
+    Each trial fits a random quarter of the rows (at most ``INIT_SAMPLE``, at least
+    ``INIT_SAMPLE_PER_CLUSTER`` per cluster), with the tolerance scale of all rows.
+    """
     n = features.shape[0]
-    sample_size = min(n, max(INIT_SAMPLE, INIT_SAMPLE_PER_CLUSTER * n_clusters))
+    sample_size = min(n, max(INIT_SAMPLE_PER_CLUSTER * n_clusters, min(INIT_SAMPLE, n // 4)))
     best, best_inertia = None, np.inf
     for _ in range(n_trials):
-        rows = np.sort(rng.choice(n, sample_size, replace=False)) if sample_size < n else np.arange(n)
-        sample = features[rows]
+        rows = np.sort(rng.choice(n, sample_size, replace=False)) if sample_size < n else None
+        sample = features if rows is None else features[rows]
+        sample_norms = squared_norms if rows is None else squared_norms[rows]
         seeds = xp_kmeans.kmeans_plusplus(
-            np, sample, squared_norms[rows], n_clusters, rng, n_trials=KMEANS_PLUSPLUS_TRIALS
+            np, sample, sample_norms, n_clusters, rng, n_trials=KMEANS_PLUSPLUS_TRIALS
         )
-        centres = KMeans(n_clusters, init=seeds, n_init=1, max_iter=max_iter, tol=tol, copy_x=False).fit(sample)
+        centres = _fitter(n_clusters, seeds, max_iter, tol, variance).fit(sample)
         centres = centres.cluster_centers_.astype(np.float32)
         inertia = full_inertia(features, squared_norms, centres)
         if inertia < best_inertia:
