@@ -183,3 +183,33 @@ def peer():
         p.done.set()
         p.join(5)
         p.server.close()
+
+
+@pytest.fixture
+def merlin_sim():
+    """Start LiberTEM-live's Merlin simulator in-process on 127.0.0.1 (free ports)."""
+    sim_mod = pytest.importorskip(
+        "libertem_live.detectors.merlin.sim", reason="libertem-live not installed"
+    )
+    started = []
+
+    def start(path, nav_shape=None):
+        sim = sim_mod.CameraSim(
+            path=str(path),
+            nav_shape=nav_shape,
+            host="127.0.0.1",
+            data_port=0,
+            control_port=0,
+            trigger_port=0,
+        )
+        sim.start()
+        started.append(sim)
+        sim.wait_for_listen()
+        return sim.server_t.port
+
+    yield start
+    for sim in started:
+        try:
+            sim.stop()
+        except Exception:  # noqa: BLE001 - daemon threads die with the process anyway
+            pass
