@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 
 from .backend import get_backend
 from .dataset import open_dataset
 from .errors import InputError
-from .masks import build_mask, parse_mask
+from .masks import MaskSpec, build_mask, parse_mask
 from .preprocessing import (
     NORMALIZATIONS,
     TRANSFORMS,
@@ -63,10 +64,7 @@ def cluster(
     progress : show progress bars on stderr.
     """
     _check_kmeans_parameters(n_clusters, n_init, max_iter, tol, random_state)
-    transform_code = option_code(TRANSFORMS, transform, "transform")
-    norm_code = option_code(NORMALIZATIONS, normalize, "normalize")
-    mask_spec = parse_mask(mask)
-    align_method = _resolve_align(align)
+    options = PreprocessingOptions.parse(mask=mask, normalize=normalize, transform=transform, align=align)
     engine = get_backend(backend)
     timer = StageTimer()
 
@@ -78,24 +76,22 @@ def cluster(
         )
 
     with timer.stage("mask"):
-        needs_beam = mask_spec.needs_beam_centre or align_method is not None
-        mean = mean_pattern(dataset) if needs_beam else None
-        detector_mask = build_mask(mask_spec, dataset.detector_shape, mean)
+        detector_mask, mean = options.detector_mask(dataset)
         pixels = detector_mask.kept_pixels()
     batch = resolve_batch_size(batch_size, dataset, engine, detector_mask.n_kept)
     _check_device_memory(engine, dataset, detector_mask.n_kept)
 
     shifts = centres = None
-    if align_method is not None:
+    if options.align is not None:
         from .alignment import measure_alignment
 
         with timer.stage("align"):
             centres, shifts, align_info = measure_alignment(
-                dataset, engine, align_method, mean, batch, progress
+                dataset, engine, options.align, mean, batch, progress
             )
 
     with timer.stage("preprocess"):
-        features = build_features(dataset, engine, pixels, transform_code, norm_code, shifts, batch, progress)
+        features = build_features(dataset, engine, pixels, options.transform, options.norm, shifts, batch, progress)
 
     with timer.stage("kmeans"), stage_spinner(progress, f"KMeans k={n_clusters}"):
         fit = engine.kmeans(
@@ -111,10 +107,10 @@ def cluster(
     centroids[:, pixels[0], pixels[1]] = fit.centers
     parameters = {
         "n_clusters": n_clusters,
-        "mask": mask_spec.text,
+        "mask": options.mask.text,
         "normalize": normalize,
         "transform": transform,
-        "align": align_method,
+        "align": options.align,
         "backend_requested": backend,
         "random_state": random_state,
         "n_init": n_init,
@@ -122,7 +118,7 @@ def cluster(
         "tol": tol,
         "batch_size": batch,
     }
-    extra = {"alignment": align_info} if align_method is not None else {}
+    extra = {"alignment": align_info} if options.align is not None else {}
     return ClusterResult(
         labels=fit.labels.reshape(dataset.scan_shape),
         centroids=centroids,
@@ -141,6 +137,33 @@ def cluster(
         centres=None if centres is None else centres.reshape(*dataset.scan_shape, 2),
         extra=extra,
     )
+
+
+@dataclass(frozen=True)
+class PreprocessingOptions:
+    """The preprocessing options of ``cluster`` and ``sweep``: checked, as kernel codes."""
+
+    mask: MaskSpec
+    transform: int  # kernels.pixel_math code
+    norm: int  # kernels.pixel_math code
+    align: str | None  # alignment method, None for none
+
+    @classmethod
+    def parse(cls, *, mask, normalize, transform, align) -> "PreprocessingOptions":
+        """Check the options (an InputError names a bad one) and resolve them."""
+        return cls(
+            transform=option_code(TRANSFORMS, transform, "transform"),
+            norm=option_code(NORMALIZATIONS, normalize, "normalize"),
+            mask=parse_mask(mask),
+            align=_resolve_align(align),
+        )
+
+    def detector_mask(self, dataset):
+        """The DetectorMask for ``dataset`` and the mean pattern its beam was found in (None
+        when neither the mask nor the alignment needs the beam)."""
+        needs_beam = self.mask.needs_beam_centre or self.align is not None
+        mean = mean_pattern(dataset) if needs_beam else None
+        return build_mask(self.mask, dataset.detector_shape, mean), mean
 
 
 def _check_kmeans_parameters(n_clusters, n_init, max_iter, tol, random_state) -> None:

@@ -39,15 +39,10 @@ from .backend import get_backend
 from .dataset import open_dataset
 from .errors import InputError
 from .kernels import pixel_math
-from .masks import build_mask, parse_mask
-from .pipeline import _check_kmeans_parameters, _resolve_align
+from .pipeline import PreprocessingOptions, _check_kmeans_parameters
 from .preprocessing import (
-    NORMALIZATIONS,
-    TRANSFORMS,
     build_features,
     checked_batches,
-    mean_pattern,
-    option_code,
     resolve_batch_size,
 )
 from .progress import StageTimer, batch_bar, stage_spinner
@@ -305,11 +300,8 @@ def sweep(
     """
     _check_kmeans_parameters(1, n_init, max_iter, tol, random_state)
     ks_list = parse_ks(ks)
-    transform_code = option_code(TRANSFORMS, transform, "transform")
-    norm_code = option_code(NORMALIZATIONS, normalize, "normalize")
+    options = PreprocessingOptions.parse(mask=mask, normalize=normalize, transform=transform, align=align)
     _check_sweep_options(n_components, sketch_size, variance_target, silhouette_samples)
-    mask_spec = parse_mask(mask)
-    align_method = _resolve_align(align)
     engine = get_backend(backend)
     xp = engine.xp
     timer = StageTimer()
@@ -320,9 +312,7 @@ def sweep(
     n = dataset.n_patterns
 
     with timer.stage("mask"):
-        needs_beam = mask_spec.needs_beam_centre or align_method is not None
-        mean = mean_pattern(dataset) if needs_beam else None
-        detector_mask = build_mask(mask_spec, dataset.detector_shape, mean)
+        detector_mask, mean = options.detector_mask(dataset)
         pixels = detector_mask.kept_pixels()
     n_kept = int(pixels[0].shape[0])
     # reduced mode stores no feature matrix: only the sketch's (n, l) arrays stay on the device
@@ -334,11 +324,11 @@ def sweep(
 
     shifts = centres = None
     align_info = None
-    if align_method is not None:
+    if options.align is not None:
         from .alignment import measure_alignment
 
         with timer.stage("align"):
-            centres, shifts, align_info = measure_alignment(dataset, engine, align_method, mean, batch, progress)
+            centres, shifts, align_info = measure_alignment(dataset, engine, options.align, mean, batch, progress)
 
     source = _RawBatches(dataset, batch, 0 if exact else raw_cache_budget())
     pixels_dev = tuple(engine.to_device(p) for p in pixels)
@@ -348,7 +338,7 @@ def sweep(
     if exact:
         with timer.stage("preprocess"):
             features = build_features(
-                dataset, engine, pixels, transform_code, norm_code, shifts, batch, progress
+                dataset, engine, pixels, options.transform, options.norm, shifts, batch, progress
             )
             n_passes += 1
         with timer.stage("sketch"):
@@ -356,7 +346,7 @@ def sweep(
     else:
         with timer.stage("sketch"):
             sketch = streaming_sketch(
-                dataset, engine, pixels_dev, transform_code, norm_code, shifts_dev, batch,
+                dataset, engine, pixels_dev, options.transform, options.norm, shifts_dev, batch,
                 sketch_size=sketch_size, random_state=random_state, progress=progress, source=source,
             )
             n_passes += 3
@@ -375,7 +365,7 @@ def sweep(
     labels_all = np.stack([fits[k][0] for k in ks_list], axis=1)  # (n, K)
     with timer.stage("final_pass"):
         totals = _final_pass(
-            source, dataset, engine, labels_all, ks_list, pixels_dev, transform_code, norm_code,
+            source, dataset, engine, labels_all, ks_list, pixels_dev, options.transform, options.norm,
             shifts_dev, batch, features, progress,
         )
         n_passes += 1
@@ -390,10 +380,10 @@ def sweep(
     timings = {k: round(v, 4) for k, v in timer.seconds.items()}
     parameters = {
         "ks": ks_list,
-        "mask": mask_spec.text,
+        "mask": options.mask.text,
         "normalize": normalize,
         "transform": transform,
-        "align": align_method,
+        "align": options.align,
         "backend_requested": backend,
         "random_state": random_state,
         "n_init": n_init,
@@ -435,7 +425,7 @@ def sweep(
                     "suggested_k": suggested,
                     "kmeans_space": components["kmeans_space"],
                 },
-                **({"alignment": align_info} if align_method is not None else {}),
+                **({"alignment": align_info} if options.align is not None else {}),
             },
             **common,
         )
