@@ -171,14 +171,15 @@ def _open_file(path: Path, reader: str | None) -> Dataset:
             raise InputError(f"{path}: not a readable .npy file ({exc})") from exc
         dataset = _from_array(array, str(path))
     else:
+        blockfile_header = None
         if reader is None:
             _check_known_format(path)
             if path.suffix.lower() == ".blo":
-                _check_blockfile_header(path)
+                blockfile_header = _check_blockfile_header(path)
         signal = _hyperspy_load(path, reader)
         dataset = _from_signal(signal, str(path))
-        if path.suffix.lower() == ".blo" and reader is None:
-            dataset.array = _blockfile_patterns(path, dataset.shape)
+        if blockfile_header is not None:
+            dataset.array = _blockfile_patterns(path, blockfile_header, dataset.shape)
         if path.suffix.lower() == ".mib":
             _check_mib_frame_count(path, dataset.n_patterns)
     dataset.check_readable()
@@ -224,9 +225,9 @@ def _check_known_format(path: Path) -> None:
     )
 
 
-def _check_blockfile_header(path: Path) -> None:
-    """Check a .blo header against the file size before rsciio trusts it: with a corrupt
-    header rsciio memory-maps billions of patterns and never returns."""
+def _check_blockfile_header(path: Path) -> dict:
+    """Check a .blo header against the file size before rsciio trusts it (with a corrupt
+    header rsciio memory-maps billions of patterns and never returns); return the header."""
     from .blockfile import BLOCKFILE_HEADER, FRAME_HEADER_BYTES, read_header
 
     size = path.stat().st_size
@@ -243,15 +244,15 @@ def _check_blockfile_header(path: Path) -> None:
             f"{path}: the header describes {ny}x{nx} patterns of {dp}x{dp} pixels "
             f"({needed} bytes) but the file has only {size} bytes; the file is truncated or corrupt"
         )
+    return header
 
 
-def _blockfile_patterns(path: Path, shape: tuple[int, int, int, int]):
-    """The .blo's patterns, read by file reads (``gpu4d.blockfile``), after checking that the
-    header agrees with the shape RosettaSciIO reported."""
-    from .blockfile import BlockfileFrames, read_header
+def _blockfile_patterns(path: Path, header: dict, shape: tuple[int, int, int, int]):
+    """The .blo's patterns, read by file reads (``gpu4d.blockfile``), after checking that its
+    ``header`` (``blockfile.read_header``) agrees with the shape RosettaSciIO reported."""
+    from .blockfile import BlockfileFrames
 
-    header = read_header(path)
-    described = (header.get("ny"), header.get("nx"), header.get("dp"), header.get("dp"))
+    described = (header["ny"], header["nx"], header["dp"], header["dp"])
     if described != tuple(shape):
         raise InputError(
             f"{path}: the blockfile header describes shape {described} but RosettaSciIO read "

@@ -30,9 +30,9 @@ NORMALIZATIONS = {
 
 #: Host memory a CPU batch may take as float32 work space.
 CPU_BATCH_BYTES = 64 * 2**20
-#: On the CPU, passes that multiply each preprocessed batch (sketch, final pass of a sweep)
-#: run the kernel on chunks of about this many float32 bytes, so the products read the rows
-#: from cache: 4.4 s -> 1.2 s for a sketch pass of the seed-sized scan, against 55 MB batches.
+#: On the CPU, the sketch passes run the kernel on chunks of about this many float32 bytes,
+#: so the matrix products read the rows from cache (L3), not from memory. Chunks of 4-32 MB
+#: timed alike on the seed-sized scan; much smaller ones pay per-call thread wake-ups.
 CPU_CHUNK_BYTES = 8 * 2**20
 #: Patterns averaged to find the beam for the mask (evenly spaced scan rows).
 MEAN_PATTERN_SAMPLE = 4096
