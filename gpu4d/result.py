@@ -136,13 +136,15 @@ def _calibrate(hs_axes, axes: tuple[Axis, Axis]) -> None:
 
 
 def _versions(gpu4d_version: str) -> dict:
+    from importlib.metadata import version
+
     import numba
-    import sklearn
 
     return {
         "gpu4d": gpu4d_version,
         "python": platform.python_version(),
         "numpy": np.__version__,
         "numba": numba.__version__,
-        "scikit-learn": sklearn.__version__,
+        # from the installed metadata: importing scikit-learn takes about a second
+        "scikit-learn": version("scikit-learn"),
     }

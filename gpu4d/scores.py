@@ -1,7 +1,8 @@
 """Scores of the clusterings of a k-sweep, and the rule that suggests k.
 
 Inertia is exact, in the full preprocessed space (from the sweep's last streaming pass). The
-silhouette, Calinski-Harabasz and Davies-Bouldin scores are computed by scikit-learn in the
+silhouette, Calinski-Harabasz and Davies-Bouldin scores (scikit-learn's definitions, written
+here in numpy: importing ``sklearn.metrics`` alone takes about a second) are computed in the
 reduced space the sweep clusters in (the first principal components), the silhouette on a fixed
 random subsample of the patterns, the same for every k.
 """
@@ -44,32 +45,99 @@ def sample_distances(z: np.ndarray, sample: np.ndarray) -> np.ndarray:
 
     Computed once per sweep and shared by the silhouettes of every k.
     """
-    from sklearn.metrics import pairwise_distances
-
-    distances = pairwise_distances(np.asarray(z[sample], np.float64))
+    rows = np.asarray(z[sample], np.float64)
+    norms = np.einsum("ij,ij->i", rows, rows)
+    squared = norms[:, None] + norms[None, :] - 2.0 * (rows @ rows.T)
+    distances = np.sqrt(np.maximum(squared, 0.0), out=squared)
     np.fill_diagonal(distances, 0.0)
     return distances
 
 
-def min_separation(z: np.ndarray, labels: np.ndarray) -> float:
+class _Clusters:
+    """Sizes, centroids and spreads of one clustering of the rows of ``z``, in float64."""
+
+    def __init__(self, z: np.ndarray, labels: np.ndarray):
+        self.ids, labels = np.unique(labels, return_inverse=True)
+        self.labels = labels.reshape(-1)
+        k, dim = self.ids.size, z.shape[1]
+        self.sizes = np.bincount(self.labels, minlength=k).astype(np.float64)
+        one_hot = np.zeros((z.shape[0], k))
+        one_hot[np.arange(z.shape[0]), self.labels] = 1.0
+        z64 = np.asarray(z, np.float64)
+        self.centroids = (one_hot.T @ z64) / self.sizes[:, None]
+        residual = z64 - self.centroids[self.labels]
+        # per cluster: the covariance of its members (ddof 0) and their distances to the centroid
+        self.covariances = np.empty((k, dim, dim))
+        for j in range(k):
+            members = residual[self.labels == j]
+            self.covariances[j] = members.T @ members / self.sizes[j]
+        self.distance_sums = np.bincount(self.labels, np.sqrt(np.einsum("ij,ij->i", residual, residual)), k)
+        self.within = float(np.einsum("ij,ij->", residual, residual))
+
+
+def calinski_harabasz(z: np.ndarray, clusters: _Clusters) -> float:
+    """Between- over within-cluster dispersion, each per degree of freedom (as scikit-learn)."""
+    n, k = z.shape[0], clusters.ids.size
+    mean = np.asarray(z, np.float64).mean(axis=0)
+    offsets = clusters.centroids - mean
+    between = float(clusters.sizes @ np.einsum("ij,ij->i", offsets, offsets))
+    if clusters.within == 0.0:
+        return 1.0
+    return between * (n - k) / (clusters.within * (k - 1))
+
+
+def davies_bouldin(clusters: _Clusters) -> float:
+    """Mean over clusters of the worst (spread_i + spread_j) / centroid distance (as scikit-learn)."""
+    spreads = clusters.distance_sums / clusters.sizes
+    c = clusters.centroids
+    gaps = np.sqrt(np.maximum(((c[:, None, :] - c[None, :, :]) ** 2).sum(axis=-1), 0.0))
+    if np.allclose(spreads, 0) or np.allclose(gaps, 0):
+        return 0.0
+    gaps[gaps == 0] = np.inf
+    ratios = (spreads[:, None] + spreads[None, :]) / gaps
+    np.fill_diagonal(ratios, -np.inf)
+    return float(ratios.max(axis=1).mean())
+
+
+def silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette of the sample, from its (s, s) distances (as scikit-learn's: a member
+    alone in its cluster scores 0)."""
+    ids, labels = np.unique(labels, return_inverse=True)
+    labels = labels.reshape(-1)
+    s, k = labels.size, ids.size
+    one_hot = np.zeros((s, k))
+    one_hot[np.arange(s), labels] = 1.0
+    sizes = one_hot.sum(axis=0)
+    sums = distances @ one_hot  # (s, k): summed distance of each sample to each cluster
+    own_size = sizes[labels]
+    within = sums[np.arange(s), labels] / np.maximum(own_size - 1, 1)
+    mean_to = sums / sizes[None, :]
+    mean_to[np.arange(s), labels] = np.inf
+    nearest = mean_to.min(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = (nearest - within) / np.maximum(within, nearest)
+    values[own_size == 1] = 0.0
+    return float(np.nan_to_num(values).mean())
+
+
+def min_separation(z: np.ndarray, labels: np.ndarray, clusters: _Clusters | None = None) -> float:
     """The separation of the two least separated clusters.
 
     For clusters i and j: the distance between their centroids over the pooled standard
     deviation of their members along the line joining the centroids. Two halves of one
     Gaussian-like cluster are about 2.7 apart; distinct regions much more.
     """
-    ids = np.unique(labels)
-    members = [z[labels == i] for i in ids]
-    centroids = np.array([m.mean(axis=0, dtype=np.float64) for m in members])
+    clusters = _Clusters(z, labels) if clusters is None else clusters
+    c, cov = clusters.centroids, clusters.covariances
     worst = math.inf
-    for a in range(len(ids)):
-        for b in range(a + 1, len(ids)):
-            axis = centroids[b] - centroids[a]
+    for a in range(c.shape[0]):
+        for b in range(a + 1, c.shape[0]):
+            axis = c[b] - c[a]
             length = float(np.sqrt(axis @ axis))
             if length == 0.0:
                 return 0.0
             axis /= length
-            spread = 0.5 * (float(np.var(members[a] @ axis)) + float(np.var(members[b] @ axis)))
+            spread = 0.5 * float(axis @ (cov[a] + cov[b]) @ axis)  # variances along the axis
             worst = min(worst, length / math.sqrt(max(spread, 1e-30)))
     return float(worst)
 
@@ -77,7 +145,8 @@ def min_separation(z: np.ndarray, labels: np.ndarray) -> float:
 def reduced_space_scores(
     z: np.ndarray, labels: np.ndarray, sample: np.ndarray, distances: np.ndarray | None = None
 ) -> dict[str, float]:
-    """Silhouette (on ``sample``), Calinski-Harabasz and Davies-Bouldin of one clustering.
+    """Silhouette (on ``sample``), Calinski-Harabasz, Davies-Bouldin and separation of one
+    clustering.
 
     Parameters
     ----------
@@ -88,23 +157,22 @@ def reduced_space_scores(
 
     Returns
     -------
-    dict with ``silhouette``, ``calinski_harabasz``, ``davies_bouldin``; NaN where a score is
-    undefined (fewer than 2 clusters, or as many clusters as patterns).
+    dict with ``silhouette``, ``calinski_harabasz``, ``davies_bouldin`` and ``separation``;
+    NaN where a score is undefined (fewer than 2 clusters, or as many clusters as patterns).
     """
-    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
-
     nan = float("nan")
     scores = {"silhouette": nan, "calinski_harabasz": nan, "davies_bouldin": nan, "separation": nan}
     n_labels = np.unique(labels).size
     if 2 <= n_labels <= z.shape[0] - 1:
-        scores["calinski_harabasz"] = float(calinski_harabasz_score(z, labels))
-        scores["davies_bouldin"] = float(davies_bouldin_score(z, labels))
-        scores["separation"] = min_separation(z, labels)
+        clusters = _Clusters(z, labels)
+        scores["calinski_harabasz"] = calinski_harabasz(z, clusters)
+        scores["davies_bouldin"] = davies_bouldin(clusters)
+        scores["separation"] = min_separation(z, labels, clusters)
     sample_labels = labels[sample]
     if 2 <= np.unique(sample_labels).size <= sample.size - 1:
         if distances is None:
             distances = sample_distances(z, sample)
-        scores["silhouette"] = float(silhouette_score(distances, sample_labels, metric="precomputed"))
+        scores["silhouette"] = silhouette(distances, sample_labels)
     return scores
 
 

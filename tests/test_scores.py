@@ -1,0 +1,73 @@
+"""gpu4d.scores: the numpy scores against scikit-learn's, and the separation against np.var."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    pairwise_distances,
+    silhouette_score,
+)
+
+from gpu4d.scores import min_separation, reduced_space_scores, sample_distances, subsample
+
+
+def blobs(seed, n=900, dim=5, k=4):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(k, dim))
+    labels = rng.integers(0, k, n)
+    z = (centres[labels] + rng.normal(size=(n, dim))).astype(np.float32)
+    return z, labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_scores_match_scikit_learn(seed):
+    z, labels = blobs(seed)
+    # labels that are not 0..k-1, and one cluster of a single member
+    labels = labels * 3 + 7
+    labels[5] = 100
+    sample = subsample(z.shape[0], 400, seed)
+    scores = reduced_space_scores(z, labels, sample)
+    z64 = z.astype(np.float64)
+    assert scores["calinski_harabasz"] == pytest.approx(calinski_harabasz_score(z64, labels), rel=1e-9)
+    assert scores["davies_bouldin"] == pytest.approx(davies_bouldin_score(z64, labels), rel=1e-9)
+    reference = silhouette_score(z64[sample], labels[sample])
+    assert scores["silhouette"] == pytest.approx(reference, rel=1e-9, abs=1e-12)
+
+
+def test_silhouette_with_a_singleton_in_the_sample():
+    z, labels = blobs(3, n=60)
+    labels[0] = 9  # alone: scikit-learn scores it 0
+    sample = np.arange(60)
+    assert reduced_space_scores(z, labels, sample)["silhouette"] == pytest.approx(
+        silhouette_score(z.astype(np.float64), labels), rel=1e-9
+    )
+
+
+def test_sample_distances_match_scikit_learn():
+    z, _ = blobs(4)
+    sample = subsample(z.shape[0], 300, 0)
+    distances = sample_distances(z, sample)
+    np.testing.assert_allclose(distances, pairwise_distances(z[sample].astype(np.float64)), atol=1e-9)
+    assert np.all(np.diag(distances) == 0)
+
+
+def test_separation_matches_the_variance_of_projections():
+    z, labels = blobs(5, k=3)
+    z64 = z.astype(np.float64)
+    expected = np.inf
+    for a in range(3):
+        for b in range(a + 1, 3):
+            ca, cb = z64[labels == a].mean(axis=0), z64[labels == b].mean(axis=0)
+            axis = (cb - ca) / np.linalg.norm(cb - ca)
+            spread = 0.5 * (np.var(z64[labels == a] @ axis) + np.var(z64[labels == b] @ axis))
+            expected = min(expected, np.linalg.norm(cb - ca) / np.sqrt(spread))
+    assert min_separation(z, labels) == pytest.approx(expected, rel=1e-9)
+
+
+def test_undefined_scores_are_nan():
+    z, _ = blobs(6, n=50)
+    scores = reduced_space_scores(z, np.zeros(50, int), np.arange(50))
+    assert all(np.isnan(v) for v in scores.values())
