@@ -20,10 +20,12 @@ from gpu4d.scores import inertia_drops, min_separation, suggest_k
 from gpu4d.sketch import streaming_sketch
 from gpu4d.sweep import folder_name, parse_ks
 from gpu4d.synthetic import make_scan
+from gpu4d.xp_kmeans import merge_closest
 
-from .reference import preprocess_reference
+from .reference import preprocess_reference, random_patterns, shift_patterns
 
 sweep_module = importlib.import_module("gpu4d.sweep")  # gpu4d.sweep is the function
+sketch_module = importlib.import_module("gpu4d.sketch")
 MASK = (11.5, 11.5, 2.5)  # (cy, cx, r): the beam of region_scan
 
 
@@ -81,7 +83,10 @@ def result(scan):
 
 
 # --------------------------------------------------------------------------------- the sketch
-def test_sketch_matches_float64_pca():
+@pytest.mark.parametrize("min_sample", [4096, 40])
+def test_sketch_matches_float64_pca(monkeypatch, min_sample):
+    # 300 patterns: all of them in the power step, or (min_sample 40) a random quarter
+    monkeypatch.setattr(sketch_module, "MIN_SAMPLE", min_sample)
     rng = np.random.default_rng(5)
     n, m, rank = 300, 400, 6
     signal = rng.normal(size=(n, rank)) * np.geomspace(30, 3, rank) @ rng.normal(size=(rank, m))
@@ -209,6 +214,29 @@ def test_suggested_k_on_synthetic_polycrystal():
     assert adjusted_rand_score(synthetic.labels.ravel(), labels.ravel()) >= 0.95
 
 
+def test_downward_warm_starts_keep_a_small_region():
+    """Held-out scan where k-means++ (3 inits and the upward warm start, like full-dimensional
+    scikit-learn KMeans with 3 inits) merges the 3.5% twin lamella into a grain at k = 6 and
+    splits another grain instead; the start from k = 7's merged fit keeps the lamella."""
+    synthetic = make_scan((96, 96), (64, 64), n_grains=5, defect=True, dtype="uint8", seed=13)
+    swept = gpu4d.sweep(synthetic.data, range(2, 13), random_state=0)
+    assert swept.suggested_k == synthetic.n_regions == 6
+    assert adjusted_rand_score(synthetic.labels.ravel(), swept[6].labels.ravel()) == 1.0
+
+
+def test_merge_closest_merges_by_ward_cost():
+    centers = np.array([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0], [10.0, 3.0]], np.float32)
+    # clusters 0, 1 are closest, but 0 is tiny: merging 2 and 3 (big, 3 apart) costs more than
+    # merging 0 (1 member) into 1 (100)
+    labels = np.repeat([0, 1, 2, 3], [1, 100, 100, 100])
+    merged = merge_closest(np, centers, labels, 3)
+    expected = np.array([[100 / 101, 0.0], [10.0, 0.0], [10.0, 3.0]], np.float32)
+    np.testing.assert_allclose(merged, expected, rtol=1e-6)
+    assert merge_closest(np, centers, labels, 1).tolist() == [
+        pytest.approx([2100 / 301, 300 / 301], rel=1e-6)
+    ]
+
+
 def test_min_separation_tells_halves_of_one_region_from_two_regions():
     rng = np.random.default_rng(0)
     blob = rng.normal(size=(4000, 3))
@@ -307,3 +335,23 @@ def test_cli_bad_k(scan, tmp_path, run_cli, value):
     assert run.code == 2
     assert "-k" in run.err and "Traceback" not in run.err
     assert not (tmp_path / "out").exists()
+
+
+def test_sampled_power_step_shifts_each_pattern_by_its_own_shift(monkeypatch):
+    """The sample's patterns keep their own beam shifts: the sketch of (raw, shifts) equals the
+    sketch of the shifted patterns themselves (same sample, same test matrix)."""
+    monkeypatch.setattr(sketch_module, "MIN_SAMPLE", 40)  # a random 75 of the 300 patterns
+    rng = np.random.default_rng(9)
+    raw = random_patterns(rng, 300, (12, 12), np.uint16)
+    shifts = rng.uniform(-2, 2, (300, 2)).astype(np.float32)
+    shifted = shift_patterns(raw, shifts).astype(np.float32)
+    backend = get_backend("cpu")
+    pixels = tuple(a.astype(np.int32).ravel() for a in np.indices((12, 12)))
+    none = (TRANSFORMS["none"], NORMALIZATIONS["none"])
+    sketches = [
+        streaming_sketch(open_dataset(data.reshape(15, 20, 12, 12)), backend, pixels, *none, s, 37,
+                         sketch_size=8, random_state=3)
+        for data, s in ((raw, shifts), (shifted, None))
+    ]
+    np.testing.assert_allclose(sketches[0].singular_values, sketches[1].singular_values, rtol=1e-4)
+    np.testing.assert_allclose(np.abs(sketches[0].scores), np.abs(sketches[1].scores), rtol=1e-3, atol=1e-2)
