@@ -290,14 +290,21 @@ def test_cluster_real_file_end_to_end(request, file_hash, fixture):
         assert file_hash(hdr) == hdr_before
 
 
-def test_blockfile_rows_read_by_file_reads_equal_the_written_scan(tmp_path):
+@pytest.mark.parametrize("vectored", [True, False])
+def test_blockfile_rows_read_by_file_reads_equal_the_written_scan(tmp_path, monkeypatch, vectored):
+    from gpu4d import blockfile
     from gpu4d.synthetic import write_blo
 
+    if vectored:  # several vectored reads per batch
+        monkeypatch.setattr(blockfile, "FRAMES_PER_READ", 4)
+    else:  # a platform without os.preadv
+        monkeypatch.delattr(blockfile.os, "preadv")
     data = np.random.default_rng(4).integers(0, 256, (5, 7, 12, 12), dtype=np.uint8)
     path = tmp_path / "scan.blo"
     write_blo(path, data)
     dataset = gpu4d.open_dataset(path)
     frames = dataset.array
+    assert frames[1:4].flags.c_contiguous  # one compiled kernel signature for all batches
     np.testing.assert_array_equal(frames[1:4], data[1:4])
     np.testing.assert_array_equal(frames[3:99], data[3:])
     np.testing.assert_array_equal(dataset.read_patterns(9, 23), data.reshape(-1, 12, 12)[9:23])
