@@ -87,6 +87,12 @@ class CpuBackend:
         else:
             c += a.T @ b
 
+    def add_label_sums(self, rows, labels, sums) -> None:
+        """``sums[labels[i, c]] += rows[i]`` for every row and label column (float64 sums)."""
+        from .kernels.label_sums import launch_label_sums_cpu
+
+        launch_label_sums_cpu(rows, labels, sums)
+
     # clustering ---------------------------------------------------------------------------
     def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state, init=None) -> KMeansFit:
         from .sklearn_kmeans import sklearn_kmeans
@@ -155,6 +161,11 @@ class GpuBackend(CpuBackend):
     def add_transposed_product(self, c, a, b) -> None:
         """``c += a.T @ b`` on the device."""
         c += a.T @ b
+
+    def add_label_sums(self, rows, labels, sums) -> None:
+        from .kernels.label_sums_cuda import launch_label_sums_cuda
+
+        launch_label_sums_cuda(rows, labels, sums, stream=self.kernel_stream())
 
     def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state, init=None) -> KMeansFit:
         if self.simulated:

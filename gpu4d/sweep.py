@@ -13,9 +13,8 @@ The default (reduced) mode costs about one full-dimensional fit for the whole sw
    region that a larger k found);
 3. one more streaming pass computes, for every k at once, the exact centroids (mean of the
    preprocessed rows of each cluster), the mean raw patterns and the exact inertia in the full
-   preprocessed space: the one-hot label matrices of all ks are stacked into one
-   (batch, sum(ks)) matrix, and each batch costs one matmul for the preprocessed rows and one
-   for the raw rows;
+   preprocessed space: each pattern is added, preprocessed and raw, to the sums of its "atom"
+   (the patterns that share its label at every k), from which every k's sums follow;
 4. scores for every k (``gpu4d.scores``) and the suggested k.
 
 The raw batches are read from the file once and kept in host memory between passes when they
@@ -531,7 +530,7 @@ def _components_info(sketch, n_comp, exact, n_components, variance_target, total
         "explained_variance_ratio_kept": float(ratio[:n_comp].sum()),
         "explained_variance_ratio_sketch": float(ratio.sum()),
         "share_of_sketch_variance_kept": float(power[:n_comp].sum() / max(power.sum(), 1e-300)),
-        "final_pass_one_hot_width": totals.one_hot_width,
+        "final_pass_sums": totals.n_sums,
         "kmeans_space": (
             "full preprocessed space (backend KMeans)" if exact else f"first {n_comp} principal coordinates"
         ),
@@ -617,7 +616,7 @@ class _Totals:
     counts: list  # K arrays (k,) int64
     centroid_sums: list  # K arrays (k, m): sums of the preprocessed rows per cluster
     raw_sums: list  # K arrays (k, qy * qx): sums of the raw (aligned) patterns per cluster
-    one_hot_width: int  # columns of the one-hot matrix each batch was multiplied with
+    n_sums: int  # the atoms (or clusters) each pattern was summed into
 
 
 def _final_pass(
@@ -626,13 +625,13 @@ def _final_pass(
 ) -> _Totals:
     """One streaming pass: per-cluster sums of preprocessed and raw rows for every k at once.
 
-    The labels of all ks form one stacked one-hot matrix H (batch, sum(ks)): column
-    ``offset_k + label`` is 1. Its distinct rows ("atoms": the patterns that share their label
-    at every k, the coarsest common refinement of the clusterings) factor it as H = A M, with
-    A the one-hot matrix of the atoms (batch, n_atoms) and M (n_atoms, sum(ks)) 0/1. Each
-    batch costs one matmul with its preprocessed rows and one with its raw rows against A (or
-    H itself, whichever is narrower); M is applied once at the end. With ``features`` (exact
-    mode) the preprocessed rows are read from it.
+    The clusters of all ks are numbered together (column ``offset_k + label`` of a stacked
+    (n, sum(ks)) one-hot matrix H). Patterns that share their label at every k form an "atom"
+    (the coarsest common refinement of the clusterings), and H = A M with A the atoms' one-hot
+    matrix and M (n_atoms, sum(ks)) 0/1. Each batch adds its preprocessed and its raw rows to
+    the sums of their atom (``backend.add_label_sums``: one addition per value), or, when
+    there are more atoms than clusters, to the sums of their K clusters (K additions); M is
+    applied once at the end. With ``features`` (exact mode) the preprocessed rows are read from it.
     """
     xp = engine.xp
     n = dataset.n_patterns
@@ -642,7 +641,9 @@ def _final_pass(
     total = int(sum(ks))
     stacked = labels_all.astype(np.int64) + offsets[None, :]  # (n, K) columns of H
     atoms, atom_of = _atoms(labels_all, ks)
-    if atoms.shape[0] < total:
+    # by atom (one addition per value, not K) unless there are more atoms than clusters, whose
+    # sums would then take more memory than the clusters' own
+    if atoms.shape[0] <= total:
         columns = atom_of[:, None]
         width = atoms.shape[0]
         expand = np.zeros((width, total), np.float64)  # M
@@ -654,10 +655,8 @@ def _final_pass(
     raw_pixels = (engine.to_device(all_y.ravel()), engine.to_device(all_x.ravel()))
     sums_pre = xp.zeros((width, m), np.float64)
     sums_raw = xp.zeros((width, qy * qx), np.float64)
-    work_raw = xp.empty((batch_size, qy * qx), np.float32)
+    work_raw = None if shifts_dev is None else xp.empty((batch_size, qy * qx), np.float32)
     work_pre = None if features is not None else xp.empty((batch_size, m), np.float32)
-    one_hot = xp.empty((batch_size, width), np.float32)
-    row_ids = xp.arange(batch_size)[:, None]
     with batch_bar(progress, n, "centroids, all k") as bar:
         for start, raw in engine.device_batches(source()):
             b = raw.shape[0]
@@ -668,19 +667,16 @@ def _final_pass(
                 engine.preprocess(raw, batch_shifts, pixels_dev[0], pixels_dev[1], transform, norm, rows)
             else:
                 rows = features[start:stop]
-            patterns = work_raw[:b]
-            if batch_shifts is None:  # the raw patterns as float32: what the kernel would give
-                patterns[...] = raw.reshape(b, -1)
+            engine.add_label_sums(rows, columns[start:stop], sums_pre)
+            if batch_shifts is None:  # the raw patterns, converted by the kernel
+                patterns = raw.reshape(b, -1)
             else:
+                patterns = work_raw[:b]
                 engine.preprocess(
                     raw, batch_shifts, raw_pixels[0], raw_pixels[1],
                     pixel_math.TRANSFORM_NONE, pixel_math.NORM_NONE, patterns,
                 )
-            hot = one_hot[:b]
-            hot.fill(0)
-            hot[row_ids[:b], columns[start:stop]] = 1.0
-            sums_pre += hot.T @ rows
-            sums_raw += hot.T @ patterns
+            engine.add_label_sums(patterns, columns[start:stop], sums_raw)
             bar.update(b)
     engine.synchronize()
     sums_pre = engine.to_host(sums_pre)
