@@ -47,8 +47,13 @@ def sample_distances(z: np.ndarray, sample: np.ndarray) -> np.ndarray:
     """
     rows = np.asarray(z[sample], np.float64)
     norms = np.einsum("ij,ij->i", rows, rows)
-    squared = norms[:, None] + norms[None, :] - 2.0 * (rows @ rows.T)
-    distances = np.sqrt(np.maximum(squared, 0.0), out=squared)
+    # in place: one (s, s) array (fresh memory is slow to touch on some machines)
+    distances = rows @ rows.T
+    distances *= -2.0
+    distances += norms[:, None]
+    distances += norms[None, :]
+    np.maximum(distances, 0.0, out=distances)
+    np.sqrt(distances, out=distances)
     np.fill_diagonal(distances, 0.0)
     return distances
 

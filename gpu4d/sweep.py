@@ -494,7 +494,7 @@ def _fit_every_k(engine, ks, z, features, n_init, max_iter, tol, random_state, p
 
 def _scores(z, labels_all, ks, totals, sketch, silhouette_samples, random_state) -> dict[str, list]:
     """Every score of every k: the exact inertia from the final pass, the others in ``z``."""
-    z = np.ascontiguousarray(z, dtype=np.float32)
+    z = np.ascontiguousarray(z, dtype=np.float64)  # once: every score works in float64
     sample = subsample(z.shape[0], silhouette_samples, random_state)
     distances = sample_distances(z, sample)  # shared by the silhouettes of every k
     scores = {name: [] for name in SCORE_NAMES}
