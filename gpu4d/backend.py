@@ -93,6 +93,12 @@ class CpuBackend:
 
         launch_label_sums_cpu(rows, labels, sums)
 
+    def assign_and_sum(self, dots, centre_norms, z):
+        """Nearest centres and the clusters' sums and sizes: ``xp_kmeans``'s Lloyd step."""
+        from .kernels.lloyd import assign_and_sum_cpu
+
+        return assign_and_sum_cpu(dots, centre_norms, z)
+
     # clustering ---------------------------------------------------------------------------
     def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state, init=None) -> KMeansFit:
         from .sklearn_kmeans import sklearn_kmeans
@@ -166,6 +172,17 @@ class GpuBackend(CpuBackend):
         from .kernels.label_sums_cuda import launch_label_sums_cuda
 
         launch_label_sums_cuda(rows, labels, sums, stream=self.kernel_stream())
+
+    def assign_and_sum(self, dots, centre_norms, z):
+        from .kernels.lloyd_cuda import launch_assign_and_sum_cuda
+
+        xp = self.xp
+        k = dots.shape[1]
+        labels = xp.empty(z.shape[0], np.int32)
+        sums = xp.zeros((k, z.shape[1]), np.float64)
+        counts = xp.zeros(k, np.int64)
+        launch_assign_and_sum_cuda(dots, centre_norms, z, labels, sums, counts, stream=self.kernel_stream())
+        return labels, sums, counts
 
     def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state, init=None) -> KMeansFit:
         if self.simulated:

@@ -471,7 +471,8 @@ def _fit_every_k(engine, ks, z, features, n_init, max_iter, tol, random_state, p
                     # a generator per k, so a k's fit does not depend on the others in the sweep
                     rng = np.random.default_rng(None if random_state is None else [random_state, k])
                     fit = xp_kmeans(
-                        xp, z, k, n_init=n_init, max_iter=max_iter, tol=tol, rng=rng, warm_start=previous
+                        xp, z, k, n_init=n_init, max_iter=max_iter, tol=tol, rng=rng, warm_start=previous,
+                        assign_and_sum=engine.assign_and_sum,
                     )
                     previous = fit.centers
                     device_fits[k] = fit
@@ -482,7 +483,8 @@ def _fit_every_k(engine, ks, z, features, n_init, max_iter, tol, random_state, p
                 above = device_fits[larger]
                 merged = merge_closest(xp, above.centers, above.labels, smaller)
                 fit = xp_kmeans(
-                    xp, z, smaller, n_init=0, max_iter=max_iter, tol=tol, rng=None, warm_start=merged
+                    xp, z, smaller, n_init=0, max_iter=max_iter, tol=tol, rng=None, warm_start=merged,
+                    assign_and_sum=engine.assign_and_sum,
                 )
                 if fit.inertia < device_fits[smaller].inertia:
                     device_fits[smaller] = fit

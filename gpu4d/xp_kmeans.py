@@ -39,6 +39,7 @@ def kmeans(
     tol: float,
     rng: np.random.Generator,
     warm_start=None,
+    assign_and_sum=None,
 ) -> XpKMeansFit:
     """Best of ``n_init`` k-means++ + Lloyd runs on the rows of ``z`` (n, c) float32.
 
@@ -51,6 +52,10 @@ def kmeans(
     rng : host random generator; only a few numbers per centre are drawn from it.
     warm_start : optional (j, c) centres, j <= k (e.g. a smaller k's): one more run starts from
         them, completed to k centres by greedy k-means++ steps.
+    assign_and_sum : optional ``f(dots (n, k), centre_norms (k,), z) -> (labels, sums, counts)``,
+        a kernel
+        for the assignment half of each Lloyd iteration (``backend.assign_and_sum``); by
+        default the same in ``xp`` (argmin and a one-hot product).
 
     Returns
     -------
@@ -66,7 +71,7 @@ def kmeans(
     best = None
     for initial in starts:
         centers = kmeans_plusplus(xp, z, squared_norms, n_clusters, rng, initial=initial)
-        fit = _lloyd(xp, z, squared_norms, centers, max_iter, tol_abs)
+        fit = _lloyd(xp, z, squared_norms, centers, max_iter, tol_abs, assign_and_sum)
         if best is None or fit.inertia < best.inertia:
             best = fit
     return best
@@ -122,22 +127,27 @@ def kmeans_plusplus(
     return centers
 
 
-def _assign(xp, z, centers):
-    """Labels of the nearest centres: argmin of ||c||^2 - 2 z.c (||z||^2 does not matter)."""
-    d = z @ centers.T
-    d *= -2.0
-    d += xp.einsum("ij,ij->i", centers, centers)[None, :]
-    return xp.argmin(d, axis=1).astype(np.int32)
+def _assign_and_sum(xp, z, centers, assign_and_sum=None):
+    """Labels of the nearest centres, and the clusters' sums (k, c) and sizes (k,).
 
-
-def _lloyd(xp, z, squared_norms, centers, max_iter: int, tol_abs: float) -> XpKMeansFit:
+    The nearest centre minimises ``||c||^2 - 2 z.c`` (``||z||^2`` does not matter).
+    """
+    dots = z @ centers.T
+    norms = xp.einsum("ij,ij->i", centers, centers)
+    if assign_and_sum is not None:
+        return assign_and_sum(dots, norms, z)
     k = centers.shape[0]
-    cluster_ids = xp.arange(k, dtype=np.int32)
+    labels = xp.argmin(norms[None, :] - 2.0 * dots, axis=1).astype(np.int32)
+    one_hot = (labels[:, None] == xp.arange(k, dtype=np.int32)[None, :]).astype(np.float32)
+    return labels, one_hot.T @ z, xp.bincount(labels, minlength=k)
+
+
+def _lloyd(xp, z, squared_norms, centers, max_iter: int, tol_abs: float, assign_and_sum=None) -> XpKMeansFit:
     labels = None
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        new_labels = _assign(xp, z, centers)
-        new_centers = _update_centers(xp, z, squared_norms, new_labels, cluster_ids, centers)
+        new_labels, sums, counts = _assign_and_sum(xp, z, centers, assign_and_sum)
+        new_centers = _update_centers(xp, z, squared_norms, new_labels, sums, counts, centers)
         shift = float(((new_centers - centers) ** 2).sum(dtype=np.float64))
         centers = new_centers
         if labels is not None and bool(xp.all(labels == new_labels)):
@@ -153,11 +163,10 @@ def _lloyd(xp, z, squared_norms, centers, max_iter: int, tol_abs: float) -> XpKM
     return XpKMeansFit(labels=labels, centers=centers, inertia=inertia, n_iter=n_iter)
 
 
-def _update_centers(xp, z, squared_norms, labels, cluster_ids, old_centers):
+def _update_centers(xp, z, squared_norms, labels, sums, counts, old_centers):
     """Means of the clusters; an empty cluster takes the point farthest from its centre."""
-    one_hot = (labels[:, None] == cluster_ids[None, :]).astype(np.float32)  # (n, k)
-    sums = one_hot.T @ z
-    counts = xp.bincount(labels, minlength=cluster_ids.shape[0]).astype(np.float32)
+    sums = sums.astype(np.float64)
+    counts = counts.astype(np.float64)
     empty = xp.nonzero(counts == 0)[0]
     if empty.size:
         distances = squared_distances(xp, z, squared_norms, old_centers)
