@@ -87,11 +87,12 @@ class CpuBackend:
         else:
             c += a.T @ b
 
-    def add_label_sums(self, rows, labels, sums) -> None:
-        """``sums[labels[i, c]] += rows[i]`` for every row and label column (float64 sums)."""
+    def add_label_sums(self, rows, labels, sums, column_squares=None) -> None:
+        """``sums[labels[i, c]] += rows[i]`` for every row and label column (float64 sums);
+        ``column_squares += rows ** 2`` summed over the rows, if given."""
         from .kernels.label_sums import launch_label_sums_cpu
 
-        launch_label_sums_cpu(rows, labels, sums)
+        launch_label_sums_cpu(rows, labels, sums, column_squares)
 
     def assign_and_sum(self, dots, centre_norms, z):
         """Nearest centres and the clusters' sums and sizes: ``xp_kmeans``'s Lloyd step."""
@@ -168,10 +169,10 @@ class GpuBackend(CpuBackend):
         """``c += a.T @ b`` on the device."""
         c += a.T @ b
 
-    def add_label_sums(self, rows, labels, sums) -> None:
+    def add_label_sums(self, rows, labels, sums, column_squares=None) -> None:
         from .kernels.label_sums_cuda import launch_label_sums_cuda
 
-        launch_label_sums_cuda(rows, labels, sums, stream=self.kernel_stream())
+        launch_label_sums_cuda(rows, labels, sums, column_squares, stream=self.kernel_stream())
 
     def assign_and_sum(self, dots, centre_norms, z):
         from .kernels.lloyd_cuda import launch_assign_and_sum_cuda

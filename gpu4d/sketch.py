@@ -11,15 +11,21 @@ and 4.3), written for the centred matrix Xc = X - 1 mu^T, which is never formed.
 find the dominant rows on a fixed random sample S of the patterns (``SAMPLE_SHARE`` of them, at
 least ``MIN_SAMPLE``), the third projects every pattern:
 
-1. ``Y = Xs @ Omega`` (s, l) with a Gaussian test matrix Omega (m, l) and the sample's mean;
-   ``Q = orth(Y - 1 (mu_s^T Omega))`` (s, l) spans the sample's dominant columns.
-2. ``W = Xsc^T Q = Xs^T Q - mu_s (1^T Q)`` (m, l); ``P = orth(W)`` spans the dominant rows (the
-   power step: ``W = Xsc^T Xsc Omega R^-1``, so weak but real directions, such as a small
-   region's pattern, stand out of the noise that spreads over thousands of pixels).
-3. ``Z = Xc P = X P - 1 (mu^T P)`` (n, l) over all patterns, with their mean and squared norms:
-   the exact coordinates of the centred patterns in span(P). The SVD of the small Z = U S V^T
-   rotates them onto principal axes: components ``P V`` (m, l), scores ``U S`` (n, l), ``S**2``
-   the variance along each axis.
+1. ``Y = Xs @ Omega`` (s, l) with a Gaussian test matrix Omega (m, l); ``Q = orth(Y - 1 ybar)``
+   (s, l), its columns centred (``ybar``, the column mean of Y, is ``mu_s^T Omega``), spans the
+   sample's dominant columns.
+2. ``W = Xs^T Q`` (m, l), which equals ``Xsc^T Q`` since ``1^T Q = 0``; ``P = orth(W)`` spans
+   the dominant rows (the power step: ``W = Xsc^T Xsc Omega R^-1``, so weak but real
+   directions, such as a small region's pattern, stand out of the noise that spreads over
+   thousands of pixels).
+3. ``Z = Xc P = X P - 1 (mu^T P)`` (n, l) over all patterns (``mu^T P`` is the column mean of
+   ``X P``): the exact coordinates of the centred patterns in span(P). The SVD of the small
+   Z = U S V^T rotates them onto principal axes: components ``P V`` (m, l), scores ``U S``
+   (n, l), ``S**2`` the variance along each axis.
+
+No pass needs the mean pattern mu, and the squared norms of the patterns (for the total
+variance and the exact inertia) come from the sweep's final pass, which reads every
+preprocessed value anyway.
 
 Without the power step (two passes, ``Q^T Xc``) a region of ~1% of the patterns can be lost:
 its direction is below the noise that ``X @ Omega`` sums over every pixel. Running the first
@@ -56,33 +62,25 @@ class Sketch:
 
     Attributes
     ----------
-    mean : (m,) float64, device
-        Mean preprocessed pattern (kept pixels).
     components : (m, l) float32, device
         Orthonormal principal axes, in decreasing order of explained variance.
     scores : (n, l) float32, device
         Coordinates of the centred patterns on the axes (exact projections, ``Xc @ components``).
     singular_values : (l,) float64, host
-    total_sum_squares : float
-        ``sum_i ||x_i||^2`` over the preprocessed rows (float64); for the full-space inertia.
-    total_variance : float
-        ``sum_i ||x_i - mean||^2``: what the explained-variance ratios are relative to.
     """
 
-    mean: object
     components: object
     scores: object
     singular_values: np.ndarray
-    total_sum_squares: float
-    total_variance: float
 
     @property
     def width(self) -> int:
         return int(self.singular_values.shape[0])
 
-    def explained_variance_ratio(self) -> np.ndarray:
-        """(l,) share of the total variance (in the full preprocessed space) per axis."""
-        return self.singular_values**2 / max(self.total_variance, np.finfo(float).tiny)
+    def explained_variance_ratio(self, total_variance: float) -> np.ndarray:
+        """(l,) share of ``total_variance`` (``sum_i ||x_i - mean||^2`` in the full preprocessed
+        space, from the sweep's final pass) per axis."""
+        return self.singular_values**2 / max(total_variance, np.finfo(float).tiny)
 
     def choose_components(self, target: float, minimum: int, maximum: int | None = None) -> int:
         """Smallest c whose first c axes hold ``target`` of the variance the sketch holds.
@@ -198,20 +196,14 @@ def streaming_sketch(
         p = p.astype(np.float32)
     del q, omega
 
-    # pass 3, every pattern: Z = Xc P, exact coordinates in span(P); the mean; squared norms
+    # pass 3, every pattern: Z = Xc P = X P - 1 (mu^T P), exact coordinates in span(P); as
+    # mu^T P is the column mean of X P, neither the mean pattern nor Xc is needed
     z = xp.empty((n, width), np.float32)
-    column_sum = xp.zeros(m, np.float64)
-    sum_squares = xp.zeros((), np.float64)
-    ones = xp.ones(batch_size, np.float32)
     for start, stop, _, rows in batches("all", "sketch: all patterns"):
         xp.matmul(rows, p, out=z[start:stop])
-        column_sum += ones[: rows.shape[0]] @ rows
-        # per-row float32 dot products (BLAS-like accuracy), summed in float64
-        sum_squares += xp.einsum("ij,ij->i", rows, rows).sum(dtype=np.float64)
     del work
-    mean = column_sum / n
-    z -= (mean.astype(np.float32) @ p)[None, :]
-    return _finish(xp, z, p, mean, float(sum_squares), n)
+    z -= z.mean(axis=0, dtype=np.float64).astype(np.float32)[None, :]
+    return _finish(xp, z, p)
 
 
 def _transposed_product(backend, batches, q, m: int):
@@ -261,14 +253,12 @@ def in_memory_sketch(
     n, m = features.shape
     width = int(min(sketch_size, n, m))
     omega = backend.to_device(_gaussian((m, width), random_state))
-    mean = features.sum(axis=0, dtype=np.float64) / n
-    mean32 = mean.astype(np.float32)
-    q = _orthonormal(xp, features @ omega - (mean32 @ omega)[None, :]).astype(np.float32)
-    w = (features.T @ q).astype(np.float64) - mean[:, None] * q.sum(axis=0, dtype=np.float64)[None, :]
-    p = _orthonormal(xp, w).astype(np.float32)
-    z = features @ p - (mean32 @ p)[None, :]
-    sum_squares = float(xp.einsum("ij,ij->i", features, features).sum(dtype=np.float64))
-    return _finish(xp, z, p, mean, sum_squares, n)
+    y = features @ omega
+    q = _orthonormal(xp, y - y.mean(axis=0, dtype=np.float64)[None, :]).astype(np.float32)
+    p = _orthonormal(xp, features.T @ q).astype(np.float32)  # q's columns are centred
+    z = features @ p
+    z -= z.mean(axis=0, dtype=np.float64).astype(np.float32)[None, :]
+    return _finish(xp, z, p)
 
 
 def _gaussian(shape, random_state) -> np.ndarray:
@@ -283,7 +273,7 @@ def _orthonormal(xp, a):
     return q
 
 
-def _finish(xp, z, p, mean, sum_squares: float, n: int) -> Sketch:
+def _finish(xp, z, p) -> Sketch:
     """Rotate the coordinates Z = Xc P (n, l) onto principal axes: Z = U S V^T."""
     with small_matrices(xp):
         _, s, vt = xp.linalg.svd(z.astype(np.float64), full_matrices=False)
@@ -294,14 +284,10 @@ def _finish(xp, z, p, mean, sum_squares: float, n: int) -> Sketch:
     signs = xp.sign(components[xp.argmax(xp.abs(components), axis=0), xp.arange(components.shape[1])])
     signs[signs == 0] = 1
     v *= signs[None, :]
-    total_variance = max(0.0, sum_squares - n * float(mean @ mean))
     return Sketch(
-        mean=mean,
         components=(components * signs[None, :]).astype(np.float32),
         scores=(z @ v.astype(np.float32)),
         singular_values=np.asarray(_to_host(s), np.float64),
-        total_sum_squares=sum_squares,
-        total_variance=total_variance,
     )
 
 

@@ -377,8 +377,8 @@ def sweep(
     del features, source
 
     with timer.stage("scores"), small_matrices(xp):
-        scores = _scores(engine.to_host(z), labels_all, ks_list, totals, sketch, silhouette_samples, random_state)
-        suggested, suggestion = suggest_k(ks_list, scores, sketch.total_variance)
+        scores = _scores(engine.to_host(z), labels_all, ks_list, totals, silhouette_samples, random_state)
+        suggested, suggestion = suggest_k(ks_list, scores, totals.total_variance)
 
     components = _components_info(sketch, n_comp, exact, n_components, variance_target, totals)
     timings = {k: round(v, 4) for k, v in timer.seconds.items()}
@@ -494,7 +494,7 @@ def _fit_every_k(engine, ks, z, features, n_init, max_iter, tol, random_state, p
     return fits, seconds
 
 
-def _scores(z, labels_all, ks, totals, sketch, silhouette_samples, random_state) -> dict[str, list]:
+def _scores(z, labels_all, ks, totals, silhouette_samples, random_state) -> dict[str, list]:
     """Every score of every k: the exact inertia from the final pass, the others in ``z``."""
     z = np.ascontiguousarray(z, dtype=np.float64)  # once: every score works in float64
     sample = subsample(z.shape[0], silhouette_samples, random_state)
@@ -504,7 +504,7 @@ def _scores(z, labels_all, ks, totals, sketch, silhouette_samples, random_state)
         sums, counts = totals.centroid_sums[i], totals.counts[i]
         # the exact inertia of the clustering: sum_i ||x_i||^2 - sum_j ||S_j||^2 / n_j
         between = np.einsum("ij,ij->i", sums, sums) / np.maximum(counts, 1)
-        scores["inertia"].append(max(0.0, sketch.total_sum_squares - float(between.sum())))
+        scores["inertia"].append(max(0.0, totals.sum_squares - float(between.sum())))
         for name, value in reduced_space_scores(z, labels_all[:, i], sample, distances).items():
             scores[name].append(value)
     return scores
@@ -512,7 +512,7 @@ def _scores(z, labels_all, ks, totals, sketch, silhouette_samples, random_state)
 
 def _components_info(sketch, n_comp, exact, n_components, variance_target, totals) -> dict:
     """The ``components`` section of sweep.json: the reduced space and its variance."""
-    ratio = sketch.explained_variance_ratio()
+    ratio = sketch.explained_variance_ratio(totals.total_variance)
     power = sketch.singular_values**2
     if n_components == "auto":
         rule = (
@@ -527,7 +527,7 @@ def _components_info(sketch, n_comp, exact, n_components, variance_target, total
         "n_components": n_comp,
         "n_components_rule": rule,
         "variance_target": variance_target,
-        "total_variance": sketch.total_variance,
+        "total_variance": totals.total_variance,
         "explained_variance_ratio": [float(v) for v in ratio],
         "explained_variance_ratio_kept": float(ratio[:n_comp].sum()),
         "explained_variance_ratio_sketch": float(ratio.sum()),
@@ -619,6 +619,8 @@ class _Totals:
     centroid_sums: list  # K arrays (k, m): sums of the preprocessed rows per cluster
     raw_sums: list  # K arrays (k, qy * qx): sums of the raw (aligned) patterns per cluster
     n_sums: int  # the atoms (or clusters) each pattern was summed into
+    sum_squares: float  # sum_i ||x_i||^2 over the preprocessed rows
+    total_variance: float  # sum_i ||x_i - mean||^2: the inertia of one cluster
 
 
 def _final_pass(
@@ -656,6 +658,7 @@ def _final_pass(
     all_y, all_x = np.indices((qy, qx), dtype=np.int32)
     raw_pixels = (engine.to_device(all_y.ravel()), engine.to_device(all_x.ravel()))
     sums_pre = xp.zeros((width, m), np.float64)
+    column_squares = xp.zeros(m, np.float64)
     sums_raw = xp.zeros((width, qy * qx), np.float64)
     work_raw = None if shifts_dev is None else xp.empty((batch_size, qy * qx), np.float32)
     work_pre = None if features is not None else xp.empty((batch_size, m), np.float32)
@@ -669,7 +672,7 @@ def _final_pass(
                 engine.preprocess(raw, batch_shifts, pixels_dev[0], pixels_dev[1], transform, norm, rows)
             else:
                 rows = features[start:stop]
-            engine.add_label_sums(rows, columns[start:stop], sums_pre)
+            engine.add_label_sums(rows, columns[start:stop], sums_pre, column_squares)
             if batch_shifts is None:  # the raw patterns, converted by the kernel
                 patterns = raw.reshape(b, -1)
             else:
@@ -691,7 +694,10 @@ def _final_pass(
         counts.append(np.bincount(labels_all[:, i], minlength=k).astype(np.int64))
         centroid_sums.append(sums_pre[offset : offset + k])
         raw_sums.append(sums_raw[offset : offset + k])
-    return _Totals(counts, centroid_sums, raw_sums, int(width))
+    sum_squares = float(column_squares.sum())
+    column_sum = centroid_sums[0].sum(axis=0)  # the clusters of any k hold every pattern
+    total_variance = max(0.0, sum_squares - float(column_sum @ column_sum) / n)
+    return _Totals(counts, centroid_sums, raw_sums, int(width), sum_squares, total_variance)
 
 
 def _atoms(labels_all: np.ndarray, ks) -> tuple[np.ndarray, np.ndarray]:

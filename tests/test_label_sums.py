@@ -21,8 +21,13 @@ def test_label_sums_match_numpy(dtype, n_columns):
     rows = (rng.random((50, m)) * 200).astype(dtype)
     labels = rng.integers(0, 7, (50, n_columns)).astype(np.int32)
     sums = np.full((7, m), 0.5)  # added to, not overwritten
-    launch_label_sums_cpu(rows, labels, sums)
+    squares = np.full(m, 0.25)
+    launch_label_sums_cpu(rows, labels, sums, squares)
     np.testing.assert_allclose(sums, reference(rows, labels, 7) + 0.5, rtol=1e-12)
+    np.testing.assert_allclose(squares, (rows.astype(np.float64) ** 2).sum(axis=0) + 0.25, rtol=1e-12)
+    without = np.full((7, m), 0.5)
+    launch_label_sums_cpu(rows, labels, without)  # no squares asked
+    np.testing.assert_array_equal(without, sums)
 
 
 def test_empty_batch_changes_nothing():
