@@ -928,7 +928,7 @@ class LiveClusterer:
         coords = _host(sketch.scores).astype(np.float64)
         starts = []
         if previous is not None:
-            mean = sketch.mean.astype(np.float32)
+            mean = rows.mean(axis=0, dtype=np.float64).astype(np.float32)  # what the scores are centred on
             starts.append(_host((previous - mean[None, :]) @ sketch.components).astype(np.float64))
         labels, _, _ = weighted_kmeans(coords, weights, k, rng=self._rng, n_init=n_init, init=starts)
         one_hot = (labels[:, None] == np.arange(k)[None, :]) * weights[:, None]
