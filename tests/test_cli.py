@@ -271,3 +271,21 @@ def test_console_script_entry_point(tmp_path):
     assert proc.stderr.strip().splitlines() == [f"gpu4d: error: {missing}: no such file"]
     assert proc.stdout == ""
     assert not (tmp_path / "out").exists()
+
+
+def test_console_script_success_writes_everything_before_exiting(tmp_path):
+    """The script leaves through ``os._exit`` (see ``gpu4d.cli.run``): its piped output and
+    its result files must be complete all the same."""
+    script = Path(sys.executable).with_name("gpu4d")
+    if not script.exists():
+        pytest.skip(f"the gpu4d console script is not installed beside {sys.executable}")
+    data = np.random.default_rng(0).poisson(2.0, (6, 7, 16, 16)).astype(np.uint16)
+    np.save(tmp_path / "scan.npy", data)
+    proc = subprocess.run(
+        [str(script), "sweep", str(tmp_path / "scan.npy"), "-k", "2:3", "--no-figures",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().splitlines()[-1] == f"  results  {tmp_path / 'out'}"
+    assert json.loads((tmp_path / "out" / "sweep.json").read_text())["ks"] == [2, 3]
