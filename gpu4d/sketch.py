@@ -62,38 +62,49 @@ class Sketch:
 
     Attributes
     ----------
-    components : (m, l) float32, device
+    components : (m, c) float32, device
         Orthonormal principal axes, in decreasing order of explained variance.
-    scores : (n, l) float32, device
+    scores : (n, c) float32, device
         Coordinates of the centred patterns on the axes (exact projections, ``Xc @ components``).
-    singular_values : (l,) float64, host
+    singular_values : (c,) float64, host
+    sample_singular_values : (l,) float64, host, or None
+        When only the c leading of the sketch's l axes were projected (``axes`` of
+        ``streaming_sketch``): all l singular values as the sample estimates them (scaled to
+        the number of patterns).
     """
 
     components: object
     scores: object
     singular_values: np.ndarray
+    sample_singular_values: np.ndarray | None = None
 
     @property
     def width(self) -> int:
         return int(self.singular_values.shape[0])
 
     def explained_variance_ratio(self, total_variance: float) -> np.ndarray:
-        """(l,) share of ``total_variance`` (``sum_i ||x_i - mean||^2`` in the full preprocessed
+        """(c,) share of ``total_variance`` (``sum_i ||x_i - mean||^2`` in the full preprocessed
         space, from the sweep's final pass) per axis."""
         return self.singular_values**2 / max(total_variance, np.finfo(float).tiny)
 
     def choose_components(self, target: float, minimum: int, maximum: int | None = None) -> int:
-        """Smallest c whose first c axes hold ``target`` of the variance the sketch holds.
+        """``leading_axes`` of the sketch's singular values."""
+        return leading_axes(self.singular_values, target, minimum, maximum)
 
-        Bounded to ``[minimum, maximum]`` (``maximum`` defaults to the sketch width). The share
-        is of the sketch's variance (``sum S**2`` over its l axes), not of the total: noise
-        spread over thousands of pixels keeps the share of the total low whatever c is.
-        """
-        maximum = self.width if maximum is None else min(maximum, self.width)
-        power = self.singular_values**2
-        cumulative = np.cumsum(power) / max(power.sum(), np.finfo(float).tiny)
-        count = int(np.searchsorted(cumulative, target - 1e-12) + 1)
-        return int(min(max(count, minimum), maximum))
+
+def leading_axes(singular_values, target: float, minimum: int, maximum: int | None = None) -> int:
+    """Smallest c whose first c axes hold ``target`` of the variance of all the axes given.
+
+    Bounded to ``[minimum, maximum]`` (``maximum`` defaults to the number of axes). The share is
+    of the sketch's variance (``sum S**2`` over its l axes), not of the total: noise spread over
+    thousands of pixels keeps the share of the total low whatever c is.
+    """
+    width = len(singular_values)
+    maximum = width if maximum is None else min(maximum, width)
+    power = np.asarray(singular_values, np.float64) ** 2
+    cumulative = np.cumsum(power) / max(power.sum(), np.finfo(float).tiny)
+    count = int(np.searchsorted(cumulative, target - 1e-12) + 1)
+    return int(min(max(count, minimum), maximum))
 
 
 def small_matrices(xp):
@@ -142,6 +153,7 @@ def streaming_sketch(
     progress: bool = False,
     source=None,
     power_steps: int = POWER_STEPS,
+    axes=None,
 ) -> Sketch:
     """Randomized PCA of the preprocessed patterns in three streaming passes (see the module).
 
@@ -151,6 +163,9 @@ def streaming_sketch(
     shifts : (n, 2) float32 device array or None.
     sketch_size : l, the number of axes kept (capped at min(n, m)).
     random_state : seeds the test matrix and the sample of passes 1 and 2.
+    axes : optional ``f(sample_singular_values (l,)) -> c``: project the patterns onto the c
+        leading principal axes of the sample only (pass 3 then costs c/l of a full
+        projection); by default onto all l axes of span(P).
     source : callable giving, at each call, an iterator of host ``(start, raw_batch)`` over the
         scan in batches of at most ``batch_size``; by default ``checked_batches(dataset, ...)``.
     """
@@ -192,9 +207,21 @@ def streaming_sketch(
             xp.matmul(rows, p, out=y[start:stop])
         q = _orthonormal(xp, y - y.mean(axis=0, dtype=np.float64)[None, :]).astype(np.float32)
         del y
-        p = _orthonormal(xp, _transposed_product(backend, batches("sample", f"sketch: sample, power step {step + 1}"), q, m))
+        w = _transposed_product(backend, batches("sample", f"sketch: sample, power step {step + 1}"), q, m)
+        p, r = _orthonormal(xp, w, with_r=True)
         p = p.astype(np.float32)
-    del q, omega
+    del q, omega, w
+    sample_singular_values = None
+    if axes is not None:
+        # Q^T Xsc P = W^T P = R^T: the sample's coordinates in span(P), as far as span(Q) holds
+        # them. Its SVD gives the sample's principal axes in span(P); pass 3 projects onto the
+        # leading ones only (the product's cost is proportional to their number).
+        with small_matrices(xp):
+            _, s_sample, vt = xp.linalg.svd(r.T, full_matrices=False)
+        sample_singular_values = np.asarray(_to_host(s_sample), np.float64) * np.sqrt(n / s)
+        kept = int(axes(sample_singular_values))
+        p = (p.astype(np.float64) @ vt.T[:, :kept]).astype(np.float32)
+        width = kept
 
     # pass 3, every pattern: Z = Xc P = X P - 1 (mu^T P), exact coordinates in span(P); as
     # mu^T P is the column mean of X P, neither the mean pattern nor Xc is needed
@@ -203,7 +230,9 @@ def streaming_sketch(
         xp.matmul(rows, p, out=z[start:stop])
     del work
     z -= z.mean(axis=0, dtype=np.float64).astype(np.float32)[None, :]
-    return _finish(xp, z, p)
+    sketch = _finish(xp, z, p)
+    sketch.sample_singular_values = sample_singular_values
+    return sketch
 
 
 def _transposed_product(backend, batches, q, m: int):
@@ -266,11 +295,11 @@ def _gaussian(shape, random_state) -> np.ndarray:
     return np.random.default_rng(random_state).standard_normal(shape).astype(np.float32)
 
 
-def _orthonormal(xp, a):
-    """An orthonormal basis of the columns of ``a`` (reduced QR, in float64)."""
+def _orthonormal(xp, a, with_r: bool = False):
+    """An orthonormal basis of the columns of ``a`` (reduced QR, in float64), and R if asked."""
     with small_matrices(xp):
-        q, _ = xp.linalg.qr(a.astype(np.float64))
-    return q
+        q, r = xp.linalg.qr(a.astype(np.float64))
+    return (q, r) if with_r else q
 
 
 def _finish(xp, z, p) -> Sketch:

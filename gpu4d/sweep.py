@@ -59,7 +59,7 @@ from .scores import (
     subsample,
     suggest_k,
 )
-from .sketch import DEFAULT_SKETCH_SIZE, in_memory_sketch, small_matrices, streaming_sketch
+from .sketch import DEFAULT_SKETCH_SIZE, in_memory_sketch, leading_axes, small_matrices, streaming_sketch
 from .xp_kmeans import kmeans as xp_kmeans, merge_closest
 
 #: Share of the sketch's variance the chosen components must hold (``n_components="auto"``).
@@ -349,16 +349,16 @@ def sweep(
             sketch = in_memory_sketch(features, engine, sketch_size=sketch_size, random_state=random_state)
     else:
         with timer.stage("sketch"):
+            # the components are chosen on the sample's estimate of the variances, and only
+            # they are projected (see ``streaming_sketch``)
             sketch = streaming_sketch(
                 dataset, engine, pixels_dev, options.transform, options.norm, shifts_dev, batch,
                 sketch_size=sketch_size, random_state=random_state, progress=progress, source=source,
+                axes=lambda values: _n_components(values, n_components, variance_target),
             )
             n_passes += 3
-
-    if n_components == "auto":
-        n_comp = sketch.choose_components(variance_target, MIN_COMPONENTS, MAX_COMPONENTS)
-    else:
-        n_comp = int(min(n_components, sketch.width))
+    # reduced mode projected just the chosen components
+    n_comp = _n_components(sketch.singular_values, n_components, variance_target) if exact else sketch.width
     z = xp.ascontiguousarray(sketch.scores[:, :n_comp])
 
     with timer.stage("kmeans"):
@@ -510,10 +510,21 @@ def _scores(z, labels_all, ks, totals, silhouette_samples, random_state) -> dict
     return scores
 
 
+def _n_components(singular_values, n_components, variance_target: float) -> int:
+    """The principal coordinates KMeans runs on (see ``sweep``'s ``n_components``)."""
+    if n_components == "auto":
+        return leading_axes(singular_values, variance_target, MIN_COMPONENTS, MAX_COMPONENTS)
+    return int(min(n_components, len(singular_values)))
+
+
 def _components_info(sketch, n_comp, exact, n_components, variance_target, totals) -> dict:
     """The ``components`` section of sweep.json: the reduced space and its variance."""
     ratio = sketch.explained_variance_ratio(totals.total_variance)
-    power = sketch.singular_values**2
+    # the variance of every axis of the sketch: exact (exact mode), or estimated on the sample
+    # (reduced mode, where only the leading axes are projected)
+    all_singular_values = sketch.singular_values if sketch.sample_singular_values is None else sketch.sample_singular_values
+    power = all_singular_values**2
+    all_ratio = power / max(totals.total_variance, np.finfo(float).tiny)
     if n_components == "auto":
         rule = (
             f"smallest c whose axes hold >= {variance_target} of the sketch's variance, within "
@@ -523,14 +534,16 @@ def _components_info(sketch, n_comp, exact, n_components, variance_target, total
         rule = "given"
     return {
         "mode": "exact" if exact else "reduced",
-        "sketch_size": sketch.width,
+        "sketch_size": len(all_singular_values),
         "n_components": n_comp,
         "n_components_rule": rule,
         "variance_target": variance_target,
         "total_variance": totals.total_variance,
-        "explained_variance_ratio": [float(v) for v in ratio],
+        "explained_variance_ratio": [float(v) for v in ratio[:n_comp]],
         "explained_variance_ratio_kept": float(ratio[:n_comp].sum()),
-        "explained_variance_ratio_sketch": float(ratio.sum()),
+        "explained_variance_ratio_sketch": float(all_ratio.sum()),
+        "explained_variance_ratio_sketch_axes": [float(v) for v in all_ratio],
+        "sketch_axes_variance": "exact" if sketch.sample_singular_values is None else "estimated on the sample",
         "share_of_sketch_variance_kept": float(power[:n_comp].sum() / max(power.sum(), 1e-300)),
         "final_pass_sums": totals.n_sums,
         "kmeans_space": (

@@ -270,7 +270,13 @@ def test_sweep_json_and_folder_layout(result, tmp_path):
     assert {"ks", "scores", "per_k", "suggested_k", "rule", "components", "timings_s"} <= set(summary)
     assert set(summary["scores"]) == {"inertia", "silhouette", "calinski_harabasz", "davies_bouldin", "separation"}
     assert summary["components"]["n_components"] >= 1
-    assert len(summary["components"]["explained_variance_ratio"]) == summary["components"]["sketch_size"]
+    components = summary["components"]
+    assert len(components["explained_variance_ratio"]) == components["n_components"]
+    assert len(components["explained_variance_ratio_sketch_axes"]) == components["sketch_size"]
+    # the exact variances of the regions' axes (3 for 4 regions) and their estimates agree
+    np.testing.assert_allclose(
+        components["explained_variance_ratio"][:3], components["explained_variance_ratio_sketch_axes"][:3], rtol=0.02
+    )
     assert "silhouette" in summary["rule"] and "score_spaces" in summary
     for k in result.ks:
         sub = out / folder_name(k)
