@@ -23,6 +23,11 @@ least ``MIN_SAMPLE``), the third projects every pattern:
    Z = U S V^T rotates them onto principal axes: components ``P V`` (m, l), scores ``U S``
    (n, l), ``S**2`` the variance along each axis.
 
+With ``axes`` (the sweep), pass 3 projects onto the leading principal axes of the sample only:
+``Q^T Xsc P = W^T P = R^T`` (R from the QR of W) holds the sample's coordinates in span(P), so
+its SVD gives the sample's principal axes and variances without another pass, and the sweep
+chooses its components from them. The product of pass 3 then costs c/l of a full projection.
+
 No pass needs the mean pattern mu, and the squared norms of the patterns (for the total
 variance and the exact inertia) come from the sweep's final pass, which reads every
 preprocessed value anyway.

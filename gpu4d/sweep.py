@@ -276,7 +276,8 @@ def sweep(
     n_components : "auto" or an int: principal coordinates KMeans runs on (reduced mode) and
         the scores are computed in. "auto": the smallest number whose axes hold
         ``variance_target`` of the variance the sketch holds, within [16, 64] (and <= the
-        sketch size).
+        sketch size); in reduced mode the variances are the sample's estimates, and only the
+        chosen components are projected.
     sketch_size : l, the width of the randomized PCA (its number of axes).
     variance_target : see ``n_components``.
     silhouette_samples : size of the fixed random subsample of the silhouette.
