@@ -482,7 +482,7 @@ def _fit_every_k(engine, ks, z, features, n_init, max_iter, tol, random_state, p
             for smaller, larger in zip(ks[-2::-1], ks[:0:-1]):
                 start = time.perf_counter()
                 above = device_fits[larger]
-                merged = merge_closest(xp, above.centers, above.labels, smaller)
+                merged = merge_closest(engine.to_host(above.centers), engine.to_host(above.labels), smaller)
                 fit = xp_kmeans(
                     xp, z, smaller, n_init=0, max_iter=max_iter, tol=tol, rng=None, warm_start=merged,
                     assign_and_sum=engine.assign_and_sum,

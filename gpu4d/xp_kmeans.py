@@ -53,9 +53,8 @@ def kmeans(
     warm_start : optional (j, c) centres, j <= k (e.g. a smaller k's): one more run starts from
         them, completed to k centres by greedy k-means++ steps.
     assign_and_sum : optional ``f(dots (n, k), centre_norms (k,), z) -> (labels, sums, counts)``,
-        a kernel
-        for the assignment half of each Lloyd iteration (``backend.assign_and_sum``); by
-        default the same in ``xp`` (argmin and a one-hot product).
+        a kernel for the assignment half of each Lloyd iteration (``backend.assign_and_sum``);
+        by default the same in ``xp`` (argmin and a one-hot product).
 
     Returns
     -------
@@ -181,17 +180,17 @@ def _update_centers(xp, z, squared_norms, labels, sums, counts, old_centers):
     return (sums / xp.maximum(counts, 1)[:, None]).astype(np.float32)
 
 
-def merge_closest(xp, centers, labels, n_clusters: int):
-    """(n_clusters, c) float32 centres from a fit with more: the pair of clusters whose merge
-    raises the inertia least (Ward's cost, ``n_a n_b / (n_a + n_b) ||c_a - c_b||^2``) is
-    merged into its weighted mean, again and again.
+def merge_closest(centers: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """(n_clusters, c) float32 centres from a fit with more (host arrays): the pair of clusters
+    whose merge raises the inertia least (Ward's cost, ``n_a n_b / (n_a + n_b) ||c_a - c_b||^2``)
+    is merged into its weighted mean, again and again.
 
     Started from a larger k's fit, Lloyd keeps a small but distinct region that a larger k
     found and k-means++ seeding at this k missed: it is far from every other centre, so it is
     merged last.
     """
-    centers = [np.asarray(c, np.float64) for c in _to_host(centers)]
-    sizes = [float(s) for s in _to_host(xp.bincount(labels, minlength=len(centers)))]
+    centers = [np.asarray(c, np.float64) for c in centers]
+    sizes = [float(s) for s in np.bincount(labels, minlength=len(centers))]
     while len(centers) > n_clusters:
         best, pair = np.inf, (0, 1)
         for a in range(len(centers)):
@@ -206,8 +205,4 @@ def merge_closest(xp, centers, labels, n_clusters: int):
         merged = (sizes[a] * centers[a] + sizes[b] * centers[b]) / joint if joint > 0 else centers[a]
         centers[a], sizes[a] = merged, joint
         del centers[b], sizes[b]
-    return xp.asarray(np.array(centers, np.float32))
-
-
-def _to_host(array) -> np.ndarray:
-    return array.get() if hasattr(array, "get") else np.asarray(array)
+    return np.array(centers, np.float32)

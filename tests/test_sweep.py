@@ -229,10 +229,10 @@ def test_merge_closest_merges_by_ward_cost():
     # clusters 0, 1 are closest, but 0 is tiny: merging 2 and 3 (big, 3 apart) costs more than
     # merging 0 (1 member) into 1 (100)
     labels = np.repeat([0, 1, 2, 3], [1, 100, 100, 100])
-    merged = merge_closest(np, centers, labels, 3)
+    merged = merge_closest(centers, labels, 3)
     expected = np.array([[100 / 101, 0.0], [10.0, 0.0], [10.0, 3.0]], np.float32)
     np.testing.assert_allclose(merged, expected, rtol=1e-6)
-    assert merge_closest(np, centers, labels, 1).tolist() == [
+    assert merge_closest(centers, labels, 1).tolist() == [
         pytest.approx([2100 / 301, 300 / 301], rel=1e-6)
     ]
 
