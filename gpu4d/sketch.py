@@ -57,8 +57,6 @@ DEFAULT_SKETCH_SIZE = 48
 SAMPLE_SHARE = 0.25
 #: ... and their least number (all of them in smaller scans).
 MIN_SAMPLE = 4096
-#: Range-finder and power-step pass pairs on the sample.
-POWER_STEPS = 1
 
 
 @dataclass
@@ -91,10 +89,6 @@ class Sketch:
         """(c,) share of ``total_variance`` (``sum_i ||x_i - mean||^2`` in the full preprocessed
         space, from the sweep's final pass) per axis."""
         return self.singular_values**2 / max(total_variance, np.finfo(float).tiny)
-
-    def choose_components(self, target: float, minimum: int, maximum: int | None = None) -> int:
-        """``leading_axes`` of the sketch's singular values."""
-        return leading_axes(self.singular_values, target, minimum, maximum)
 
 
 def leading_axes(singular_values, target: float, minimum: int, maximum: int | None = None) -> int:
@@ -157,7 +151,6 @@ def streaming_sketch(
     random_state: int | None = 0,
     progress: bool = False,
     source=None,
-    power_steps: int = POWER_STEPS,
     axes=None,
 ) -> Sketch:
     """Randomized PCA of the preprocessed patterns in three streaming passes (see the module).
@@ -166,7 +159,7 @@ def streaming_sketch(
     ----------
     pixels : (pixel_y, pixel_x) device int32 arrays of the kept pixels (m of them).
     shifts : (n, 2) float32 device array or None.
-    sketch_size : l, the number of axes kept (capped at min(n, m)).
+    sketch_size : l, the number of axes kept (capped at the sample's size and at m).
     random_state : seeds the test matrix and the sample of passes 1 and 2.
     axes : optional ``f(sample_singular_values (l,)) -> c``: project the patterns onto the c
         leading principal axes of the sample only (pass 3 then costs c/l of a full
@@ -203,19 +196,19 @@ def streaming_sketch(
             )
         return preprocessed_batches(source, backend, pixels, transform, norm, shifts, work, n, progress, label)
 
-    # passes 1 and 2 (and more with power_steps > 1), on the sample. The columns of Q are
-    # centred, so Xs^T Q = Xsc^T Q: the sample's mean never needs to be subtracted.
-    p = omega
-    for step in range(power_steps):
-        y = xp.empty((s, width), np.float32)
-        for start, stop, _, rows in batches("sample", f"sketch: sample, range {step + 1}"):
-            xp.matmul(rows, p, out=y[start:stop])
-        q = _orthonormal(xp, y - y.mean(axis=0, dtype=np.float64)[None, :]).astype(np.float32)
-        del y
-        w = _transposed_product(backend, batches("sample", f"sketch: sample, power step {step + 1}"), q, m)
-        p, r = _orthonormal(xp, w, with_r=True)
-        p = p.astype(np.float32)
-    del q, omega, w
+    # pass 1, on the sample: Y = Xs Omega; Q = orth(Y - 1 ybar), its columns centred
+    y = xp.empty((s, width), np.float32)
+    for start, stop, _, rows in batches("sample", "sketch 1/3 (sample)"):
+        xp.matmul(rows, omega, out=y[start:stop])
+    q = _orthonormal(xp, y - y.mean(axis=0, dtype=np.float64)[None, :]).astype(np.float32)
+    del y, omega
+
+    # pass 2, on the sample, the power step: W = Xs^T Q = Xsc^T Q (1^T Q = 0, so the sample's
+    # mean never needs to be subtracted); P R = W
+    w = _transposed_product(backend, batches("sample", "sketch 2/3 (sample)"), q, m)
+    p, r = _orthonormal(xp, w, with_r=True)
+    p = p.astype(np.float32)
+    del q, w
     sample_singular_values = None
     if axes is not None:
         # Q^T Xsc P = W^T P = R^T: the sample's coordinates in span(P), as far as span(Q) holds
@@ -231,7 +224,7 @@ def streaming_sketch(
     # pass 3, every pattern: Z = Xc P = X P - 1 (mu^T P), exact coordinates in span(P); as
     # mu^T P is the column mean of X P, neither the mean pattern nor Xc is needed
     z = xp.empty((n, width), np.float32)
-    for start, stop, _, rows in batches("all", "sketch: all patterns"):
+    for start, stop, _, rows in batches("all", "sketch 3/3"):
         xp.matmul(rows, p, out=z[start:stop])
     del work
     z -= z.mean(axis=0, dtype=np.float64).astype(np.float32)[None, :]
