@@ -16,11 +16,12 @@ import contextlib
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,6 +30,7 @@ import numpy as np
 from gpu4d.errors import OutputError
 
 __all__ = [
+    "RESULT_MARKER",
     "atomic_write",
     "atomic_save_npy",
     "atomic_write_json",
@@ -48,6 +50,23 @@ _UMASK = _read_umask()
 # mkstemp/mkdtemp create 0600/0700 entries; results should get the usual permissions instead.
 _FILE_MODE = 0o666 & ~_UMASK
 _FOLDER_MODE = 0o777 & ~_UMASK
+
+
+# Every results folder carries this file. An existing folder is replaced (--overwrite) only when
+# it is an earlier gpu4d result: it carries the marker (or, from versions before the marker, a
+# gpu4d summary) and holds nothing but the files gpu4d writes. A scan, a mask, a notebook or any
+# other file in it makes gpu4d refuse: deleting it would lose data nobody asked to lose.
+RESULT_MARKER = ".gpu4d-result"
+_EARLIER_SUMMARIES = ("summary.json", "sweep.json", "progress.json")
+_RESULT_FILE = re.compile(
+    r"(labels|centroids|mean_patterns|mask|centres|confidence|std_patterns|counts)\.npy"
+    r"|(summary|sweep|progress)\.json"
+    r"|clusters\.(hspy|zspy)"
+    r"|(labels|centroids|mean_patterns|centres|confidence|scores|label_maps)\.png"
+    r"|\.gpu4d-result"
+    r"|\..+\.tmp"  # a temporary file an interrupted atomic_write left behind
+)
+_RESULT_SUBFOLDER = re.compile(r"k\d{2,}")  # a sweep's per-k results
 
 
 def _reason(err: OSError) -> str:
@@ -224,7 +243,76 @@ def _refuse_dangerous_overwrite(path: Path) -> None:
         )
 
 
-def check_output_folder(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+def _refuse_inputs_inside(path: Path, inputs: Iterable[str | os.PathLike[str]]) -> None:
+    real = Path(os.path.realpath(path))
+    for item in inputs:
+        source = Path(os.path.realpath(Path(item).expanduser()))
+        if source == real or real in source.parents:
+            raise OutputError(
+                f"refusing to write results to '{path}': it holds the input '{item}', which "
+                "gpu4d only ever reads; choose a results folder outside it"
+            )
+        if source in real.parents:
+            raise OutputError(
+                f"refusing to write results to '{path}': it lies inside the input '{item}', "
+                "which gpu4d only ever reads; choose a results folder outside it"
+            )
+
+
+def _foreign_entry(folder: Path, top: Path) -> Path | None:
+    """The first entry of ``folder`` that gpu4d does not write, or None."""
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink() or not (entry.is_file() or entry.is_dir()):
+            return entry
+        if entry.is_dir():
+            if folder != top or not _RESULT_SUBFOLDER.fullmatch(entry.name):
+                return entry
+            inner = _foreign_entry(entry, top)
+            if inner is not None:
+                return inner
+        elif not _RESULT_FILE.fullmatch(entry.name):
+            return entry
+    return None
+
+
+def _is_marked_result(folder: Path) -> bool:
+    if (folder / RESULT_MARKER).is_file():
+        return True
+    for name in _EARLIER_SUMMARIES:  # results written before the marker existed
+        try:
+            summary = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(summary, dict) and ("versions" in summary or "frames_expected" in summary):
+            return True
+    return False
+
+
+def _refuse_unless_earlier_result(path: Path) -> None:
+    if path.is_symlink():  # replacing drops the link itself, never what it points to
+        return
+    with _as_output_error(path, "cannot read the existing results folder"):
+        if not any(path.iterdir()):
+            return  # an empty folder: nothing to lose
+        if not _is_marked_result(path):
+            raise OutputError(
+                f"refusing to replace '{path}': it is not an earlier gpu4d result (no "
+                f"{RESULT_MARKER} marker); --overwrite only replaces gpu4d's own results folders"
+            )
+        foreign = _foreign_entry(path, path)
+    if foreign is not None:
+        raise OutputError(
+            f"refusing to replace '{path}': it holds '{foreign.relative_to(path)}', which gpu4d "
+            "did not write; move it out first or choose another results folder"
+        )
+
+
+def check_output_folder(
+    path: str | os.PathLike[str],
+    overwrite: bool = False,
+    *,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+) -> Path:
     """Check, before any work starts, that results can be written to the folder ``path``.
 
     Nothing is created or changed.
@@ -234,7 +322,10 @@ def check_output_folder(path: str | os.PathLike[str], overwrite: bool = False) -
     path : str or os.PathLike
         The results folder; it and its parents may not exist yet.
     overwrite : bool
-        Whether an existing results folder may be replaced.
+        Whether an existing results folder may be replaced. Only an earlier gpu4d result is
+        ever replaced: see :data:`RESULT_MARKER`.
+    inputs : iterable of paths
+        The files (or folders) the run reads. ``path`` may neither hold one nor lie inside one.
 
     Returns
     -------
@@ -244,10 +335,14 @@ def check_output_folder(path: str | os.PathLike[str], overwrite: bool = False) -
     Raises
     ------
     OutputError
-        ``path`` exists and ``overwrite`` is False, or it exists and is not a folder, or the
+        ``path`` is empty; ``path`` exists and ``overwrite`` is False, or it exists and is not a
+        folder, or it is not an earlier gpu4d result; it holds an input or lies inside one; the
         nearest existing parent is not a folder or is not writable.
     """
+    if not os.fspath(path).strip():
+        raise OutputError("the results folder (--out) is an empty path; name a folder")
     path = Path(os.path.abspath(Path(path).expanduser()))
+    _refuse_inputs_inside(path, inputs)
     if path.exists() or path.is_symlink():
         if not path.is_dir():
             raise OutputError(f"cannot write results to '{path}': it exists and is not a folder")
@@ -256,6 +351,7 @@ def check_output_folder(path: str | os.PathLike[str], overwrite: bool = False) -
                 f"results folder '{path}' already exists; pass --overwrite to replace it"
             )
         _refuse_dangerous_overwrite(path)
+        _refuse_unless_earlier_result(path)
     # The folder is created in its parent (or the parent's parents are created first): the
     # nearest one that exists must be a folder we may write into.
     base = _nearest_existing(path.parent)
@@ -267,7 +363,12 @@ def check_output_folder(path: str | os.PathLike[str], overwrite: bool = False) -
 
 
 @contextlib.contextmanager
-def result_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+def result_folder(
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+) -> Iterator[Path]:
     """Collect a run's outputs in a temporary folder and move it to ``path`` when all are written.
 
     Parameters
@@ -275,13 +376,16 @@ def result_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
     path : str or os.PathLike
         The results folder. Missing parent folders are created.
     overwrite : bool
-        Replace an existing folder at ``path``. The old folder is renamed aside, the new one
-        renamed into place, and only then is the old one deleted.
+        Replace an existing folder at ``path``, if it is an earlier gpu4d result. The old folder
+        is renamed aside, the new one renamed into place, and only then is the old one deleted.
+    inputs : iterable of paths
+        What the run reads: ``path`` may neither hold one nor lie inside one.
 
     Yields
     ------
     pathlib.Path
-        A fresh, empty, hidden folder beside ``path`` (same parent) to write every output into.
+        A fresh, hidden folder beside ``path`` (same parent) to write every output into; it
+        holds only the :data:`RESULT_MARKER` file.
 
     Raises
     ------
@@ -299,17 +403,19 @@ def result_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
     >>> with result_folder("out/run1") as tmp:  # doctest: +SKIP
     ...     atomic_save_npy(tmp / "labels.npy", labels)
     """
-    path = check_output_folder(path, overwrite)
+    inputs = list(inputs)
+    path = check_output_folder(path, overwrite, inputs=inputs)
     with _as_output_error(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
+        atomic_write_json(tmp / RESULT_MARKER, {"written_by": "gpu4d"})
         yield tmp
     except BaseException:
         _remove_quietly(tmp)
         raise
     try:
-        _commit(tmp, path, overwrite)
+        _commit(tmp, path, overwrite, inputs)
     except OutputError:
         raise
     except BaseException:
@@ -317,10 +423,17 @@ def result_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> I
         raise
 
 
-def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
+def _commit(tmp: Path, path: Path, overwrite: bool, inputs: list) -> None:
     """Move the finished folder ``tmp`` to ``path``, replacing an old one if ``overwrite``."""
     with _as_output_error(path):
         os.chmod(tmp, _FOLDER_MODE)
+    if overwrite and (path.exists() or path.is_symlink()):
+        # checked again: the folder may have changed while the run worked (a long sweep or a
+        # live run); keep the finished results where they are if it is no longer ours to replace
+        try:
+            check_output_folder(path, overwrite=True, inputs=inputs)
+        except OutputError as err:
+            raise OutputError(f"{err}; the finished results are in '{tmp}'") from err
     if not (path.exists() or path.is_symlink()):
         _move_into_place(tmp, path)
         return

@@ -180,11 +180,17 @@ def cluster_kwargs(args) -> dict:
     }
 
 
+def input_files(args) -> list[str]:
+    """The paths a run reads (scan, mask file): checked against --out before any work starts."""
+    candidates = [getattr(args, "file", None), getattr(args, "source", None), getattr(args, "mask", None)]
+    return [c for c in candidates if isinstance(c, str) and c and Path(c).exists()]
+
+
 def run_cluster(args) -> int:
     from .atomic import check_output_folder
     from .pipeline import cluster
 
-    check_output_folder(args.out, args.overwrite)
+    check_output_folder(args.out, args.overwrite, inputs=input_files(args))
     start = time.perf_counter()
     result = cluster(args.file, args.n_clusters, **cluster_kwargs(args))
     result.save(args.out, overwrite=args.overwrite, figures=not args.no_figures)
@@ -202,7 +208,7 @@ def run_sweep(args) -> int:
         if not components.isdigit() or int(components) < 1:
             raise InputError(f"--components must be auto or an integer >= 1; got {args.components!r}")
         components = int(components)
-    check_output_folder(args.out, args.overwrite)
+    check_output_folder(args.out, args.overwrite, inputs=input_files(args))
     start = time.perf_counter()
     result = sweep(
         args.file,

@@ -12,9 +12,15 @@ from .atomic import atomic_save_npy, atomic_write_json, result_folder
 
 def write_result(result, folder: Path, *, overwrite: bool = False, figures: bool = True) -> Path:
     """Write ``result`` into ``folder``; all files appear at once, or none on failure."""
-    with result_folder(folder, overwrite=overwrite) as tmp:
+    with result_folder(folder, overwrite=overwrite, inputs=input_paths(result)) as tmp:
         write_result_files(result, tmp, figures=figures)
     return Path(folder)
+
+
+def input_paths(result) -> list[str]:
+    """The files a result was made from (the scan, a mask file): a results folder never holds them."""
+    candidates = [result.source, result.parameters.get("mask")]
+    return [c for c in candidates if isinstance(c, str) and c and Path(c).exists()]
 
 
 def write_result_files(result, folder: Path, *, figures: bool = True) -> None:

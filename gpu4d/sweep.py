@@ -219,9 +219,10 @@ class SweepResult:
         ``ClusterResult.save`` writes.
         """
         from .atomic import atomic_write_json, result_folder
-        from .outputs import write_result_files
+        from .outputs import input_paths, write_result_files
 
-        with result_folder(folder, overwrite=overwrite) as tmp:
+        inputs = input_paths(self.results[self.ks[0]])
+        with result_folder(folder, overwrite=overwrite, inputs=inputs) as tmp:
             for k in self.ks:
                 sub = tmp / folder_name(k)
                 sub.mkdir()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from gpu4d.atomic import (
+    RESULT_MARKER,
     _UMASK,
     atomic_save_npy,
     atomic_write,
@@ -202,10 +203,10 @@ def test_result_folder_moves_outputs_into_place(tmp_path: Path) -> None:
     target = tmp_path / "parent" / "results"
     with result_folder(target) as tmp:
         assert tmp.parent == target.parent
-        assert tmp.name.startswith(".") and _entries(tmp) == []
+        assert tmp.name.startswith(".") and _entries(tmp) == [RESULT_MARKER]
         assert not target.exists()
         atomic_save_npy(tmp / "labels.npy", np.zeros((2, 2)))
-    assert _entries(target) == ["labels.npy"]
+    assert _entries(target) == [RESULT_MARKER, "labels.npy"]
     assert _entries(target.parent) == ["results"]
     assert stat.S_IMODE(target.stat().st_mode) == 0o777 & ~_UMASK
 
@@ -223,14 +224,18 @@ def test_result_folder_refuses_existing_before_work_starts(tmp_path: Path) -> No
     assert _entries(tmp_path) == ["results"]
 
 
+def _earlier_result(target: Path) -> None:
+    with result_folder(target) as tmp:
+        (tmp / "labels.npy").write_text("old")
+
+
 def test_result_folder_overwrite_replaces(tmp_path: Path) -> None:
     target = tmp_path / "results"
-    target.mkdir()
-    (target / "old.txt").write_text("old")
+    _earlier_result(target)
     with result_folder(target, overwrite=True) as tmp:
-        (tmp / "new.txt").write_text("new")
-        assert (target / "old.txt").exists()  # untouched while the run works
-    assert _entries(target) == ["new.txt"]
+        (tmp / "summary.json").write_text("new")
+        assert (target / "labels.npy").exists()  # untouched while the run works
+    assert _entries(target) == [RESULT_MARKER, "summary.json"]
     assert _entries(tmp_path) == ["results"]
 
 
@@ -238,15 +243,14 @@ def test_result_folder_overwrite_replaces(tmp_path: Path) -> None:
 def test_result_folder_body_error_changes_nothing(tmp_path: Path, exists: bool) -> None:
     target = tmp_path / "results"
     if exists:
-        target.mkdir()
-        (target / "old.txt").write_text("old")
+        _earlier_result(target)
     with pytest.raises(RuntimeError, match="boom"):
         with result_folder(target, overwrite=True) as tmp:
             (tmp / "half.txt").write_text("half")
             raise RuntimeError("boom")
     assert _entries(tmp_path) == (["results"] if exists else [])
     if exists:
-        assert _entries(target) == ["old.txt"]
+        assert _entries(target) == [RESULT_MARKER, "labels.npy"]
 
 
 def test_result_folder_under_a_file(a_file: Path) -> None:
@@ -263,7 +267,7 @@ def test_result_folder_keeps_results_if_folder_appears_meanwhile(tmp_path: Path)
             (tmp / "labels.npy").write_bytes(b"x")
             target.mkdir()  # another run got there first
     assert str(tmp) in str(info.value)
-    assert _entries(tmp) == ["labels.npy"]
+    assert _entries(tmp) == [RESULT_MARKER, "labels.npy"]
     assert _entries(target) == []
 
 
@@ -275,5 +279,5 @@ def test_result_folder_overwrite_of_a_link_keeps_its_target(tmp_path: Path) -> N
     link.symlink_to(real, target_is_directory=True)
     with result_folder(link, overwrite=True) as tmp:
         (tmp / "new.txt").write_text("new")
-    assert not link.is_symlink() and _entries(link) == ["new.txt"]
+    assert not link.is_symlink() and _entries(link) == [RESULT_MARKER, "new.txt"]
     assert _entries(real) == ["keep.txt"]

@@ -150,7 +150,7 @@ def test_overwrite_replaces(run_cli, tmp_path, two_phase):
     out = tmp_path / "results"
     first = run_cli("cluster", data, "-k", 2, "--out", out, "--no-figures", "-q")
     assert first.code == 0, first.err
-    (out / "stray.txt").write_text("from before")
+    (out / "centres.npy").write_bytes(b"from an earlier aligned run")  # a file gpu4d writes
     old_summary = (out / "summary.json").read_text()
 
     refused = run_cli("cluster", data, "-k", 3, "--out", out, "--no-figures", "-q")
@@ -159,7 +159,7 @@ def test_overwrite_replaces(run_cli, tmp_path, two_phase):
 
     second = run_cli("cluster", data, "-k", 3, "--out", out, "--no-figures", "-q", "--overwrite")
     assert second.code == 0, second.err
-    assert not (out / "stray.txt").exists(), "--overwrite replaces the folder, it does not merge"
+    assert not (out / "centres.npy").exists(), "--overwrite replaces the folder, it does not merge"
     assert json.loads((out / "summary.json").read_text())["n_clusters"] == 3
     assert np.load(out / "centroids.npy").shape == (3, 24, 24)
     assert not (out / "labels.png").exists()  # --no-figures
@@ -224,11 +224,11 @@ def test_demo_prints_ari_and_reruns_into_its_folder(run_cli, small_demo, tmp_pat
     assert ari >= 0.9  # the demo's regions are well separated
     assert summary["scan_shape"] == [12, 12]
 
-    (out / "marker.txt").write_text("from the first demo run")
+    (out / "centres.npy").write_bytes(b"a file gpu4d writes, from an earlier run")
     again = run_cli("demo", "--out", out, "--backend", "cpu", "--seed", 8)
     assert again.code == 0, again.err
     _ari(again.out)
-    assert not (out / "marker.txt").exists()
+    assert not (out / "centres.npy").exists()
     assert json.loads((out / "summary.json").read_text())["demo"]["seed"] == 8
 
 

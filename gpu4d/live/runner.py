@@ -198,6 +198,7 @@ class LiveRun:
         self.callback = callback
         self.warm_up = warm_up
         self._source_spec = source
+        self._mask_spec = clusterer_options.get("mask")
         self._timeout_s = float(timeout_s)
         self.source = None
         self.source_name = _describe(source)
@@ -482,8 +483,14 @@ class LiveRun:
         """Check the folder and start it empty (an old one is replaced only with overwrite)."""
         from gpu4d.atomic import result_folder
 
-        with result_folder(self.out, overwrite=self.overwrite):
+        with result_folder(self.out, overwrite=self.overwrite, inputs=self._input_files()):
             pass
+
+    def _input_files(self) -> list[str]:
+        """A .mib being written is an input: the results folder must never hold it."""
+        candidates = [self._source_spec, self._mask_spec]
+        return [os.fspath(c) for c in candidates
+                if isinstance(c, (str, os.PathLike)) and os.fspath(c) and Path(c).exists()]
 
     # -- the end ----------------------------------------------------------------------------
     def finish(self, *, interrupted: bool = False) -> LiveOutcome:
@@ -556,7 +563,7 @@ class LiveRun:
         from gpu4d.atomic import atomic_save_npy, atomic_write_json, result_folder
         from gpu4d.outputs import write_result_files
 
-        with result_folder(self.out, overwrite=True) as tmp:
+        with result_folder(self.out, overwrite=True, inputs=self._input_files()) as tmp:
             if result is not None:
                 write_result_files(result, tmp, figures=self.figures)
             else:
