@@ -134,7 +134,7 @@ def measure_centres(
     window_radius: float | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     engine: str = "cpu",
-    stream=0,
+    stream=None,
 ):
     """Measure the direct-beam centre of every pattern of a batch.
 
@@ -159,7 +159,7 @@ def measure_centres(
     engine : {"cpu", "cuda"}
         Which kernels run ``"com"``. ``"xcorr"`` runs on the batch's array module either way.
     stream : optional
-        numba CUDA stream for the ``"cuda"`` engine.
+        numba CUDA stream for the ``"cuda"`` engine; by default the stream CuPy considers current.
 
     Returns
     -------
@@ -235,14 +235,14 @@ def measure_centres_cuda(
     window_radius: float,
     threshold: float = DEFAULT_THRESHOLD,
     out=None,
-    stream=0,
+    stream=None,
     threads_per_block: int | None = None,
 ):
     """Thresholded centre of mass of the beam in each pattern, numba CUDA kernel.
 
     Same arguments and results as :func:`measure_centres_cpu`; ``batch`` and ``out`` are device
     arrays (cupy) on a GPU, numpy arrays under numba's CUDA simulator. ``stream`` is the numba
-    stream to launch on; ``threads_per_block`` a power of two (default
+    stream to launch on (by default the one CuPy considers current); ``threads_per_block`` a power of two (default
     ``kernels.beam_centre_cuda.THREADS_PER_BLOCK``).
     """
     from .kernels.beam_centre_cuda import launch_beam_centre_cuda

@@ -108,10 +108,11 @@ def beam_centre_cuda_kernel(threads_per_block: int = THREADS_PER_BLOCK):
 
 
 def launch_beam_centre_cuda(
-    raw, centres, radius, threshold, out, *, stream=0, threads_per_block=None
+    raw, centres, radius, threshold, out, *, stream=None, threads_per_block=None
 ):
     """Launch the CUDA kernel over a batch (device or, under the simulator, host arrays).
 
+    ``stream=None`` launches on the stream CuPy considers current (``_targets.cuda_stream``).
     ``threads_per_block`` must be a power of two (default ``THREADS_PER_BLOCK``).
     """
     tpb = threads_per_block or THREADS_PER_BLOCK
@@ -120,5 +121,6 @@ def launch_beam_centre_cuda(
     n = raw.shape[0]
     if n == 0:
         return out
-    beam_centre_cuda_kernel(tpb)[n, tpb, stream](raw, centres, float(radius), float(threshold), out)
+    args = _targets.cuda_args(raw, centres, float(radius), float(threshold), out)
+    beam_centre_cuda_kernel(tpb)[n, tpb, _targets.cuda_stream(stream)](*args)
     return out

@@ -36,10 +36,15 @@ def assign_and_sum_cuda_kernel():
     return kernel
 
 
-def launch_assign_and_sum_cuda(dots, centre_norms, z, labels, sums, counts, *, stream=0, threads_per_block=None):
-    """Launch the kernel over the points (device or, under the simulator, host arrays)."""
+def launch_assign_and_sum_cuda(dots, centre_norms, z, labels, sums, counts, *, stream=None, threads_per_block=None):
+    """Launch the kernel over the points (device or, under the simulator, host arrays).
+
+    ``stream=None`` launches on the stream CuPy considers current (``_targets.cuda_stream``),
+    the one that zeroed ``sums`` and ``counts`` and that will read them.
+    """
     tpb = threads_per_block or THREADS_PER_BLOCK
     n = z.shape[0]
     if n:
         blocks = (n + tpb - 1) // tpb
-        assign_and_sum_cuda_kernel()[blocks, tpb, stream](dots, centre_norms, z, labels, sums, counts)
+        args = _targets.cuda_args(dots, centre_norms, z, labels, sums, counts)
+        assign_and_sum_cuda_kernel()[blocks, tpb, _targets.cuda_stream(stream)](*args)

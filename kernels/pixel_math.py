@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 TRANSFORM_NONE = 0
 TRANSFORM_SQRT = 1
 TRANSFORM_LOG1P = 2
@@ -87,3 +89,60 @@ def norm_scale(acc, code):
     if code == NORM_L2:
         return 1.0 / math.sqrt(acc)
     return 1.0 / acc
+
+
+# ------------------------------------------------------------------ float32 twins for CUDA
+# The CUDA kernel computes in float32: float64 runs at 1/32-1/64 of the float32 rate on
+# GeForce and workstation cards. The CPU kernel already stores each value as float32 before
+# transforming it, so these agree with it to float32 round-off (the simulator tests' bound).
+# Python float literals are float64 in numba, hence the np.float32 constants.
+
+
+def read_pixel_f32(pattern_stack, i, y, x):
+    """Pixel (y, x) of pattern i as float32; 0 outside the detector."""
+    if y < 0 or x < 0 or y >= pattern_stack.shape[1] or x >= pattern_stack.shape[2]:
+        return np.float32(0.0)
+    return np.float32(pattern_stack[i, y, x])
+
+
+def make_bilinear_pixel_f32(read_pixel_f32):
+    """Build ``bilinear_pixel_f32`` over a target's compiled ``read_pixel_f32``."""
+
+    def bilinear_pixel_f32(pattern_stack, i, y0, x0, wy, wx):
+        """Pattern i sampled at (y0 + wy, x0 + wx): integer corner, float32 weights in [0, 1).
+
+        The caller splits a shift into ``floor`` and fraction once per pattern, so the weights
+        are exact (as the CPU kernel's) however far from the origin the pixel lies.
+        """
+        one = np.float32(1.0)
+        top = (one - wx) * read_pixel_f32(pattern_stack, i, y0, x0) + wx * read_pixel_f32(
+            pattern_stack, i, y0, x0 + 1
+        )
+        bottom = (one - wx) * read_pixel_f32(pattern_stack, i, y0 + 1, x0) + wx * read_pixel_f32(
+            pattern_stack, i, y0 + 1, x0 + 1
+        )
+        return (one - wy) * top + wy * bottom
+
+    return bilinear_pixel_f32
+
+
+def transform_value_f32(value, code):
+    """``transform_value`` for a float32 value, in float32."""
+    if code == TRANSFORM_NONE:
+        return value
+    if value <= np.float32(0.0):
+        return np.float32(0.0)
+    if code == TRANSFORM_SQRT:
+        return math.sqrt(value)
+    return math.log1p(value)
+
+
+def norm_scale_f32(acc, code):
+    """``norm_scale`` of a float32 statistic, in float32."""
+    if code == NORM_NONE:
+        return np.float32(1.0)
+    if acc <= np.float32(0.0):
+        return np.float32(0.0)
+    if code == NORM_L2:
+        return np.float32(1.0) / math.sqrt(acc)
+    return np.float32(1.0) / acc
