@@ -12,51 +12,43 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).parents[1]
-#: The real sample files (see shared/data/README.md); they live beside the repository.
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-
-
-def _sample(relative: str) -> Path:
-    path = SHARED_DATA / relative
-    if not path.is_file():
-        pytest.skip(f"sample file {path} is absent (the shared data folder is {SHARED_DATA})")
-    return path
+from .helpers import SHARED_DATA, missing_data, sample_path
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The folder of real sample files; skips the test when it is not there."""
+    """The folder of real sample files; skips (CI: fails) the test when it is not there."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(
+        missing_data(
             f"sample data folder {SHARED_DATA} is absent: it is expected beside the repository, "
-            "in ../shared/data"
+            "in ../shared/data (or set GPU4D_TEST_DATA)"
         )
     return SHARED_DATA
 
 
 @pytest.fixture(scope="session")
-def blo_file(shared_data) -> Path:
+def blo_file() -> Path:
     """NanoMegas blockfile test1.blo: (3, 2, 144, 144) uint8, scan step 12.8 nm."""
-    return _sample("blockfile/test1.blo")
+    return sample_path("blockfile/test1.blo")
 
 
 @pytest.fixture(scope="session")
-def mib_file(shared_data) -> Path:
+def mib_file() -> Path:
     """Merlin 001_4x2_6bit.mib (+ .hdr): (2, 4, 256, 256) uint8."""
-    return _sample("quantumdetector/001_4x2_6bit.mib")
+    return sample_path("quantumdetector/001_4x2_6bit.mib")
 
 
 @pytest.fixture(scope="session")
-def big_endian_mib_file(shared_data) -> Path:
+def big_endian_mib_file() -> Path:
     """Merlin 12-bit file that rsciio returns as big-endian >u2: (2, 4, 128, 256)."""
-    return _sample("quantumdetector/002_merlin_test_roi_sig256x128_nav4x2_hot_pixel_52x_39y.mib")
+    return sample_path("quantumdetector/002_merlin_test_roi_sig256x128_nav4x2_hot_pixel_52x_39y.mib")
 
 
 @pytest.fixture(scope="session")
-def sample_file(shared_data):
-    """``sample_file("blockfile/test2.blo")``: a path under shared/data, or skip if absent."""
-    return _sample
+def sample_file():
+    """``sample_file("blockfile/test2.blo")``: a path under shared/data; skips (CI: fails) the
+    test when that file is absent, at the call, so a test needs only the files it asks for."""
+    return sample_path
 
 
 def sha256(path: Path) -> str:
@@ -213,3 +205,4 @@ def merlin_sim():
             sim.stop()
         except Exception:  # noqa: BLE001 - daemon threads die with the process anyway
             pass
+

@@ -20,6 +20,8 @@ import gpu4d
 from gpu4d import BackendUnavailable, InputError, OutputError
 from gpu4d.backend import cuda_simulator_enabled, gpu_problem
 
+from .helpers import LazyPaths
+
 NINE_FRAMES = "quantumdetector/Single_9_Frame_CounterDepth_6_Rows_256.mib"
 RAW_MIB = "quantumdetector/Single_9_Frame_CounterDepth_1_Rows_256RAW.mib"
 
@@ -388,7 +390,7 @@ CLI_CASES = [
     ("random bytes", "{random} -k 2", "{random}: not a NanoMegas blockfile"),
     ("junk hspy", "{junk} -k 2", "{junk}: cannot read this file"),
     ("NaN", "{nan} -k 2 --mask none", "{nan}: the pattern at scan position (y=1, x=0) contains NaN"),
-    ("k=0", "{blo} -k 0", "n_clusters=0 should be an integer >= 1"),
+    ("k=0", "{nan} -k 0", "n_clusters=0 should be an integer >= 1"),
     ("k>n", "{blo} -k 7", "n_clusters=7 should be <= the number of patterns 6"),
     ("mask radius 1000", "{blo} -k 2 --mask 1000", "mask '1000' masks every detector pixel"),
     ("mask all True", "{blo} -k 2 --mask {all_true}", "masks every detector pixel"),
@@ -402,8 +404,8 @@ CLI_CASES = [
 
 
 @pytest.fixture
-def bad_files(tmp_path, blo_file, sample_file, truncated_blo, random_blo, junk_hspy, unknown_format):
-    """Paths for CLI_CASES, by name."""
+def bad_files(request, tmp_path, sample_file, random_blo, junk_hspy, unknown_format):
+    """Paths for CLI_CASES, by name; a sample file is looked up only by the cases naming it."""
     nan = tmp_path / "nan.npy"
     data = np.ones((2, 3, 8, 8), np.float32)
     data[1, 0, 2, 2] = np.nan
@@ -411,11 +413,12 @@ def bad_files(tmp_path, blo_file, sample_file, truncated_blo, random_blo, junk_h
     all_true, small_mask = tmp_path / "all_true.npy", tmp_path / "small_mask.npy"
     np.save(all_true, np.ones((144, 144), bool))
     np.save(small_mask, np.zeros((10, 10), bool))
-    return {
-        "tmp": tmp_path, "blo": blo_file, "truncated": truncated_blo, "random": random_blo,
-        "junk": junk_hspy, "foo": unknown_format, "nine": sample_file(NINE_FRAMES),
-        "raw": sample_file(RAW_MIB), "nan": nan, "all_true": all_true, "small_mask": small_mask,
-    }
+    return LazyPaths({
+        "tmp": tmp_path, "blo": lambda: request.getfixturevalue("blo_file"),
+        "truncated": lambda: request.getfixturevalue("truncated_blo"), "random": random_blo,
+        "junk": junk_hspy, "foo": unknown_format, "nine": lambda: sample_file(NINE_FRAMES),
+        "raw": lambda: sample_file(RAW_MIB), "nan": nan, "all_true": all_true, "small_mask": small_mask,
+    })
 
 
 @pytest.mark.parametrize(("name", "arguments", "message"), CLI_CASES, ids=[c[0] for c in CLI_CASES])
@@ -423,13 +426,13 @@ def test_cli_errors_exit_2_with_one_line(run_cli, bad_files, name, arguments, me
     if name == "gpu" and _gpu_usable():
         pytest.skip("this machine can run backend='gpu'")
     out = bad_files["tmp"] / "results"
-    run = run_cli("cluster", *(a.format(**bad_files) for a in arguments.split()), "--out", out, "-q")
+    run = run_cli("cluster", *(a.format_map(bad_files) for a in arguments.split()), "--out", out, "-q")
     assert run.code == 2
     assert "Traceback" not in run.err
     lines = run.err.strip().splitlines()
     assert len(lines) == 1, run.err
     assert lines[0].startswith("gpu4d: error: ")
-    assert message.format(**bad_files) in lines[0]
+    assert message.format_map(bad_files) in lines[0]
     if name == "gpu":
         assert "pip install 'gpu4d[gpu]'" in lines[0]
     assert not out.exists(), "a failed run must leave no results folder"

@@ -27,8 +27,9 @@ from gpu4d.live import (
     MiniBatchKMeans,
     match_centroids,
 )
-from gpu4d.live._mib_format import acquisition_header, encode_frames
 from gpu4d.synthetic import make_scan
+
+from .mib_writer import acquisition_header, encode_frames
 
 SCAN = (24, 24)
 N = SCAN[0] * SCAN[1]

@@ -4,7 +4,6 @@ our own), growing .mib files, iterables, and the MIB decoders against RosettaSci
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import threading
@@ -24,26 +23,18 @@ from gpu4d.live import (
     StreamIncomplete,
     open_source,
 )
-from gpu4d.live._mib_format import acquisition_header, encode_frames, frame_header
+
+from .helpers import sample_path
+from .mib_writer import acquisition_header, encode_frames, frame_header
 
 # -- shared sample data ----------------------------------------------------------------------
 
 
-def _data_dir() -> Path | None:
-    env = os.environ.get("GPU4D_TEST_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
-    for path in candidates:
-        if (path / "quantumdetector").is_dir():
-            return path / "quantumdetector"
-    return None
+def qd(name: str) -> Path:
+    """A Merlin sample file (shared/data/quantumdetector); skips, or in CI fails, if absent."""
+    return sample_path(f"quantumdetector/{name}")
 
 
-QD = _data_dir()
-needs_data = pytest.mark.skipif(
-    QD is None,
-    reason="shared sample data (shared/data/quantumdetector) not found; set GPU4D_TEST_DATA",
-)
 SAMPLES = [
     "001_4x2_6bit",
     "002_4x2_6bit_roi128",
@@ -75,36 +66,34 @@ def rsciio_frames(mib: Path) -> np.ndarray:
 def copy_sample(name: str, folder: Path) -> Path:
     """Copy a sample .mib/.hdr pair alone into ``folder`` (the simulator globs siblings)."""
     for suffix in (".mib", ".hdr"):
-        shutil.copy(QD / f"{name}{suffix}", folder / f"{name}{suffix}")
+        shutil.copy(qd(f"{name}{suffix}"), folder / f"{name}{suffix}")
     return folder / f"{name}.hdr"
 
 
 # -- decoding the sample files ----------------------------------------------------------------
 
 
-@needs_data
 @pytest.mark.parametrize("name", SAMPLES)
 def test_sample_mib_decodes_like_rsciio(name):
     pytest.importorskip("rsciio")
-    with GrowingMibSource(QD / f"{name}.mib", idle_timeout_s=0.2) as src:
+    with GrowingMibSource(qd(f"{name}.mib"), idle_timeout_s=0.2) as src:
         _, frames = read_all(src)
         assert src.expected_frames == len(frames)  # from the .hdr
         assert src.detector_shape == frames.shape[1:]
-    want = rsciio_frames(QD / f"{name}.mib")
+    want = rsciio_frames(qd(f"{name}.mib"))
     assert frames.dtype.isnative and frames.dtype == want.dtype.newbyteorder("=")
     np.testing.assert_array_equal(frames, want)
 
 
-@needs_data
 def test_raw_sample_matches_the_counting_mode_recording_of_the_same_pattern():
     # rsciio refuses RAW files; the same test pattern was recorded a second later in U08,
     # so all but a few noisy pixels must agree.
     with GrowingMibSource(
-        QD / "Single_9_Frame_CounterDepth_1_Rows_256RAW.mib", idle_timeout_s=0.2
+        qd("Single_9_Frame_CounterDepth_1_Rows_256RAW.mib"), idle_timeout_s=0.2
     ) as src:
         _, raw = read_all(src)
     with GrowingMibSource(
-        QD / "Single_9_Frame_CounterDepth_1_Rows_256.mib", idle_timeout_s=0.2
+        qd("Single_9_Frame_CounterDepth_1_Rows_256.mib"), idle_timeout_s=0.2
     ) as src:
         _, counted = read_all(src)
     assert raw.shape == counted.shape == (9, 256, 256) and raw.dtype == np.uint8
@@ -112,10 +101,9 @@ def test_raw_sample_matches_the_counting_mode_recording_of_the_same_pattern():
     assert (raw == counted).mean() > 0.999
 
 
-@needs_data
 def test_sample_orientation_matches_rsciio_not_the_wire():
     # The file name gives the hot pixel in wire (LiberTEM) coordinates; we flip rows like rsciio.
-    path = QD / "002_merlin_test_roi_sig256x128_nav4x2_hot_pixel_52x_39y.mib"
+    path = qd("002_merlin_test_roi_sig256x128_nav4x2_hot_pixel_52x_39y.mib")
     with GrowingMibSource(path, idle_timeout_s=0.2) as src:
         _, frames = read_all(src)
     hot = np.unravel_index(frames.sum(axis=0).argmax(), frames.shape[1:])
@@ -542,7 +530,6 @@ ignore_sim_leaks = pytest.mark.filterwarnings(
 )
 
 
-@needs_data
 @ignore_sim_leaks
 @pytest.mark.parametrize(
     "name",

@@ -1,0 +1,44 @@
+"""Small helpers shared by the tests (not fixtures)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).parents[1]
+#: The real sample files (see shared/data/README.md); they live beside the repository, or
+#: where GPU4D_TEST_DATA says.
+SHARED_DATA = Path(os.environ.get("GPU4D_TEST_DATA") or REPO_ROOT.parent / "shared" / "data")
+#: CI sets GPU4D_REQUIRE_SHARED_DATA=1 (``.ci/run``): there a missing sample file fails the tests
+#: that need it instead of skipping them, so a green run means they ran.
+REQUIRE_SHARED_DATA = os.environ.get("GPU4D_REQUIRE_SHARED_DATA", "") not in ("", "0")
+
+
+def missing_data(message: str):
+    """Skip the test, or fail it where the shared data is required (GPU4D_REQUIRE_SHARED_DATA)."""
+    if REQUIRE_SHARED_DATA:
+        pytest.fail(f"{message}; GPU4D_REQUIRE_SHARED_DATA is set, so this is a failure", pytrace=False)
+    pytest.skip(message)
+
+
+def sample_path(relative: str) -> Path:
+    """The sample file ``relative`` under the shared data folder; skips (or, where the data is
+    required, fails) the calling test when it is absent. Only this file is needed."""
+    path = SHARED_DATA / relative
+    if not path.is_file():
+        missing_data(f"sample file {path} is absent (the shared data folder is {SHARED_DATA})")
+    return path
+
+
+class LazyPaths(dict):
+    """A dict whose callable values are called at their first lookup, so that
+    ``"{blo} -k 2".format_map(paths)`` needs (and skips for) only the files the text names."""
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        if callable(value):
+            value = value()
+            self[key] = value
+        return value
