@@ -25,12 +25,13 @@ def measure_alignment(dataset: Dataset, backend, method: str, mean: np.ndarray, 
     reference = tuple(beam["centre"])
     radius = beam["half_max_radius"]
     window = default_window_radius(radius)
-    centres = np.empty((dataset.n_patterns, 2), np.float32)
+    # on the device until the pass ends: a copy to the host per batch would wait for its kernels
+    measured_all = backend.xp.empty((dataset.n_patterns, 2), np.float32)
     with batch_bar(progress, dataset.n_patterns, "align") as bar:
         for start, batch in backend.device_batches(checked_batches(dataset, batch_size)):
-            measured = _measure(backend, batch, method, reference, radius, window)
-            centres[start : start + batch.shape[0]] = backend.to_host(measured)
+            measured_all[start : start + batch.shape[0]] = _measure(backend, batch, method, reference, radius, window)
             bar.update(batch.shape[0])
+    centres = backend.to_host(measured_all)
     shifts, info = descan_shifts(centres.reshape(*dataset.scan_shape, 2), method, reference)
     info.update(reference=[float(v) for v in reference], beam_radius_px=radius, window_radius_px=window)
     return centres, shifts, info

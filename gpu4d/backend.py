@@ -6,9 +6,11 @@ Everything above it (``gpu4d.pipeline``) is one code path.
 
 The GPU backend runs in three settings:
 
-* a real GPU: cupy arrays, CUDA kernels, cuML, pinned double-buffered transfers (``_gpu``);
+* a real GPU: cupy arrays, CUDA kernels, cuML (or, without it, ``xp_kmeans``'s Lloyd on CuPy),
+  pinned double-buffered transfers (``_gpu``, which states the stream discipline);
 * numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``): the same CUDA kernels run on the CPU
-  over numpy arrays, with scikit-learn standing in for cuML. This is how CI checks the GPU path;
+  over numpy arrays that refuse to mix with host arrays, as CuPy's do (``_simulated_xp``), and
+  the CuPy KMeans code runs on them. This is how CI checks the GPU path;
 * no GPU: ``backend="gpu"`` raises BackendUnavailable, ``backend="auto"`` warns and uses the CPU.
 """
 
@@ -24,7 +26,10 @@ import numpy as np
 from .errors import BackendUnavailable, InputError
 
 BACKEND_NAMES = ("cpu", "gpu", "auto")
-GPU_INSTALL_HINT = "install the GPU extra with: pip install 'gpu4d[gpu]' (CUDA 12 driver needed)"
+GPU_INSTALL_HINT = (
+    "install the GPU extra with: pip install 'gpu4d[gpu]' (CUDA 12 driver needed; a CUDA 13 "
+    "CuPy with numba-cuda[cu13] works too, and cuML is optional)"
+)
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,12 @@ class CpuBackend:
 
 
 class GpuBackend(CpuBackend):
-    """CUDA kernels; cupy + cuML on a real GPU, numpy + scikit-learn under the simulator."""
+    """CUDA kernels; CuPy and cuML (or CuPy KMeans) on a real GPU, a strict numpy under the
+    simulator.
+
+    Streams: every kernel launches on the stream CuPy considers current (``gpu4d._gpu``'s
+    module docstring states the whole discipline).
+    """
 
     name = "gpu"
     kernel_target = "cuda"
@@ -121,28 +131,35 @@ class GpuBackend(CpuBackend):
         self.simulated = simulated
         self.threads_per_block = self.SIMULATOR_THREADS_PER_BLOCK if simulated else None
         if simulated:
-            self.xp = np
+            from . import _simulated_xp
+
+            # numpy whose device arrays refuse to mix with host arrays, as CuPy's do
+            self.xp = _simulated_xp.strict_numpy()
+            self._simulated = _simulated_xp
             self._device = None
+            self.kmeans_engine = "xp"
         else:
             from . import _gpu
 
             self._device = _gpu.Device()
             self.xp = self._device.cupy
+            self.kmeans_engine = self._device.kmeans_engine
 
     def describe(self) -> str:
         if self.simulated:
-            return "GPU (numba CUDA simulator on the CPU; scikit-learn stands in for cuML)"
+            return "GPU (numba CUDA simulator on the CPU; numpy stands in for CuPy: CuPy KMeans code on numpy)"
         return self._device.describe()
 
     def to_device(self, array):
-        return array if self.simulated else self._device.to_device(array)
+        return self._simulated.to_device(array) if self.simulated else self._device.to_device(array)
 
     def to_host(self, array) -> np.ndarray:
-        return np.asarray(array) if self.simulated else self._device.to_host(array)
+        return self._simulated.to_host(array) if self.simulated else self._device.to_host(array)
 
     def device_batches(self, host_batches):
         if self.simulated:
-            yield from host_batches
+            for start, batch in host_batches:
+                yield start, self.to_device(batch)
         else:
             yield from self._device.stream_batches(host_batches)
 
@@ -154,15 +171,14 @@ class GpuBackend(CpuBackend):
         return None if self.simulated else self._device.free_memory_bytes()
 
     def kernel_stream(self):
-        """The numba stream CUDA kernels launch on (the compute stream on a real GPU)."""
-        return 0 if self.simulated else self._device.numba_compute_stream()
+        """The stream CUDA kernels launch on: None, the stream CuPy considers current."""
+        return None
 
     def preprocess(self, raw, shifts, pixel_y, pixel_x, transform, norm, out):
         from .kernels.preprocess_cuda import launch_preprocess_cuda
 
         return launch_preprocess_cuda(
-            raw, shifts, pixel_y, pixel_x, transform, norm, out,
-            stream=self.kernel_stream(), threads_per_block=self.threads_per_block,
+            raw, shifts, pixel_y, pixel_x, transform, norm, out, threads_per_block=self.threads_per_block,
         )
 
     def add_transposed_product(self, c, a, b) -> None:
@@ -172,25 +188,29 @@ class GpuBackend(CpuBackend):
     def add_label_sums(self, rows, labels, sums, column_squares=None) -> None:
         from .kernels.label_sums_cuda import launch_label_sums_cuda
 
-        launch_label_sums_cuda(rows, labels, sums, column_squares, stream=self.kernel_stream())
+        launch_label_sums_cuda(rows, labels, sums, column_squares, threads_per_block=self.threads_per_block)
 
     def assign_and_sum(self, dots, centre_norms, z):
         from .kernels.lloyd_cuda import launch_assign_and_sum_cuda
 
         xp = self.xp
         k = dots.shape[1]
+        # made, filled by the kernel and read on the same (current) stream: see gpu4d._gpu
         labels = xp.empty(z.shape[0], np.int32)
         sums = xp.zeros((k, z.shape[1]), np.float64)
         counts = xp.zeros(k, np.int64)
-        launch_assign_and_sum_cuda(dots, centre_norms, z, labels, sums, counts, stream=self.kernel_stream())
+        launch_assign_and_sum_cuda(dots, centre_norms, z, labels, sums, counts, threads_per_block=self.threads_per_block)
         return labels, sums, counts
 
     def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state, init=None) -> KMeansFit:
-        if self.simulated:
-            from .sklearn_kmeans import sklearn_kmeans
+        """Full-dimensional KMeans with the CPU's meaning of ``n_init``, ``tol`` and ``max_iter``
+        (``gpu4d.device_kmeans``): cuML's Lloyd when installed, else CuPy's."""
+        from .device_kmeans import device_kmeans
 
-            return sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state, init)
-        return self._device.cuml_kmeans(features, n_clusters, n_init, max_iter, tol, random_state, init)
+        return device_kmeans(
+            self.xp, features, n_clusters, n_init=n_init, max_iter=max_iter, tol=tol,
+            random_state=random_state, init=init, engine=self.kmeans_engine,
+        )
 
 
 def cuda_simulator_enabled() -> bool:
@@ -203,8 +223,9 @@ def cuda_simulator_enabled() -> bool:
 def gpu_problem() -> str | None:
     """Why no real GPU backend can run here, or None if one can.
 
-    "Usable" means ``cupy.cuda.is_available()``: cupy imports fine on a machine without a
-    driver and only fails at the first allocation.
+    "Usable" means ``cupy.cuda.is_available()`` (cupy imports fine on a machine without a
+    driver and only fails at the first allocation) and numba's CUDA support. Any CuPy build
+    (``cupy-cuda12x``, ``cupy-cuda13x``) will do; cuML is optional (``gpu4d.device_kmeans``).
     """
     if importlib.util.find_spec("cupy") is None:
         return "cupy is not installed"
@@ -215,8 +236,6 @@ def gpu_problem() -> str | None:
             return "no CUDA driver or device found (cupy.cuda.is_available() is False)"
     except Exception as exc:  # noqa: BLE001 - a broken CUDA install raises many kinds
         return f"cupy cannot reach CUDA ({type(exc).__name__}: {exc})"
-    if importlib.util.find_spec("cuml") is None:
-        return "cuml is not installed"
     if importlib.util.find_spec("numba_cuda") is None and importlib.util.find_spec("numba.cuda") is None:
         return "numba's CUDA support (numba-cuda) is not installed"
     return None
@@ -251,7 +270,9 @@ def backend_report() -> dict[str, str]:
     problem = gpu_problem()
     report = {"cpu": "usable: " + CpuBackend().describe()}
     if problem is None:
-        report["gpu"] = "usable"
+        from ._gpu import describe_kmeans_engine, kmeans_engine
+
+        report["gpu"] = f"usable: numba CUDA kernels, {describe_kmeans_engine(kmeans_engine())}"
     else:
         report["gpu"] = f"not usable: {problem}; {GPU_INSTALL_HINT}"
     if cuda_simulator_enabled():

@@ -141,6 +141,17 @@ def _assign_and_sum(xp, z, centers, assign_and_sum=None):
     return labels, one_hot.T @ z, xp.bincount(labels, minlength=k)
 
 
+def lloyd(xp, z, centers, *, max_iter: int, tol_abs: float, squared_norms=None) -> XpKMeansFit:
+    """Lloyd iterations on the rows of ``z`` (n, c) float32 from ``centers`` (k, c), as
+    scikit-learn's: stop when no label changes or the centres move by at most ``tol_abs`` (sum of
+    squared shifts; scikit-learn's ``tol`` times the mean feature variance). The GPU backend's
+    full-dimensional KMeans without cuML (``gpu4d.device_kmeans``)."""
+    if squared_norms is None:
+        squared_norms = xp.einsum("ij,ij->i", z, z)
+    centers = xp.asarray(centers, dtype=np.float32)
+    return _lloyd(xp, z, squared_norms, centers, max_iter, tol_abs)
+
+
 def _lloyd(xp, z, squared_norms, centers, max_iter: int, tol_abs: float, assign_and_sum=None) -> XpKMeansFit:
     labels = None
     n_iter = 0

@@ -38,3 +38,28 @@ def test_aligned_gpu_backend_equals_cpu_backend(align):
     gpu = gpu4d.cluster(data, 3, backend="gpu", **kwargs)
     np.testing.assert_allclose(gpu.centres, cpu.centres, atol=1e-4)
     assert adjusted_rand_score(cpu.labels.ravel(), gpu.labels.ravel()) == 1.0
+
+
+def test_simulated_backend_arrays_refuse_host_arrays_as_cupy_does():
+    from gpu4d._simulated_xp import HostDeviceMixError
+    from gpu4d.backend import get_backend
+
+    backend = get_backend("gpu")
+    batches = list(backend.device_batches([(0, np.zeros((2, 3, 3), np.uint8))]))
+    device = batches[0][1]
+    with pytest.raises(HostDeviceMixError):
+        device + np.ones((2, 3, 3), np.uint8)
+    assert type(backend.to_host(device)) is np.ndarray
+
+
+def test_a_forgotten_transfer_fails_under_the_simulator(monkeypatch):
+    """A pipeline step that kept a host array where a device one belongs fails here, not first
+    on a GPU: ``to_device`` made a no-op, the mean-pattern pass mixes host labels with device
+    cluster ids."""
+    from gpu4d._simulated_xp import HostDeviceMixError
+    from gpu4d.backend import GpuBackend
+
+    monkeypatch.setattr(GpuBackend, "to_device", lambda self, array: np.asarray(array))
+    data, _ = spot_scan(seed=1, scan=(4, 5), detector=(9, 9))
+    with pytest.raises(HostDeviceMixError):
+        gpu4d.cluster(data, 2, backend="gpu", mask="auto", batch_size=10)
