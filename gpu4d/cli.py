@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
 
 from .errors import Gpu4dError, InputError, OutputError
+from .scanshape import parse_scan_shape
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -20,8 +22,11 @@ def main(argv=None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_ERROR
+    from .cli_warnings import one_line_warnings
+
     try:
-        return args.run(args) or 0
+        with one_line_warnings():
+            return args.run(args) or 0
     except Gpu4dError as exc:
         print(f"gpu4d: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", EXIT_ERROR)
@@ -44,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands")
 
     cluster = commands.add_parser("cluster", help="cluster one scan with KMeans")
-    cluster.add_argument("file", help="4D-STEM file: .blo, .mib (+.hdr), .hspy, .zspy, .npy, ...")
+    cluster.add_argument("file", help=FILE_HELP)
     cluster.add_argument("-k", "--n-clusters", type=int, required=True, help="number of clusters")
+    add_scan_option(cluster)
     add_preprocessing_options(cluster)
     add_run_options(cluster)
     cluster.set_defaults(run=run_cluster)
@@ -53,13 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser(
         "sweep", help="cluster one scan for every k of a range, score the ks and suggest one"
     )
-    sweep.add_argument("file", help="4D-STEM file: .blo, .mib (+.hdr), .hspy, .zspy, .npy, ...")
+    sweep.add_argument("file", help=FILE_HELP)
     sweep.add_argument(
         "-k",
         "--ks",
-        default="2:12",
-        help="ks to try: START:STOP (both included), START:STOP:STEP or a list 2,4,6 (default 2:12)",
+        default=None,
+        help="ks to try: START:STOP (both included), START:STOP:STEP or a list 2,4,6 "
+        "(default 2:12, clipped to the number of patterns)",
     )
+    add_scan_option(sweep)
     add_preprocessing_options(sweep)
     add_run_options(sweep)
     add_sweep_options(sweep)
@@ -67,9 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="cluster the built-in synthetic scan and score it")
     demo.add_argument("--out", default="gpu4d-demo", help="results folder (default: gpu4d-demo)")
-    demo.add_argument("--backend", choices=("cpu", "gpu", "auto"), default="auto")
-    demo.add_argument("--drift", type=float, default=0.0, help="descan drift in pixels (default 0)")
-    demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic scan")
+    demo.add_argument("--backend", choices=("cpu", "gpu", "auto"), default="auto",
+                      help="cpu, gpu, or auto: the GPU when usable, else the CPU (default auto)")
+    demo.add_argument("--drift", type=_finite_float("--drift", minimum=0.0), default=0.0,
+                      help="descan drift in pixels (default 0)")
+    demo.add_argument("--seed", type=_seed, default=7, help="seed of the synthetic scan (default 7)")
     demo.set_defaults(run=run_demo)
 
     live = commands.add_parser(
@@ -86,17 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
         "source", help="merlin://HOST[:PORT] (data port, default 6342) or a .mib being written"
     )
     live.add_argument("-k", "--n-clusters", type=int, required=True, help="number of clusters")
-    live.add_argument("--scan", required=True, metavar="NYxNX", help="scan shape, e.g. 256x256")
+    add_scan_option(live, required=True)
     add_preprocessing_options(live)
     add_run_options(live)
-    live.add_argument("--init-frames", type=int, default=None,
+    live.add_argument("--init-frames", type=_positive_int("--init-frames"), default=None,
                       help="frames of the initial buffer (default max(20 k, 512))")
-    live.add_argument("--snapshot-every", type=float, default=5.0, metavar="S",
+    live.add_argument("--snapshot-every", type=_finite_float("--snapshot-every", positive=True), default=5.0, metavar="S",
                       help="seconds between snapshots (default 5)")
-    live.add_argument("--max-lag", type=int, default=None, metavar="FRAMES",
+    live.add_argument("--max-lag", type=_positive_int("--max-lag"), default=None, metavar="FRAMES",
                       help="frames the receiver may get ahead of the clustering before it waits "
                       "(default: the whole scan; frames are never dropped)")
-    live.add_argument("--timeout", type=float, default=10.0, metavar="S",
+    live.add_argument("--timeout", type=_finite_float("--timeout", positive=True), default=10.0, metavar="S",
                       help="seconds without data before the stream counts as ended (default 10)")
     live.add_argument("--no-refine", action="store_true",
                       help="keep the live result; skip Lloyd over every frame at the end")
@@ -111,37 +121,80 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+FILE_HELP = (
+    "4D-STEM file: .blo, .mib (or its .hdr), .hspy, .zspy, .npy, ARINA *_master.h5, EMD/py4DSTEM "
+    ".h5 and the other RosettaSciIO formats"
+)
+
+
+def add_scan_option(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    if required:
+        parser.add_argument("--scan", required=True, metavar="NYxNX",
+                            help="scan shape (rows x columns), e.g. 256x256")
+    else:
+        parser.add_argument(
+            "--scan", default=None, metavar="NYxNX",
+            help="scan shape (rows x columns), for data that records none (a list of frames, a "
+            ".mib without its .hdr, an ARINA master file) or to re-grid the ny*nx patterns "
+            "(default: the shape the file records)",
+        )
+
+
 def add_preprocessing_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mask",
         default="auto",
-        help="auto | none | R | CY,CX,R | annulus:R1,R2 | MASK.npy (True = masked); default auto",
+        help="detector pixels left out: auto (the direct beam and its halo, plus dead and hot "
+        "pixels) | none | R (a disc of radius R on the beam) | CY,CX,R | annulus:R1,R2 (keep "
+        "R1 <= r <= R2 around the beam) | MASK.npy (True = masked) (default auto)",
     )
-    parser.add_argument("--normalize", choices=("max", "l2", "sum", "none"), default="max")
-    parser.add_argument("--transform", choices=("none", "sqrt", "log1p"), default="none")
+    parser.add_argument(
+        "--normalize", choices=("max", "l2", "sum", "none"), default="max",
+        help="per-pattern normalization after masking: max (the original method), l2, sum or "
+        "none (default max)",
+    )
+    parser.add_argument(
+        "--transform", choices=("none", "sqrt", "log1p"), default="none",
+        help="intensity transform before normalizing: none, sqrt or log1p (default none)",
+    )
     parser.add_argument(
         "--align",
         nargs="?",
         const=True,
         default=None,
         metavar="METHOD",
-        help="align patterns on the direct beam first (com | xcorr | fit; no value: the default)",
+        help="align patterns on the direct beam first (com | xcorr | fit; no value: fit); "
+        "default: no alignment",
     )
-    parser.add_argument("--backend", choices=("cpu", "gpu", "auto"), default="cpu")
-    parser.add_argument("--batch-size", type=int, default=None, help="patterns per batch")
-    parser.add_argument("--reader", default=None, help="RosettaSciIO reader, if the format is ambiguous")
+    parser.add_argument(
+        "--backend", choices=("cpu", "gpu", "auto"), default="cpu",
+        help="cpu, gpu (CUDA: cupy, numba-cuda, cuML) or auto (the GPU when usable, else the "
+        "CPU) (default cpu)",
+    )
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="patterns per batch (default: ~64 MiB of float32 work on the CPU, "
+                        "sized from free memory on the GPU)")
+    parser.add_argument("--reader", default=None,
+                        help="RosettaSciIO reader name, if several readers claim the file "
+                        "(default: chosen from the file)")
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="KMeans random state (default 0)")
+    parser.add_argument("--seed", type=_seed, default=0,
+                        help="KMeans random state, 0..4294967295 (default 0)")
     parser.add_argument(
         "--n-init", type=int, default=None,
         help="KMeans initialisations (default: 10 for cluster, 3 per k for sweep)",
     )
-    parser.add_argument("--max-iter", type=int, default=300)
-    parser.add_argument("--tol", type=float, default=1e-4)
+    parser.add_argument("--max-iter", type=int, default=300,
+                        help="largest number of KMeans (Lloyd) iterations (default 300)")
+    parser.add_argument("--tol", type=_finite_float("--tol", minimum=0.0), default=1e-4,
+                        help="KMeans stops when the centres move less than this, relative to "
+                        "the data's variance (default 1e-4)")
     parser.add_argument("--out", required=True, help="results folder (must not exist, see --overwrite)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing results folder, if it is an earlier gpu4d "
+                        "result (default: refuse)")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -150,16 +203,62 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exact",
         action="store_true",
-        help="full-dimensional KMeans for every k (slow; holds the whole feature matrix)",
+        help="full-dimensional KMeans for every k (slow; holds the whole feature matrix); "
+        "default: KMeans on the leading principal components",
     )
     parser.add_argument(
         "--components",
         default="auto",
-        help="principal coordinates KMeans runs on: auto (95%% of the sketch's variance, 16-64) or N",
+        help="principal coordinates KMeans runs on: auto (95%% of the sketch's variance, 16-64) "
+        "or N (default auto)",
     )
     parser.add_argument(
-        "--sketch-size", type=int, default=48, help="width of the randomized PCA (default 48)"
+        "--sketch-size", type=_positive_int("--sketch-size"), default=48,
+        help="width of the randomized PCA (default 48)",
     )
+
+
+def _seed(text: str) -> int:
+    """argparse type of --seed: an integer numpy accepts as a seed."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: expected an integer in 0..{2**32 - 1}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"invalid seed {value}: expected an integer in 0..{2**32 - 1}")
+    return value
+
+
+def _positive_int(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected an integer >= 1")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def _finite_float(name: str, *, minimum: float | None = None, positive: bool = False):
+    """argparse type: a finite number (NaN and inf refused), >= minimum or > 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        ok = math.isfinite(value) and (minimum is None or value >= minimum) and (not positive or value > 0)
+        if not ok:
+            rule = "> 0" if positive else f">= {minimum:g}" if minimum is not None else "finite"
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a number {rule}")
+        return value
+
+    parse.__name__ = name
+    return parse
 
 
 def cluster_kwargs(args) -> dict:
@@ -172,6 +271,7 @@ def cluster_kwargs(args) -> dict:
         "backend": args.backend,
         "batch_size": args.batch_size,
         "reader": args.reader,
+        "scan_shape": parse_scan_shape(args.scan, name="--scan"),
         "random_state": args.seed,
         **({} if args.n_init is None else {"n_init": args.n_init}),
         "max_iter": args.max_iter,
@@ -202,7 +302,7 @@ def run_sweep(args) -> int:
     from .atomic import check_output_folder
     from .sweep import parse_ks, sweep
 
-    ks = parse_ks(args.ks, name="-k")
+    ks = None if args.ks is None else parse_ks(args.ks, name="-k")
     components = args.components.strip().lower()
     if components != "auto":
         if not components.isdigit() or int(components) < 1:
@@ -252,12 +352,15 @@ def print_sweep(result, out, seconds: float) -> None:
 
 def run_live(args) -> int:
     """``gpu4d live``: see ``gpu4d.live.runner`` for what is written and the exit codes."""
-    from .live.runner import LiveRun, parse_scan_shape
+    from .live.runner import LiveRun
+    from .live.sources import check_source
 
     if args.reader is not None:
         raise InputError("--reader does not apply to live sources")
+    scan_shape = parse_scan_shape(args.scan, name="--scan")
+    check_source(args.source)  # a malformed URL fails here, before a results folder exists
     run = LiveRun(
-        args.source, args.n_clusters, parse_scan_shape(args.scan),
+        args.source, args.n_clusters, scan_shape,
         out=args.out, overwrite=args.overwrite, figures=not args.no_figures,
         snapshot_every_s=args.snapshot_every, display=not args.quiet, max_lag_frames=args.max_lag,
         timeout_s=args.timeout, refine=not args.no_refine, max_iter=args.max_iter, tol=args.tol,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,10 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .arina import arina_master_of
+from .errors import Gpu4dWarning, InputError
+from .readers import check_reader, guess_hdf5_reader
+from .scanshape import FlatScan, parse_scan_shape, scan_shape_for
 
 #: Extensions read without HyperSpy's guessing; everything else goes to ``hyperspy.api.load``.
 NUMPY_SUFFIXES = (".npy",)
+#: Largest float32; gpu4d preprocesses in float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,9 @@ class Dataset:
         (.npy) and .blo files (file reads); not dask arrays, whose reads copy twice."""
         from .blockfile import BlockfileFrames
 
-        return isinstance(self.array, (np.ndarray, BlockfileFrames))
+        return isinstance(self.array, (np.ndarray, BlockfileFrames)) or getattr(
+            self.array, "reads_cheaply", False
+        )
 
     def read_patterns(self, start: int, stop: int) -> np.ndarray:
         """Patterns ``start:stop`` in scan order as a (stop - start, qy, qx) native array."""
@@ -109,7 +118,24 @@ class Dataset:
         flat = rows.reshape(-1, *self.detector_shape)
         offset = first_row * nx
         patterns = flat[start - offset : stop - offset]
+        if patterns.dtype.kind == "f" and patterns.dtype.itemsize > 4:
+            self._check_float32_range(patterns, start)
         return _native(patterns)
+
+    def _check_float32_range(self, patterns: np.ndarray, start: int) -> None:
+        """gpu4d computes in float32: finite float64 values beyond its range would become Inf
+        and then NaN; name the first pattern that holds one."""
+        beyond = np.abs(patterns) > FLOAT32_MAX  # NaN compares False; Inf is reported elsewhere
+        beyond &= np.isfinite(patterns)
+        if beyond.any():
+            index = int(np.argmax(beyond.reshape(len(patterns), -1).any(axis=1)))
+            value = float(patterns[index][beyond[index]][0])
+            y, x = divmod(start + index, self.shape[1])
+            raise InputError(
+                f"{self.source}: the pattern at scan position (y={y}, x={x}) holds {value:.3g}, "
+                f"beyond the float32 range (+-{FLOAT32_MAX:.3g}) gpu4d computes in; rescale the "
+                "data first"
+            )
 
     def batches(self, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, patterns)`` over the whole scan, ``batch_size`` patterns at a time."""
@@ -131,81 +157,144 @@ def _native(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def open_dataset(source, *, reader: str | None = None) -> Dataset:
+def open_dataset(source, *, reader: str | None = None, scan_shape=None) -> Dataset:
     """Open a 4D-STEM scan.
 
     Parameters
     ----------
     source : str, Path, numpy array, dask array, HyperSpy signal or Dataset
-        A file (``.blo``, ``.mib`` with its ``.hdr``, ``.hspy``, ``.zspy``, ``.npy`` or any other
-        format RosettaSciIO reads), or data of shape (ny, nx, qy, qx).
+        A file (``.blo``, ``.mib`` with its ``.hdr`` (either path), ``.hspy``, ``.zspy``,
+        ``.npy``, a DECTRIS ARINA ``*_master.h5``, an EMD/py4DSTEM ``.h5`` or any other format
+        RosettaSciIO reads), or data of shape (ny, nx, qy, qx), or frames (n, qy, qx) with
+        ``scan_shape``.
     reader : str, optional
         RosettaSciIO reader name, for files whose format several readers claim.
+    scan_shape : (ny, nx) or "NYxNX", optional
+        The scan shape of data whose navigation is flat or 1-D (no scan shape recorded), or to
+        re-read a scan's ny * nx patterns as another grid.
     """
     if isinstance(source, Dataset):
         return source
+    scan_shape = parse_scan_shape(scan_shape)
+    reader = check_reader(reader)
     if isinstance(source, (str, os.PathLike)):
-        dataset = _open_file(Path(source), reader)
-    elif _is_hyperspy_signal(source):
-        dataset = _from_signal(source, "<HyperSpy signal>")
-    elif hasattr(source, "shape") and hasattr(source, "dtype"):
-        dataset = _from_array(source, f"<{type(source).__module__.split('.')[0]} array>")
+        dataset = _open_file(Path(source), reader, scan_shape)
     else:
-        raise InputError(
-            f"data: expected a file path, a numpy/dask array or a HyperSpy signal, "
-            f"got {type(source).__name__}"
-        )
+        if reader is not None:
+            raise InputError(f"reader={reader!r} applies to files only, not to in-memory data")
+        if _is_hyperspy_signal(source):
+            dataset = _from_signal(source, "<HyperSpy signal>", scan_shape)
+        elif hasattr(source, "shape") and hasattr(source, "dtype"):
+            dataset = _from_array(source, f"<{type(source).__module__.split('.')[0]} array>", scan_shape)
+        else:
+            raise InputError(
+                f"data: expected a file path, a numpy/dask array or a HyperSpy signal, "
+                f"got {type(source).__name__}"
+            )
     _check_dtype(dataset)
     return dataset
 
 
-def _open_file(path: Path, reader: str | None) -> Dataset:
+def _open_file(path: Path, reader: str | None, scan_shape) -> Dataset:
+    if str(path) in ("", "."):
+        raise InputError("data: the file path is empty")
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir() and path.suffix != ".zspy":
         raise InputError(f"{path}: is a folder, not a data file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty (0 bytes)")
+    if path.suffix.lower() == ".hdr" and reader is None:
+        from .mibfile import mib_for_header
+
+        path = mib_for_header(path)  # the header's data file: what the user meant
     if path.suffix.lower() in NUMPY_SUFFIXES:
+        if reader is not None:
+            raise InputError(
+                f"{path}: reader={reader!r} does not apply to .npy files, which gpu4d reads "
+                "with numpy; leave --reader out"
+            )
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise InputError(f"{path}: not a readable .npy file ({exc})") from exc
-        dataset = _from_array(array, str(path))
+        dataset = _from_array(array, str(path), scan_shape)
     else:
-        blockfile_header = None
         if reader is None:
+            master = arina_master_of(path)
+            if master is not None:
+                raise InputError(
+                    f"{path}: is an ARINA data file; give its master file {master.name} instead"
+                )
             _check_known_format(path)
-            if path.suffix.lower() == ".blo":
-                blockfile_header = _check_blockfile_header(path)
-        signal = _hyperspy_load(path, reader)
-        dataset = _from_signal(signal, str(path))
-        if blockfile_header is not None:
-            dataset.array = _blockfile_patterns(path, blockfile_header, dataset.shape)
-        if path.suffix.lower() == ".mib":
-            _check_mib_frame_count(path, dataset.n_patterns)
+            reader = guess_hdf5_reader(path)
+        if reader == "Arina":
+            dataset = _open_arina(path, scan_shape)
+        else:
+            dataset = _open_with_rosettasciio(path, reader, scan_shape)
     dataset.check_readable()
     return dataset
 
 
-def _check_mib_frame_count(path: Path, n_patterns: int) -> None:
-    """A cut-short .mib reads as a smaller scan (rsciio counts frames from the file size): compare
-    with the frame count its .hdr announces."""
-    header = path.with_suffix(".hdr")
+def _open_with_rosettasciio(path: Path, reader: str | None, scan_shape) -> Dataset:
+    suffix = path.suffix.lower()
+    blockfile_header = mib = None
+    if reader in (None, "Blockfile") and suffix == ".blo":
+        blockfile_header = _check_blockfile_header(path)
+    if reader in (None, "QuantumDetector") and suffix == ".mib":
+        from .mibfile import check_mib
+
+        mib = check_mib(path)  # empty, truncated or disagreeing with its .hdr: said here
+    signal = _hyperspy_load(path, reader)
+    if mib is not None and scan_shape is None and len(signal.data.shape) == 3:
+        scan_shape = mib.scan_shape  # ScanY, ScanX of the .hdr, when it records them
+    why = None
+    if mib is not None and mib.header is None:
+        why = f"its header {path.with_suffix('.hdr').name} is not beside it"
+    dataset = _from_signal(signal, str(path), scan_shape, why_flat=why)
+    if blockfile_header is not None:
+        dataset.array = _blockfile_patterns(path, blockfile_header, dataset.shape)
+    return dataset
+
+
+def _open_arina(path: Path, scan_shape) -> Dataset:
+    """A DECTRIS ARINA master file, read in batches (``gpu4d.arina``)."""
+    from .arina import ArinaFrames
+
     try:
-        lines = header.read_text(errors="replace").splitlines()
-    except OSError:
-        return  # no header beside it: nothing to compare with
-    for line in lines:
-        if line.startswith("Frames in Acquisition"):
-            try:
-                expected = int(line.split(":", 1)[1].strip())
-            except (IndexError, ValueError):
-                return
-            if expected > n_patterns:
-                raise InputError(
-                    f"{path}: holds {n_patterns} frames but {header.name} announces {expected}; "
-                    "the file is truncated (or the acquisition was stopped early)"
-                )
-            return
+        frames = ArinaFrames(path)
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read this ARINA file ({type(exc).__name__}: {exc})") from exc
+    n = frames.shape[0]
+    if scan_shape is None:
+        side = math.isqrt(n)
+        if side * side != n:
+            raise InputError(
+                f"{path}: holds {n} frames and records no scan shape (ARINA master files do "
+                "not); give it with --scan NYxNX (API scan_shape=(ny, nx))"
+            )
+        scan_shape = (side, side)
+        warnings.warn(
+            f"{path}: the master file records no scan shape; reading its {n} frames as a "
+            f"square {side}x{side} scan (give --scan NYxNX otherwise)",
+            Gpu4dWarning,
+            stacklevel=4,
+        )
+    ny, nx = scan_shape_for(n, scan_shape, str(path))
+    qy, qx = frames.shape[1:]
+    if frames.calibration:
+        q, units = frames.calibration["scale"], frames.calibration["units"]
+        detector_axes = (Axis("qy", qy, q, -q * qy / 2, units), Axis("qx", qx, q, -q * qx / 2, units))
+    else:
+        detector_axes = (Axis("qy", qy), Axis("qx", qx))
+    metadata = {"title": path.stem.removesuffix("_master"), "reader": "ARINA (h5py)"}
+    if frames.bad_pixels is not None:
+        metadata["detector_bad_pixels"] = frames.bad_pixels
+    return Dataset(
+        FlatScan(frames, (ny, nx)), (Axis("y", ny), Axis("x", nx)), detector_axes, str(path), metadata
+    )
 
 
 def _check_known_format(path: Path) -> None:
@@ -238,6 +327,11 @@ def _check_blockfile_header(path: Path) -> dict:
             "corrupt or in another format"
         )
     nx, ny, dp = header["nx"], header["ny"], header["dp"]
+    if min(nx, ny, dp) == 0:
+        raise InputError(
+            f"{path}: the blockfile header describes {ny}x{nx} patterns of {dp}x{dp} pixels; "
+            "a zero size means the header is corrupt"
+        )
     needed = header["offset"] + nx * ny * (FRAME_HEADER_BYTES + dp * dp)
     if needed > size:
         raise InputError(
@@ -271,18 +365,34 @@ def _hyperspy_load(path: Path, reader: str | None):
         try:
             loaded = hs.load(str(path), **kwargs)
         except Exception as exc:  # noqa: BLE001 - readers raise anything on a foreign file
-            raise InputError(
-                f"{path}: cannot read this file as 4D-STEM data "
-                f"({type(exc).__name__}: {str(exc)[:300]}); check the format and that the "
-                "file is complete"
-            ) from exc
+            raise _reader_failure(path, exc) from exc
     if isinstance(loaded, list):
+        if not loaded:
+            raise InputError(f"{path}: the file holds no data")
         four_d = [s for s in loaded if len(s.data.shape) == 4]
         if not four_d:
             shapes = ", ".join(str(tuple(s.data.shape)) for s in loaded)
             raise InputError(f"{path}: holds signals of shapes {shapes}, none of them 4D")
         loaded = four_d[0]
     return loaded
+
+
+def _reader_failure(path: Path, exc: Exception) -> InputError:
+    """What a reader's exception says about the file, in one line."""
+    text = " ".join(str(exc).split())
+    if "multiple file readers" in text:
+        found = re.search(r"\[(.*?)\]", text)
+        names = found[1].replace("'", "") if found else "several"
+        return InputError(
+            f"{path}: several readers claim this file ({names}); give one with --reader NAME "
+            "(API reader=), e.g. --reader EMD for EMD/py4DSTEM files"
+        )
+    if isinstance(exc, NotImplementedError):
+        return InputError(f"{path}: cannot read this file as 4D-STEM data (NotImplementedError: {text[:200]})")
+    return InputError(
+        f"{path}: cannot read this file as 4D-STEM data ({type(exc).__name__}: {text[:300]}); "
+        "check the format and that the file is complete"
+    )
 
 
 @contextlib.contextmanager
@@ -303,30 +413,36 @@ def _is_hyperspy_signal(obj) -> bool:
     return hasattr(obj, "axes_manager") and hasattr(obj, "data")
 
 
-def _from_signal(signal, source: str) -> Dataset:
+def _from_signal(signal, source: str, scan_shape=None, why_flat: str | None = None) -> Dataset:
     shape = tuple(signal.data.shape)
     axes_manager = signal.axes_manager
-    if len(shape) != 4:
-        raise InputError(
-            f"{source}: data has shape {shape}; gpu4d needs a 4D-STEM scan "
-            "(scan_y, scan_x, detector_y, detector_x)"
-        )
-    if axes_manager.navigation_dimension == 2 and axes_manager.signal_dimension == 2:
+    metadata = {"title": str(signal.metadata.get_item("General.title", ""))}
+    sig = axes_manager.signal_axes
+    if len(shape) == 4 and axes_manager.navigation_dimension == 2 and len(sig) == 2:
         nav = axes_manager.navigation_axes  # HyperSpy order: x, y
-        sig = axes_manager.signal_axes
         scan_axes = (_axis(nav[1], "y"), _axis(nav[0], "x"))
         detector_axes = (_axis(sig[1], "qy"), _axis(sig[0], "qx"))
+        if scan_shape is None or tuple(scan_shape) == shape[:2]:
+            return Dataset(signal.data, scan_axes, detector_axes, source, metadata)
+        dataset = _from_array(signal.data, source, scan_shape)
+    elif len(shape) == 3 and len(sig) == 2:
+        dataset = _from_array(signal.data, source, scan_shape, why_flat)
+        detector_axes = (_axis(sig[1], "qy"), _axis(sig[0], "qx"))
     else:
-        # e.g. a .npy or py4DSTEM file loaded with every axis as a signal axis
-        scan_axes, detector_axes = _default_axes(shape)
-    metadata = {"title": str(signal.metadata.get_item("General.title", ""))}
-    return Dataset(signal.data, scan_axes, detector_axes, source, metadata)
+        # e.g. a py4DSTEM file loaded with every axis as a signal axis
+        return _from_array(signal.data, source, scan_shape, why_flat, metadata)
+    dataset.detector_axes = detector_axes
+    dataset.metadata = metadata
+    return dataset
 
 
 def _axis(hs_axis, default_name: str) -> Axis:
     name = hs_axis.name if isinstance(hs_axis.name, str) and hs_axis.name else default_name
     units = hs_axis.units if isinstance(hs_axis.units, str) and hs_axis.units else "px"
-    return Axis(name, int(hs_axis.size), float(hs_axis.scale), float(hs_axis.offset), units)
+    scale = float(hs_axis.scale)
+    if not (np.isfinite(scale) and scale > 0):  # a broken calibration: fall back to pixels
+        return Axis(name, int(hs_axis.size))
+    return Axis(name, int(hs_axis.size), scale, float(hs_axis.offset), units)
 
 
 def _default_axes(shape) -> tuple[tuple[Axis, Axis], tuple[Axis, Axis]]:
@@ -334,17 +450,32 @@ def _default_axes(shape) -> tuple[tuple[Axis, Axis], tuple[Axis, Axis]]:
     return (Axis("y", ny), Axis("x", nx)), (Axis("qy", qy), Axis("qx", qx))
 
 
-def _from_array(array, source: str) -> Dataset:
-    shape = tuple(array.shape)
-    if len(shape) != 4:
-        raise InputError(
-            f"{source}: data has shape {shape}; gpu4d needs a 4D-STEM scan "
-            "(scan_y, scan_x, detector_y, detector_x)"
-        )
-    if min(shape) < 1:
+def _from_array(array, source: str, scan_shape=None, why_flat=None, metadata=None) -> Dataset:
+    """A Dataset of a 4-D scan, or of frames (n, qy, qx) / a 4-D scan re-gridded by
+    ``scan_shape``."""
+    shape = tuple(int(s) for s in array.shape)
+    if shape and min(shape) < 1:
         raise InputError(f"{source}: data has an empty axis, shape {shape}")
+    if len(shape) == 3 and scan_shape is None:
+        n, qy, qx = shape
+        why = f" ({why_flat})" if why_flat else ""
+        raise InputError(
+            f"{source}: holds {n} patterns of {qy}x{qx} in a list, with no scan shape{why}; "
+            "give it with --scan NYxNX (API scan_shape=(ny, nx))"
+        )
+    if len(shape) not in (3, 4):
+        what = "a single pattern" if len(shape) == 2 else f"{len(shape)}-D data"
+        raise InputError(
+            f"{source}: data has shape {shape} ({what}); gpu4d needs a 4D-STEM scan "
+            "(scan_y, scan_x, detector_y, detector_x), or frames (n, qy, qx) with --scan NYxNX"
+        )
+    if scan_shape is not None and tuple(scan_shape) != shape[:2]:
+        frames = array if len(shape) == 3 else array.reshape(-1, *shape[2:])
+        ny, nx = scan_shape_for(frames.shape[0], scan_shape, source)
+        array = FlatScan(frames, (ny, nx))
+        shape = array.shape
     scan_axes, detector_axes = _default_axes(shape)
-    return Dataset(array, scan_axes, detector_axes, source)
+    return Dataset(array, scan_axes, detector_axes, source, metadata or {})
 
 
 def _check_dtype(dataset: Dataset) -> None:

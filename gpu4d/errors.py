@@ -18,3 +18,7 @@ class BackendUnavailable(Gpu4dError, RuntimeError):
 
 class OutputError(Gpu4dError, OSError):
     """The results cannot be written where asked."""
+
+
+class Gpu4dWarning(UserWarning):
+    """Something the user should know that does not stop the run (the CLI prints one line)."""

@@ -39,6 +39,7 @@ def cluster(
     tol: float = 1e-4,
     batch_size: int | None = None,
     reader: str | None = None,
+    scan_shape=None,
     init=None,
     progress: bool = False,
 ) -> ClusterResult:
@@ -59,6 +60,8 @@ def cluster(
         judged on all patterns, starts the final fit (``gpu4d.sklearn_kmeans``).
     batch_size : patterns per batch; by default from the backend's memory.
     reader : RosettaSciIO reader name for files several readers claim.
+    scan_shape : (ny, nx) or "NYxNX" for data whose navigation is flat or 1-D (frames
+        (n, qy, qx), a .mib without its .hdr, an ARINA master file).
     init : optional (k, qy, qx) centroids in the preprocessed space to start Lloyd from (one
         run, no k-means++), e.g. the centroids of a live run or of a previous fit.
     progress : show progress bars on stderr.
@@ -69,7 +72,7 @@ def cluster(
     timer = StageTimer()
 
     with timer.stage("open"):
-        dataset = open_dataset(data, reader=reader)
+        dataset = open_dataset(data, reader=reader, scan_shape=scan_shape)
     if n_clusters > dataset.n_patterns:
         raise InputError(
             f"n_clusters={n_clusters} should be <= the number of patterns {dataset.n_patterns}"
@@ -174,6 +177,8 @@ def _check_kmeans_parameters(n_clusters, n_init, max_iter, tol, random_state) ->
         raise InputError(f"tol={tol!r} should be a number >= 0")
     if random_state is not None and (isinstance(random_state, bool) or not isinstance(random_state, numbers.Integral)):
         raise InputError(f"random_state={random_state!r} should be an integer or None")
+    if random_state is not None and not 0 <= random_state < 2**32:  # numpy's seed range
+        raise InputError(f"random_state={random_state} should be in 0..{2**32 - 1}")
 
 
 def _initial_centroids(init, n_clusters: int, dataset, pixels):

@@ -33,6 +33,7 @@ import numbers
 import os
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,7 @@ import numpy as np
 
 from .backend import get_backend
 from .dataset import open_dataset
-from .errors import InputError
+from .errors import Gpu4dWarning, InputError
 from .kernels import pixel_math
 from .pipeline import PreprocessingOptions, _check_kmeans_parameters
 from .preprocessing import (
@@ -86,6 +87,10 @@ SCORE_SPACES = {
 
 
 # ------------------------------------------------------------------------------------ the ks
+#: The ks of a sweep when none are given (clipped to the number of patterns).
+DEFAULT_KS = range(2, 13)
+
+
 def parse_ks(value, n_patterns: int | None = None, *, name: str = "ks") -> list[int]:
     """The sorted, distinct ks of a sweep.
 
@@ -118,6 +123,22 @@ def parse_ks(value, n_patterns: int | None = None, *, name: str = "ks") -> list[
         if n_patterns is not None and k > n_patterns:
             raise InputError(f"{name}: k={k} should be <= the number of patterns {n_patterns}")
     return sorted(set(ks))
+
+
+def clip_default_ks(ks: list[int], dataset) -> list[int]:
+    """The default ks up to the number of patterns, with a warning when that drops some."""
+    n = dataset.n_patterns
+    kept = [k for k in ks if k <= n]
+    if len(kept) < len(ks):
+        if len(kept) < 1 or n < 2:
+            raise InputError(f"{dataset.source}: a scan of {n} pattern(s) cannot be split into clusters")
+        warnings.warn(
+            f"{dataset.source}: the scan has {n} patterns, so k = {kept[0]}..{kept[-1]} "
+            f"instead of the default {ks[0]}..{ks[-1]}",
+            Gpu4dWarning,
+            stacklevel=3,
+        )
+    return kept
 
 
 def _parse_ks_text(text: str, name: str) -> list[int]:
@@ -243,7 +264,7 @@ def folder_name(k: int) -> str:
 # ---------------------------------------------------------------------------------- the sweep
 def sweep(
     data,
-    ks=range(2, 13),
+    ks=None,
     *,
     mask="auto",
     normalize: str = "max",
@@ -256,6 +277,7 @@ def sweep(
     tol: float = 1e-4,
     batch_size: int | None = None,
     reader: str | None = None,
+    scan_shape=None,
     progress: bool = False,
     exact: bool = False,
     n_components="auto",
@@ -269,9 +291,10 @@ def sweep(
     ----------
     data : path, numpy/dask array (ny, nx, qy, qx), HyperSpy signal or Dataset
     ks : the numbers of clusters: an iterable of ints (``range(2, 13)``), or text ``"2:12"``
-        (both ends included), ``"2:12:2"``, ``"2,4,6"``. Each 1 <= k <= ny * nx.
+        (both ends included), ``"2:12:2"``, ``"2,4,6"``. Each 1 <= k <= ny * nx. By default
+        2..12, clipped to the number of patterns (with a warning saying so).
     mask, normalize, transform, align, backend, random_state, n_init, max_iter, tol,
-    batch_size, reader, progress : as for ``gpu4d.cluster``; the preprocessing is the same.
+    batch_size, reader, scan_shape, progress : as for ``gpu4d.cluster``; the preprocessing is the same.
     exact : fit every k with full-dimensional KMeans on the stored feature matrix
         (n_patterns x kept pixels float32 on the device) instead of in the reduced space.
     n_components : "auto" or an int: principal coordinates KMeans runs on (reduced mode) and
@@ -305,7 +328,8 @@ def sweep(
     batches.
     """
     _check_kmeans_parameters(1, n_init, max_iter, tol, random_state)
-    ks_list = parse_ks(ks)
+    default_ks = ks is None
+    ks_list = parse_ks(DEFAULT_KS if default_ks else ks)
     options = PreprocessingOptions.parse(mask=mask, normalize=normalize, transform=transform, align=align)
     _check_sweep_options(n_components, sketch_size, variance_target, silhouette_samples)
     engine = get_backend(backend)
@@ -313,7 +337,9 @@ def sweep(
     timer = StageTimer()
 
     with timer.stage("open"):
-        dataset = open_dataset(data, reader=reader)
+        dataset = open_dataset(data, reader=reader, scan_shape=scan_shape)
+    if default_ks:
+        ks_list = clip_default_ks(ks_list, dataset)
     ks_list = parse_ks(ks_list, dataset.n_patterns)
     n = dataset.n_patterns
 

@@ -83,16 +83,22 @@ def test_folder_is_not_a_data_file(tmp_path):
         gpu4d.open_dataset(tmp_path)
 
 
-def test_nine_frame_mib_is_not_4d(sample_file):
+def test_nine_frame_mib_needs_a_scan_shape(sample_file):
     path = sample_file(NINE_FRAMES)
-    with pytest.raises(InputError, match=re.escape(f"{path}: data has shape (9, 256, 256)") + ".*4D"):
+    expected = f"{path}: holds 9 patterns of 256x256 in a list, with no scan shape"
+    with pytest.raises(InputError, match=re.escape(expected) + ".*--scan NYxNX"):
         gpu4d.open_dataset(path)
 
 
-@pytest.mark.parametrize("shape", [(3, 4, 5), (2, 2, 2, 4, 4), (7,)])
+@pytest.mark.parametrize("shape", [(2, 2, 2, 4, 4), (7,), (5, 6)])
 def test_array_not_4d(shape):
     with pytest.raises(InputError, match=re.escape(f"data has shape {shape}") + ".*4D-STEM"):
         gpu4d.open_dataset(np.zeros(shape, np.float32))
+
+
+def test_frames_without_scan_shape():
+    with pytest.raises(InputError, match=r"holds 3 patterns of 4x5 in a list, with no scan shape"):
+        gpu4d.open_dataset(np.zeros((3, 4, 5), np.float32))
 
 
 def test_empty_axis():
@@ -180,7 +186,11 @@ def test_truncated_mib(tmp_path, mib_file):
     path.write_bytes(data[: len(data) // 2 + 1000])
     shutil.copy(mib_file.with_suffix(".hdr"), path.with_suffix(".hdr"))
     # rsciio would read it as a smaller scan; the .hdr's frame count gives it away
-    with pytest.raises(InputError, match=re.escape(f"{path}: holds") + ".*truncated"):
+    expected = (
+        f"{path}: its header cut.hdr promises 8 frames but the file holds 4 and 1000 bytes of a "
+        "cut-off one of 65920-byte frames (256x256 U08); the file is truncated"
+    )
+    with pytest.raises(InputError, match=re.escape(expected)):
         gpu4d.open_dataset(path)
 
 
@@ -384,7 +394,7 @@ def test_existing_output_without_overwrite(tmp_path, small_result):
 CLI_CASES = [
     ("missing file", "{tmp}/none.blo -k 2", "{tmp}/none.blo: no such file"),
     ("unknown format", "{foo} -k 2", "{foo}: unknown file format '.foo'"),
-    ("not 4D", "{nine} -k 2", "{nine}: data has shape (9, 256, 256)"),
+    ("no scan shape", "{nine} -k 2", "{nine}: holds 9 patterns of 256x256 in a list, with no scan shape"),
     ("RAW MIB", "{raw} -k 2", "{raw}: cannot read this file as 4D-STEM data (NotImplementedError: RAW"),
     ("truncated", "{truncated} -k 2", "{truncated}: the header describes"),
     ("random bytes", "{random} -k 2", "{random}: not a NanoMegas blockfile"),

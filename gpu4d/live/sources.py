@@ -39,7 +39,9 @@ __all__ = [
     "IterableSource",
     "MerlinTCPSource",
     "StreamIncomplete",
+    "check_source",
     "open_source",
+    "parse_source_url",
 ]
 
 #: Data port of the Merlin software when a ``merlin://`` URL gives none.
@@ -224,18 +226,53 @@ def open_source(spec: Any, **kwargs: Any) -> FrameSource:
 
 def _open_url(url: str, kwargs: dict[str, Any]) -> FrameSource:
     """Open a ``merlin://`` or ``file://`` URL."""
-    parts = urlsplit(url)
+    scheme, where = parse_source_url(url)
+    if scheme == "file":
+        return open_source(where, **kwargs)
+    return MerlinTCPSource(*where, **kwargs)
+
+
+def parse_source_url(url: str) -> tuple[str, Any]:
+    """``("merlin", (host, port))`` or ``("file", path)`` from a source URL, without connecting
+    or opening anything; InputError naming what is wrong with a malformed URL."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        if "port" in str(exc).lower():
+            raise InputError(f"{url}: the port should be an integer in 1..65535.") from None
+        raise InputError(f"{url}: not a valid URL ({exc}); expected merlin://HOST:PORT.") from None
     if parts.scheme == "file":
-        return open_source(parts.path, **kwargs)
+        if not parts.path:
+            raise InputError(f"{url}: a file:// URL needs a path, e.g. file:///data/scan.mib.")
+        return "file", parts.path
     if parts.scheme != "merlin":
         raise InputError(f"{url}: unknown scheme {parts.scheme!r}; expected merlin:// or file://.")
-    try:
-        port = parts.port or MERLIN_DATA_PORT
-    except ValueError:
-        raise InputError(f"{url}: the port should be an integer in 1..65535.") from None
-    if not parts.hostname or parts.path not in ("", "/") or parts.query:
+    if port == 0:
+        raise InputError(f"{url}: the port should be an integer in 1..65535.")
+    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
         raise InputError(f"{url}: expected merlin://HOST or merlin://HOST:PORT.")
-    return MerlinTCPSource(parts.hostname, port, **kwargs)
+    return "merlin", (parts.hostname, port or MERLIN_DATA_PORT)
+
+
+def check_source(spec: Any) -> None:
+    """Check a live source named by text (URL or path) before anything is prepared for it:
+    a malformed URL or a path that is not a ``.mib``/``.hdr`` raises InputError."""
+    if isinstance(spec, str) and "://" in spec:
+        scheme, where = parse_source_url(spec)
+        if scheme == "file":
+            check_source(where)
+    elif isinstance(spec, (str, os.PathLike)):
+        path = Path(spec)
+        if not str(spec).strip():
+            raise InputError("live source: the path is empty.")
+        if path.suffix.lower() not in (".mib", ".hdr"):
+            raise InputError(
+                f"{spec!s}: a live source should be merlin://HOST:PORT or a .mib/.hdr path; "
+                f"got suffix {path.suffix!r}."
+            )
+        if path.is_dir():
+            raise InputError(f"{spec!s}: is a folder, not a .mib file.")
 
 
 def _array_as_batch(array: np.ndarray) -> np.ndarray:
