@@ -393,6 +393,8 @@ def print_result(result, out, seconds: float) -> None:
     if "centre" in mask:
         mask_text += f" (centre {mask['centre'][0]:.1f}, {mask['centre'][1]:.1f}"
         mask_text += f", radius {mask['radius']:.1f})" if "radius" in mask else ")"
+    if result.mask.bad_pixels_text:
+        mask_text += f"; also masked: {result.mask.bad_pixels_text}"
     print(f"{result.source}: {result.labels.shape[0]}x{result.labels.shape[1]} scan, k = {result.n_clusters}")
     print(f"  backend  {result.backend_description}")
     print(f"  mask     {mask_text}")

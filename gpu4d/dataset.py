@@ -8,6 +8,7 @@ their original dtype; conversion to float happens inside the preprocessing kerne
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
@@ -402,7 +403,8 @@ def _quiet_hyperspy():
     level = logger.level
     logger.setLevel(logging.CRITICAL)
     try:
-        with warnings.catch_warnings():
+        # some readers draw progress bars on stderr (tqdm): a file opens in a second or two
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:

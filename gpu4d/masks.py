@@ -7,7 +7,7 @@ unless a centre is given.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,12 @@ class MaskSpec:
     def needs_beam_centre(self) -> bool:
         return self.kind == "auto" or (self.kind in ("disc", "annulus") and self.centre is None)
 
+    @property
+    def finds_bad_pixels(self) -> bool:
+        """Dead and hot pixels are added to the masks gpu4d builds (not to "none" or to a mask
+        the user gives as an array)."""
+        return self.kind in ("auto", "disc", "annulus")
+
 
 @dataclass(frozen=True)
 class DetectorMask:
@@ -53,6 +59,8 @@ class DetectorMask:
     inner: float | None = None
     outer: float | None = None
     beam: dict | None = None  # what the beam search found, when it ran
+    bad_pixels: dict | None = None  # the dead and hot pixels masked too (gpu4d.bad_pixels)
+    bad_pixels_text: str = ""  # the same in one phrase, for the CLI
 
     @property
     def n_kept(self) -> int:
@@ -65,7 +73,7 @@ class DetectorMask:
 
     def describe(self) -> dict:
         info = {"kind": self.kind, "n_masked_pixels": int(self.masked.sum())}
-        for key in ("centre", "radius", "inner", "outer", "beam"):
+        for key in ("centre", "radius", "inner", "outer", "beam", "bad_pixels"):
             value = getattr(self, key)
             if value is not None:
                 info[key] = [float(v) for v in value] if key == "centre" else value
@@ -152,8 +160,26 @@ def _array_spec(array: np.ndarray, what: str) -> MaskSpec:
     return MaskSpec("array", array=array.copy(), text=what)
 
 
-def build_mask(spec: MaskSpec, detector_shape, mean_pattern: np.ndarray | None = None):
-    """Build the DetectorMask for a detector, finding the beam in ``mean_pattern`` if needed."""
+def detector_mask_for(spec: MaskSpec, dataset, needs_mean: bool = False):
+    """The DetectorMask of ``spec`` for ``dataset``, with its dead and hot pixels (found in one
+    pass over a sample of the scan, before the beam is looked for), and the mean pattern
+    (bad pixels replaced by their neighbours' median) when the mask or ``needs_mean`` needs it,
+    else None."""
+    from .bad_pixels import clean_mean, find_bad_pixels, pattern_statistics
+
+    if not (spec.needs_beam_centre or spec.finds_bad_pixels or needs_mean):
+        return build_mask(spec, dataset.detector_shape), None
+    stats = pattern_statistics(dataset)
+    bad = None
+    if spec.finds_bad_pixels:
+        bad = find_bad_pixels(dataset, stats, dataset.metadata.get("detector_bad_pixels"))
+    mean = clean_mean(stats.mean, bad)
+    return build_mask(spec, dataset.detector_shape, mean, bad_pixels=bad), mean
+
+
+def build_mask(spec: MaskSpec, detector_shape, mean_pattern: np.ndarray | None = None, bad_pixels=None):
+    """Build the DetectorMask for a detector, finding the beam in ``mean_pattern`` if needed;
+    ``bad_pixels`` (``gpu4d.bad_pixels.BadPixels``) are masked too."""
     qy, qx = detector_shape
     beam = None
     centre = spec.centre
@@ -182,6 +208,13 @@ def build_mask(spec: MaskSpec, detector_shape, mean_pattern: np.ndarray | None =
         masked = _radius_map(detector_shape, centre) <= radius
         result = DetectorMask(masked, spec.kind, centre, radius=radius, beam=beam)
 
+    if bad_pixels is not None and bad_pixels.count:
+        result = replace(
+            result,
+            masked=result.masked | bad_pixels.masked,
+            bad_pixels=bad_pixels.describe(),
+            bad_pixels_text=bad_pixels.text(),
+        )
     if result.n_kept == 0:
         raise InputError(f"mask '{spec.text}' masks every detector pixel; nothing is left to cluster")
     return result

@@ -10,13 +10,12 @@ import numpy as np
 from .backend import get_backend
 from .dataset import open_dataset
 from .errors import InputError
-from .masks import MaskSpec, build_mask, parse_mask
+from .masks import MaskSpec, detector_mask_for, parse_mask
 from .preprocessing import (
     NORMALIZATIONS,
     TRANSFORMS,
     build_features,
     cluster_mean_patterns,
-    mean_pattern,
     option_code,
     resolve_batch_size,
 )
@@ -164,9 +163,7 @@ class PreprocessingOptions:
     def detector_mask(self, dataset):
         """The DetectorMask for ``dataset`` and the mean pattern its beam was found in (None
         when neither the mask nor the alignment needs the beam)."""
-        needs_beam = self.mask.needs_beam_centre or self.align is not None
-        mean = mean_pattern(dataset) if needs_beam else None
-        return build_mask(self.mask, dataset.detector_shape, mean), mean
+        return detector_mask_for(self.mask, dataset, needs_mean=self.align is not None)
 
 
 def _check_kmeans_parameters(n_clusters, n_init, max_iter, tol, random_state) -> None:
