@@ -89,7 +89,8 @@ def make(seed: int, **params) -> tuple[np.ndarray, np.ndarray, dict]:
         described.append({"phase": name, "twin_of": host, "twin_axis": list(crystals.TWIN_AXES[crystals.lattice_family(name)][best[3]])})
 
     if p["inclusion_share"] > 0:
-        mask = layouts.inclusions(labels, p["inclusion_share"], p["inclusion_count"], rng)
+        # inside grains only: an inclusion must not eat into the band
+        mask = layouts.inclusions(labels, p["inclusion_share"], p["inclusion_count"], rng, allowed=labels < p["n_grains"])
         m, s, desc = _distinct_orientation(p["inclusion_phase"], templates, radius_inv_A, geometry, p["precession_deg"], rng)
         labels[mask] = len(spots)
         spots.append(s)

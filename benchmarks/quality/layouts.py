@@ -56,9 +56,10 @@ def band(labels: np.ndarray, host: int, share: float, rng: np.random.Generator) 
     return inside & (distance <= high / 2)
 
 
-def inclusions(labels: np.ndarray, share: float, count: int, rng: np.random.Generator, margin: int = 2) -> np.ndarray:
+def inclusions(labels: np.ndarray, share: float, count: int, rng: np.random.Generator, allowed=None, margin: int = 2) -> np.ndarray:
     """``count`` round inclusions (ny, nx) bool, away from the scan edge and from each other,
-    covering about ``share`` of the scan together."""
+    inside ``allowed`` (bool (ny, nx), default everywhere), covering about ``share`` of the scan
+    together."""
     ny, nx = labels.shape
     radius = math.sqrt(share * labels.size / (count * math.pi))
     yy, xx = np.mgrid[0:ny, 0:nx]
@@ -69,6 +70,9 @@ def inclusions(labels: np.ndarray, share: float, count: int, rng: np.random.Gene
         if len(centres) == count:
             break
         c = (rng.uniform(lo, ny - lo), rng.uniform(lo, nx - lo))
+        disc = (yy - c[0]) ** 2 + (xx - c[1]) ** 2 <= (radius + 1) ** 2
+        if allowed is not None and not allowed[disc].all():
+            continue
         if all(math.hypot(c[0] - d[0], c[1] - d[1]) > 2 * radius + 2 * margin for d in centres):
             centres.append(c)
     for cy, cx in centres:
