@@ -62,6 +62,10 @@ if [ ! -x "$CHECK_ENV/bin/python" ]; then
         || die "cannot create the venv $CHECK_ENV (see $LOG)" 4
 fi
 VPY="$CHECK_ENV/bin/python"
+# --system-site-packages reaches the base interpreter's packages only: when $PY is itself a venv,
+# a .pth file adds its site-packages too
+"$PY" -c 'import site; print("\n".join(site.getsitepackages()))' > "$("$VPY" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/_gpu4d_check_base.pth" 2>>"$LOG" \
+    || die "cannot point $CHECK_ENV at the packages of $PY (see $LOG)" 4
 if "$VPY" -m pip --version >/dev/null 2>&1; then PIP=("$VPY" -m pip); else PIP=("$PY" -m pip --python "$VPY"); fi
 offline_install() {  # from the wheel folder only
     [ -d "$WHEELS" ] || die "$1 is missing and there is no wheel folder $WHEELS: run benchmarks/gpu_wheels.sh where there is network and bring the folder" 4
