@@ -29,7 +29,9 @@ of streams.
    test matrices, ``xp.zeros`` of accumulators) are made on the caller's stream; the compute
    stream waits for an event recorded there when the pass starts. When the pass ends (or is
    abandoned), the caller's stream waits for an event recorded on the compute stream, so what
-   follows on the caller's stream (a matrix product, ``to_host``) sees the pass's results.
+   follows on the caller's stream (a matrix product, ``to_host``) sees the pass's results. The
+   first event also orders the pass after everything queued on the caller's stream before it,
+   so memory freed there and handed to the pass by CuPy's pool is no longer read.
 5. **cuML** runs on its own stream: the current stream is synchronized before a fit and the
    device after it (``device_kmeans``); a fit happens a few times per run.
 
