@@ -75,3 +75,16 @@ def test_strict_module_refuses_host_device_mixing():
     assert type(device + 1.0).__name__ == "DeviceArray"
     assert type(xp.asarray(host) + device).__name__ == "DeviceArray"  # the explicit transfer
     assert type(device.get()) is np.ndarray
+
+
+def test_info_says_which_kmeans_the_gpu_backend_uses(monkeypatch):
+    import gpu4d._gpu
+    import gpu4d.backend
+
+    monkeypatch.setattr(gpu4d.backend, "gpu_problem", lambda: None)
+    monkeypatch.setattr(gpu4d._gpu, "kmeans_engine", lambda: "cuml")
+    assert gpu4d.backend.backend_report()["gpu"] == "usable: numba CUDA kernels, cuML KMeans"
+    monkeypatch.setattr(gpu4d._gpu, "kmeans_engine", lambda: "xp")
+    report = gpu4d.backend.backend_report()
+    assert report["gpu"].startswith("usable: numba CUDA kernels, CuPy KMeans") and "cuML is not installed" in report["gpu"]
+    assert report["auto"] == "gpu"
