@@ -16,9 +16,11 @@
 # 5. runs benchmarks/bench_gpu.py on the seed-sized scan (written to /tmp as .npy), k = 4..12,
 #    each stage against benchmarks/ROOFLINE.md's expectation.
 #
-# About 8 minutes on an H100/H200 (most of it generating the scan and compiling kernels). Without
-# a GPU it stops at once with a one-line reason and a non-zero exit code: 2 no GPU or no Python
-# to use, 3 the GPU is not usable, 4 an install step failed; 1 when tests or the benchmark fail.
+# At most 8 minutes on an H100/H200 (tests 240 s, benchmark 200 s at most: generating the scan
+# and compiling kernels take most of it). Without a GPU it stops at once with a one-line reason
+# and a non-zero exit code: 2 no GPU or no Python to use, 3 the GPU is not usable, 4 an install
+# step failed; 1 when tests or the benchmark fail. With the device tool of these sessions:
+# run `bash benchmarks/gpu_check.sh` with carry ["benchmarks/wheels"] (the folder is ignored).
 set -u -o pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -100,11 +102,11 @@ nvidia-smi 2>&1 | head -20
 
 # -- 4. the GPU tests ----------------------------------------------------------------------------
 note "pytest -m gpu tests/test_gpu.py"
-timeout 360 "$VPY" -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py
+timeout 240 "$VPY" -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py
 tests=$?
 # -- 5. the benchmark ----------------------------------------------------------------------------
 note "benchmarks/bench_gpu.py (seed-sized scan, k = 4..12)"
-timeout 300 "$VPY" benchmarks/bench_gpu.py --k 4:12
+timeout 200 "$VPY" benchmarks/bench_gpu.py --k 4:12
 bench=$?
 note "tests exit $tests, benchmark exit $bench (log: $LOG)"
 [ "$tests" -eq 0 ] && [ "$bench" -eq 0 ] || exit 1
