@@ -149,6 +149,7 @@ def streaming_sketch(
     *,
     sketch_size: int = DEFAULT_SKETCH_SIZE,
     random_state: int | None = 0,
+    min_sample: int = MIN_SAMPLE,
     progress: bool = False,
     source=None,
     axes=None,
@@ -161,6 +162,8 @@ def streaming_sketch(
     shifts : (n, 2) float32 device array or None.
     sketch_size : l, the number of axes kept (capped at the sample's size and at m).
     random_state : seeds the test matrix and the sample of passes 1 and 2.
+    min_sample : least number of patterns passes 1 and 2 run on (``SAMPLE_SHARE`` of the
+        patterns when that is more; all of them in a smaller scan).
     axes : optional ``f(sample_singular_values (l,)) -> c``: project the patterns onto the c
         leading principal axes of the sample only (pass 3 then costs c/l of a full
         projection); by default onto all l axes of span(P).
@@ -175,7 +178,7 @@ def streaming_sketch(
         def source():
             return checked_batches(dataset, batch_size)
 
-    sample = sample_rows(n, random_state)
+    sample = sample_rows(n, random_state, min_sample)
     s = int(sample.size)
     width = int(min(sketch_size, s, m))
     omega = backend.to_device(_gaussian((m, width), random_state))
@@ -253,10 +256,10 @@ def _transposed_product(backend, batches, q, m: int):
     return total + partial
 
 
-def sample_rows(n: int, random_state: int | None) -> np.ndarray:
+def sample_rows(n: int, random_state: int | None, min_sample: int = MIN_SAMPLE) -> np.ndarray:
     """Sorted indices of the patterns passes 1 and 2 run on: ``SAMPLE_SHARE`` of them, at least
-    ``MIN_SAMPLE`` (all of a smaller scan)."""
-    size = max(MIN_SAMPLE, int(round(SAMPLE_SHARE * n)))
+    ``min_sample`` (all of a smaller scan)."""
+    size = max(min_sample, int(round(SAMPLE_SHARE * n)))
     if size >= n:
         return np.arange(n)
     # a stream of its own: the sample does not change the test matrix drawn from random_state
