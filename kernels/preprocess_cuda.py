@@ -48,8 +48,8 @@ def preprocess_cuda_kernel(threads_per_block: int = THREADS_PER_BLOCK):
             # the shift split once per pattern: integer part, and exact float32 fractions
             dy = shifts[i, 0] if use_shifts else float32(0.0)
             dx = shifts[i, 1] if use_shifts else float32(0.0)
-            floor_y = math.floor(dy)
-            floor_x = math.floor(dx)
+            floor_y = int(math.floor(dy))
+            floor_x = int(math.floor(dx))
             wy = dy - float32(floor_y)
             wx = dx - float32(floor_x)
             for j in range(t, n_kept, tpb):
