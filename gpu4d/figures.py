@@ -26,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize, hsv_to_rgb, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatterSciNotation, LogLocator, MaxNLocator, NullFormatter
 
 from gpu4d.atomic import atomic_write
 
@@ -344,6 +344,9 @@ def make_pattern_grid_figure(
     title: str | None = None,
     names: Sequence[str] | None = None,
     log: bool = False,
+    sizes: Sequence[int] | None = None,
+    pixel_size: float | None = None,
+    pixel_units: str | None = None,
 ) -> Figure:
     """Build the grid of centroid patterns, each grey-scale with its own colour bar.
 
@@ -358,6 +361,12 @@ def make_pattern_grid_figure(
         in the colour of label ``i`` on the map (:func:`label_colours`) and framed in it.
     log : bool
         Logarithmic intensity scale (values <= 0 are drawn black).
+    sizes : sequence of int, optional
+        Number of scan positions in each cluster; a cluster with none is said to be empty in
+        its panel instead of being drawn as a blank pattern.
+    pixel_size, pixel_units : float and str, optional
+        The detector calibration (reciprocal-space size of one pixel, e.g. 0.18 and ``"1/nm"``);
+        with it every panel gets a scale bar.
 
     Returns
     -------
@@ -389,16 +398,22 @@ def make_pattern_grid_figure(
             ((left + width + 0.08) / fig_w, (bottom + 0.05 * height) / fig_h, 0.12 / fig_w, 0.9 * height / fig_h),
             label="<colorbar>",  # what matplotlib names the colour bar axes it makes itself
         )
-        norm = _pattern_norm(patterns[i], log)
-        image = ax.imshow(
-            patterns[i],
-            cmap=cmap,
-            norm=norm,
-            interpolation="nearest",
-            aspect=_image_aspect(patterns.shape[1:]),
-        )
-        fig.colorbar(image, cax=bar)
         _clean_image_axes(ax)
+        if sizes is not None and sizes[i] == 0:
+            _draw_empty(ax, bar, patterns.shape[1:], width)
+        else:
+            norm = _pattern_norm(patterns[i], log)
+            image = ax.imshow(
+                patterns[i],
+                cmap=cmap,
+                norm=norm,
+                interpolation="nearest",
+                aspect=_image_aspect(patterns.shape[1:]),
+            )
+            colorbar = fig.colorbar(image, cax=bar)
+            _limit_ticks(colorbar, 0.9 * height, log and isinstance(norm, LogNorm))
+            if pixel_size:
+                _scale_bar(ax, patterns.shape[1:], pixel_size, pixel_units or "", width)
         if names is None:
             _mark_label(ax, f"label {i}", colours[i])
         else:
@@ -408,6 +423,61 @@ def make_pattern_grid_figure(
     return fig
 
 
+def _draw_empty(ax: Axes, bar: Axes, shape: tuple[int, ...], width_in: float) -> None:
+    """An empty cluster's panel: said in words, no pattern and no colour bar."""
+    ax.set_xlim(0, shape[1])
+    ax.set_ylim(shape[0], 0)
+    ax.set_aspect(_image_aspect(shape))
+    ax.set_facecolor("0.93")
+    text = "empty cluster:\nno scan position\nwas assigned to it" if width_in >= 1.5 else "empty\ncluster:\nno scan\nposition\nassigned"
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center",
+            fontsize="small" if width_in >= 1.5 else "x-small", color="0.25")
+    bar.set_axis_off()
+
+
+def _limit_ticks(colorbar, height_in: float, log: bool) -> None:
+    """At most one labelled tick per ~0.3 in of colour bar, so labels never overlap (short bars
+    of wide detectors, log scales over few decades whose minor ticks get labels too)."""
+    n = max(2, int(height_in / 0.3))
+    if log:
+        norm = colorbar.norm
+        decades = math.log10(norm.vmax / norm.vmin)
+        # within a decade or two, 2x and 5x ticks too, so that a bar is never left with one label
+        subs = (1.0, 2.0, 5.0) if decades < 1.5 else (1.0, 3.0) if decades < 3 else (1.0,)
+        colorbar.ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=n + 1))
+        colorbar.ax.yaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+        colorbar.ax.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        colorbar.ax.yaxis.set_major_locator(MaxNLocator(nbins=n, min_n_ticks=2))
+    colorbar.ax.tick_params(labelsize="small")
+
+
+def nice_length(target: float) -> float:
+    """The 1, 2 or 5 x 10^n closest below ``target`` (> 0)."""
+    exponent = math.floor(math.log10(target))
+    for mantissa in (5.0, 2.0, 1.0):
+        if mantissa * 10**exponent <= target:
+            return mantissa * 10**exponent
+    return 10.0**exponent
+
+
+def _scale_bar(ax: Axes, shape: tuple[int, ...], pixel_size: float, units: str, width_in: float) -> None:
+    """A reciprocal-space scale bar about a quarter of the panel wide (half of a narrow one),
+    in its lower right, labelled above its right end."""
+    length = nice_length((0.25 if width_in >= 1.5 else 0.5) * shape[1] * pixel_size)
+    pixels = length / pixel_size
+    y = shape[0] - 0.08 * shape[0] - 0.5
+    x1 = shape[1] - 0.06 * shape[1] - 0.5
+    x0 = x1 - pixels
+    for colour, width in (("black", 4.5), ("white", 2.5)):
+        ax.plot([x0, x1], [y, y], color=colour, linewidth=width, solid_capstyle="butt",
+                scalex=False, scaley=False)
+    label = f"{length:g} {units}".strip()
+    ax.text(x1, y - 0.04 * shape[0], label, color="white", ha="right", va="bottom",
+            fontsize="x-small", fontweight="bold",
+            bbox={"facecolor": "black", "alpha": 0.5, "pad": 1.0, "linewidth": 0})
+
+
 def plot_pattern_grid(
     patterns: Any,
     path: PathLike,
@@ -415,6 +485,9 @@ def plot_pattern_grid(
     title: str | None = None,
     names: Sequence[str] | None = None,
     log: bool = False,
+    sizes: Sequence[int] | None = None,
+    pixel_size: float | None = None,
+    pixel_units: str | None = None,
 ) -> Path:
     """Save the grid of centroid patterns to ``path``; see :func:`make_pattern_grid_figure`.
 
@@ -423,7 +496,11 @@ def plot_pattern_grid(
     pathlib.Path
         ``path``.
     """
-    return _save(make_pattern_grid_figure(patterns, title=title, names=names, log=log), path)
+    figure = make_pattern_grid_figure(
+        patterns, title=title, names=names, log=log, sizes=sizes, pixel_size=pixel_size,
+        pixel_units=pixel_units,
+    )
+    return _save(figure, path)
 
 
 # ---------------------------------------------------------------------------------- centre map

@@ -43,9 +43,10 @@ class MaskSpec:
 
     @property
     def finds_bad_pixels(self) -> bool:
-        """Dead and hot pixels are added to the masks gpu4d builds (not to "none" or to a mask
-        the user gives as an array)."""
-        return self.kind in ("auto", "disc", "annulus")
+        """Dead and hot pixels are added to the masks centred on the beam gpu4d finds (auto, R,
+        annulus), from the same pass over a sample of the scan; not to "none", to an explicit
+        CY,CX,R or to a mask array, which say exactly what to leave out."""
+        return self.needs_beam_centre
 
 
 @dataclass(frozen=True)

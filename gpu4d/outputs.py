@@ -65,9 +65,13 @@ def write_figures(result, folder: Path) -> None:
         title=f"{Path(result.source).name}: k = {k}",
         n_labels=k,
     )
-    plot_pattern_grid(result.centroids, folder / "centroids.png", title="Cluster centroids (preprocessed)")
+    q_axis = result.detector_axes[1]
+    grid = {"sizes": result.cluster_sizes}
+    if q_axis.units != "px":  # a calibrated detector: scale bars on the patterns
+        grid.update(pixel_size=q_axis.scale, pixel_units=q_axis.units)
+    plot_pattern_grid(result.centroids, folder / "centroids.png", title="Cluster centroids (preprocessed)", **grid)
     plot_pattern_grid(
-        result.mean_patterns, folder / "mean_patterns.png", title="Mean pattern of each cluster", log=True
+        result.mean_patterns, folder / "mean_patterns.png", title="Mean pattern of each cluster", log=True, **grid
     )
     if result.centres is not None:
         reference = result.extra.get("alignment", {}).get("reference")

@@ -50,6 +50,7 @@ from .preprocessing import (
     resolve_batch_size,
 )
 from .progress import StageTimer, batch_bar, stage_spinner
+from .relabel import consistent_labels
 from .result import ClusterResult
 from .scores import (
     DEFAULT_SILHOUETTE_SAMPLES,
@@ -462,6 +463,7 @@ def sweep(
             **common,
         )
     timings["kmeans_per_k"] = {str(k): round(v, 4) for k, v in kmeans_seconds.items()}
+    results = consistent_labels(results)  # a region keeps its label (and colour) across the ks
     return SweepResult(
         ks=ks_list,
         results=results,
