@@ -13,7 +13,6 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import gpu4d
-from gpu4d.blockfile import BlockfileFrames
 from gpu4d.dataset import Axis
 
 
@@ -67,8 +66,6 @@ def test_blockfile_shape_dtype_calibrations_and_values(blo_file):
     assert dataset.shape == (3, 2, 144, 144)
     assert dataset.scan_shape == (3, 2) and dataset.detector_shape == (144, 144)
     assert dataset.dtype == np.uint8
-    # read lazily, batch by batch, never as a whole copy in memory
-    assert isinstance(dataset.array, BlockfileFrames) and dataset.reads_cheaply
     assert dataset.source == str(blo_file)
 
     y, x = dataset.scan_axes
@@ -290,26 +287,23 @@ def test_cluster_real_file_end_to_end(request, file_hash, fixture):
         assert file_hash(hdr) == hdr_before
 
 
-@pytest.mark.parametrize("vectored", [True, False])
-def test_blockfile_rows_read_by_file_reads_equal_the_written_scan(tmp_path, monkeypatch, vectored):
-    from gpu4d import blockfile
+@pytest.mark.parametrize("batch_size", [1, 4, 7, 13, 35])
+def test_blockfile_batches_equal_the_written_scan(tmp_path, batch_size):
+    """A .blo's patterns, in batches that start and end anywhere in a scan row, are the ones
+    written; a file cut short after opening is reported, not read as zeros."""
     from gpu4d.synthetic import write_blo
 
-    if vectored:  # several vectored reads per batch
-        monkeypatch.setattr(blockfile, "FRAMES_PER_READ", 4)
-    else:  # a platform without os.preadv
-        monkeypatch.delattr(blockfile.os, "preadv")
     data = np.random.default_rng(4).integers(0, 256, (5, 7, 12, 12), dtype=np.uint8)
     path = tmp_path / "scan.blo"
     write_blo(path, data)
     dataset = gpu4d.open_dataset(path)
-    frames = dataset.array
-    assert frames[1:4].flags.c_contiguous  # one compiled kernel signature for all batches
-    np.testing.assert_array_equal(frames[1:4], data[1:4])
-    np.testing.assert_array_equal(frames[3:99], data[3:])
-    np.testing.assert_array_equal(dataset.read_patterns(9, 23), data.reshape(-1, 12, 12)[9:23])
-    with pytest.raises(TypeError, match="slices of scan rows"):
-        frames[[0, 2]]
+    assert dataset.shape == data.shape and dataset.dtype == np.uint8
+    batches = list(dataset.batches(batch_size))
+    assert [start for start, _ in batches] == list(range(0, 35, batch_size))
+    got = np.concatenate([batch for _, batch in batches])
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, data.reshape(-1, 12, 12))
+    np.testing.assert_array_equal(_hs_load(path).data, data)  # what RosettaSciIO reads, too
     path.write_bytes(path.read_bytes()[:-100])  # cut short after opening
-    with pytest.raises(gpu4d.InputError, match="truncated or corrupt"):
-        dataset.read_patterns(0, 35)
+    with pytest.raises(gpu4d.InputError, match=f"{path}: cannot read scan rows .* truncated or corrupt"):
+        list(dataset.batches(batch_size))
