@@ -1,8 +1,8 @@
 """Backends: what differs between the CPU and the GPU, chosen once and passed down.
 
 A backend holds the array module (numpy or cupy), the kernel engine (numba CPU kernels or
-numba CUDA kernels), the KMeans engine (scikit-learn or cuML) and the host/device transfers.
-Everything above it (``gpu4d.pipeline``) is one code path.
+numba CUDA kernels), the KMeans engine (scikit-learn; cuML, or CuPy without it) and the
+host/device transfers. Everything above it (``gpu4d.pipeline``) is one code path.
 
 The GPU backend runs in three settings:
 
