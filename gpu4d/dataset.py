@@ -178,6 +178,8 @@ def open_dataset(source, *, reader: str | None = None, scan_shape=None) -> Datas
         return source
     scan_shape = parse_scan_shape(scan_shape)
     reader = check_reader(reader)
+    if isinstance(source, str) and not source.strip():
+        raise InputError("data: the file path is empty")
     if isinstance(source, (str, os.PathLike)):
         dataset = _open_file(Path(source), reader, scan_shape)
     else:
@@ -197,8 +199,6 @@ def open_dataset(source, *, reader: str | None = None, scan_shape=None) -> Datas
 
 
 def _open_file(path: Path, reader: str | None, scan_shape) -> Dataset:
-    if str(path) in ("", "."):
-        raise InputError("data: the file path is empty")
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir() and path.suffix != ".zspy":

@@ -6,6 +6,7 @@ one ``gpu4d: error: ...`` line on stderr, exit code 2 and no traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -499,3 +500,220 @@ def test_blockfile_header_disagreeing_with_rosettasciio(blo_file):
 
     with pytest.raises(InputError, match=re.escape(str(blo_file)) + ".*RosettaSciIO read"):
         _blockfile_patterns(blo_file, read_header(blo_file), (2, 3, 144, 144))
+
+
+# -- values checked before the work, files read in words (issue 14) ------------------------------
+
+
+def _error_line(run) -> str:
+    """The one ``gpu4d: error:`` line of a failed run (exit 2, no traceback)."""
+    assert run.code == 2, (run.code, run.out, run.err)
+    assert "Traceback" not in run.err
+    lines = run.err.strip().splitlines()
+    assert len(lines) == 1, run.err
+    assert lines[0].startswith("gpu4d: error: ")
+    return lines[0]
+
+
+def test_float64_beyond_float32_is_named(run_cli, tmp_path):
+    path = tmp_path / "huge.npy"
+    data = np.ones((2, 3, 8, 8))
+    data[1, 2, 4, 4] = 1e300  # finite in float64, inf in float32
+    np.save(path, data)
+    for mask in ("none", "auto"):
+        line = _error_line(run_cli("cluster", path, "-k", 2, "--mask", mask, "--out", tmp_path / "o", "-q"))
+        assert f"{path}: the pattern at scan position (y=1, x=2) holds 1e+300, beyond the float32 range" in line
+        assert not (tmp_path / "o").exists()
+    with pytest.raises(InputError, match=r"scan position \(y=1, x=2\) holds -1e\+300"):
+        gpu4d.cluster(-data, 2, mask="none")
+
+
+def test_float64_within_float32_range_is_fine():
+    data = np.full((2, 2, 6, 6), 1e30)
+    data[0, 0, 0, 0] = 3e30  # after max-normalizing: one pattern differs from the other three
+    result = gpu4d.cluster(data, 2, mask="none", n_init=1)
+    assert sorted(result.cluster_sizes.tolist()) == [1, 3]
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296", "1.5", "seven"])
+def test_bad_seed(run_cli, tmp_path, blo_file, seed):
+    line = _error_line(run_cli("cluster", blo_file, "-k", 2, f"--seed={seed}", "--out", tmp_path / "o"))
+    assert "argument --seed: invalid seed" in line and "0..4294967295" in line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_bad_random_state_in_the_api(two_phase, seed):
+    with pytest.raises(InputError, match=re.escape(f"random_state={seed} should be in 0..4294967295")):
+        gpu4d.cluster(two_phase.data, 2, mask="none", random_state=seed)
+
+
+def test_largest_seed_runs(two_phase):
+    result = gpu4d.cluster(two_phase.data, 2, mask="none", random_state=2**32 - 1, n_init=1)
+    assert result.parameters["random_state"] == 2**32 - 1
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--tol", "nan", "argument --tol: invalid value 'nan': expected a number >= 0"),
+        ("--tol", "-1", "argument --tol: invalid value '-1': expected a number >= 0"),
+        ("--tol", "inf", "argument --tol: invalid value 'inf'"),
+        ("--sketch-size", "0", "argument --sketch-size: invalid value '0': expected an integer >= 1"),
+    ],
+)
+def test_bad_numbers_through_the_cli(run_cli, tmp_path, blo_file, option, value, message):
+    command = "sweep" if option == "--sketch-size" else "cluster"
+    argv = [command, blo_file, *(["-k", "2"] if command == "cluster" else []), f"{option}={value}"]
+    line = _error_line(run_cli(*argv, "--out", tmp_path / "o"))
+    assert message in line
+
+
+def test_blockfile_header_with_zero_pattern_size(run_cli, tmp_path, blo_file):
+    data = bytearray(blo_file.read_bytes())
+    data[20:22] = (0).to_bytes(2, "little")  # DP_SZ
+    path = tmp_path / "zero.blo"
+    path.write_bytes(bytes(data))
+    line = _error_line(run_cli("cluster", path, "-k", 2, "--out", tmp_path / "o", "-q"))
+    assert f"{path}: the blockfile header describes 3x2 patterns of 0x0 pixels; a zero size" in line
+
+
+@pytest.mark.parametrize("suffix", [".mib", ".blo", ".hspy", ".npy", ".h5"])
+def test_empty_files(run_cli, tmp_path, suffix):
+    path = tmp_path / f"empty{suffix}"
+    path.write_bytes(b"")
+    line = _error_line(run_cli("cluster", path, "-k", 2, "--out", tmp_path / "o", "-q"))
+    assert f"{path}: the file is empty (0 bytes)" in line
+
+
+def test_empty_path(run_cli, tmp_path):
+    line = _error_line(run_cli("cluster", "", "-k", 2, "--out", tmp_path / "o", "-q"))
+    assert "data: the file path is empty" in line
+
+
+def test_mib_whose_hdr_promises_fewer_frames(run_cli, tmp_path, mib_file):
+    path = tmp_path / "other.mib"
+    path.write_bytes(mib_file.read_bytes())
+    header = mib_file.with_suffix(".hdr").read_text(errors="replace")
+    header = header.replace("Frames in Acquisition (Number):\t8", "Frames in Acquisition (Number):\t4")
+    path.with_suffix(".hdr").write_text(header)
+    line = _error_line(run_cli("cluster", path, "-k", 2, "--out", tmp_path / "o", "-q"))
+    assert f"{path}: holds 8 frames but its header other.hdr promises 4; the header belongs to another acquisition" in line
+
+
+def test_truncated_mib_through_the_cli(run_cli, tmp_path, mib_file):
+    path = tmp_path / "cut.mib"
+    path.write_bytes(mib_file.read_bytes()[: 3 * 65920])  # 3 whole frames of 8
+    shutil.copy(mib_file.with_suffix(".hdr"), path.with_suffix(".hdr"))
+    line = _error_line(run_cli("cluster", path, "-k", 2, "--out", tmp_path / "o", "-q"))
+    assert f"{path}: its header cut.hdr promises 8 frames but the file holds 3 of 65920-byte frames" in line
+    assert "truncated" in line
+
+
+def test_cut_mib_without_its_hdr(tmp_path, mib_file):
+    path = tmp_path / "cut.mib"
+    path.write_bytes(mib_file.read_bytes()[: 3 * 65920 + 100])
+    with pytest.raises(InputError, match=re.escape(f"{path}: holds 3 and 100 bytes of a cut-off one")):
+        gpu4d.open_dataset(path)
+
+
+def test_one_dimensional_mib_without_its_hdr(run_cli, tmp_path, sample_file):
+    path = tmp_path / "frames.mib"
+    path.write_bytes(sample_file(NINE_FRAMES).read_bytes())
+    line = _error_line(run_cli("cluster", path, "-k", 2, "--out", tmp_path / "o", "-q"))
+    assert f"{path}: holds 9 patterns of 256x256 in a list, with no scan shape (its header frames.hdr is not beside it)" in line
+    assert "--scan NYxNX" in line
+
+
+def test_not_a_merlin_file(run_cli, tmp_path):
+    path = tmp_path / "noise.mib"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    line = _error_line(run_cli("cluster", path, "-k", 2, "--out", tmp_path / "o", "-q"))
+    assert f"{path}: not a Merlin .mib file: frame header should start with b'MQ1," in line
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("merlin://", "merlin://: expected merlin://HOST or merlin://HOST:PORT."),
+        ("merlin://host:port", "merlin://host:port: the port should be an integer in 1..65535."),
+        ("merlin://host:99999", "the port should be an integer in 1..65535."),
+        ("merlin://[::1", "merlin://[::1: not a valid URL"),
+        ("http://host", "http://host: unknown scheme 'http'"),
+        ("scan.txt", "scan.txt: a live source should be merlin://HOST:PORT or a .mib/.hdr path"),
+    ],
+)
+def test_live_with_a_malformed_source_leaves_no_folder(run_cli, tmp_path, url, message):
+    out = tmp_path / "live"
+    line = _error_line(run_cli("live", url, "-k", 2, "--scan", "4x4", "--out", out, "-q"))
+    assert message in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("scan", ["4by4", "0x4", ""])
+def test_live_with_a_bad_scan_leaves_no_folder(run_cli, tmp_path, scan):
+    out = tmp_path / "live"
+    line = _error_line(run_cli("live", "merlin://127.0.0.1:6342", "-k", 2, f"--scan={scan}", "--out", out, "-q"))
+    assert "--scan" in line
+    assert not out.exists()
+
+
+# -- surprises: default ks, warnings, --help (issue 14) --------------------------------------------
+
+
+def test_sweep_clips_the_default_ks_in_one_line(run_cli, tmp_path, blo_file):
+    out = tmp_path / "sweep"
+    run = run_cli("sweep", blo_file, "--out", out, "-q", "--no-figures")
+    assert run.code == 0, run.err
+    assert run.err.strip().splitlines() == [
+        f"gpu4d: warning: {blo_file}: the scan has 6 patterns, so k = 2..6 instead of the default 2..12"
+    ]
+    assert json.loads((out / "sweep.json").read_text())["ks"] == [2, 3, 4, 5, 6]
+
+
+def test_explicit_ks_beyond_the_scan_are_still_an_error(run_cli, tmp_path, blo_file):
+    line = _error_line(run_cli("sweep", blo_file, "-k", "2:12", "--out", tmp_path / "o", "-q"))
+    assert "ks: k=7 should be <= the number of patterns 6" in line
+
+
+def test_sweep_of_a_single_pattern(tmp_path):
+    with pytest.raises(InputError, match=r"a scan of 1 pattern\(s\) cannot be split into clusters"):
+        gpu4d.sweep(np.ones((1, 1, 8, 8), np.float32), mask="none")
+
+
+def test_library_warnings_become_one_line(run_cli, tmp_path):
+    """All-equal patterns: scikit-learn warns (ConvergenceWarning, with a source line) that it
+    found fewer distinct points than clusters; the CLI says it once, in one line."""
+    path = tmp_path / "flat.npy"
+    np.save(path, np.ones((3, 3, 8, 8), np.float32))
+    run = run_cli("cluster", path, "-k", 3, "--mask", "none", "--out", tmp_path / "o", "-q", "--no-figures")
+    assert run.code == 0, run.err
+    assert run.err.strip().splitlines() == [
+        "gpu4d: warning: KMeans found only 1 distinct patterns for the 3 clusters asked for (many "
+        "patterns are identical after masking and normalizing); some clusters are empty"
+    ]
+
+
+def test_warning_translation():
+    from sklearn.exceptions import ConvergenceWarning
+
+    from gpu4d.cli_warnings import translate
+
+    assert translate("something\n   changed", FutureWarning) is None
+    assert translate("old API", DeprecationWarning) is None
+    assert translate("a  two-line\nmessage", UserWarning) == "a two-line message"
+    assert translate("Maximum number of iterations reached", ConvergenceWarning).startswith(
+        "KMeans stopped at --max-iter"
+    )
+
+
+@pytest.mark.parametrize("command", ["cluster", "sweep", "live", "demo"])
+def test_every_option_states_its_default(command):
+    from gpu4d.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices[command]
+    for action in sub._actions:
+        if not action.option_strings or action.nargs == 0 or action.required:
+            continue  # positionals, flags (store_true, --help) and required options
+        assert action.help and "default" in action.help.lower(), (command, action.option_strings)
