@@ -129,8 +129,9 @@ def run_cli(capsys):
 # -- a one-connection TCP peer on 127.0.0.1, for live-stream fault tests ------------------
 
 class Peer(threading.Thread):
-    """Serve one connection on 127.0.0.1: send ``parts`` (bytes, or floats = pauses in s),
-    then close, or with ``hold_s`` keep the connection open that long first."""
+    """Serve one connection on 127.0.0.1: send ``parts`` (bytes; floats = pauses in s; a
+    ``threading.Event`` = wait until the test sets it), then close, or with ``hold_s`` keep the
+    connection open that long first."""
 
     def __init__(self, parts, hold_s=0.0):
         super().__init__(daemon=True)
@@ -152,6 +153,8 @@ class Peer(threading.Thread):
                 for part in self.parts:
                     if isinstance(part, float):
                         time.sleep(part)
+                    elif isinstance(part, threading.Event):
+                        part.wait(60)  # bounded: a failing test must not hang the suite
                     else:
                         conn.sendall(part)
                 self.done.wait(self.hold_s)

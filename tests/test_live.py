@@ -328,16 +328,20 @@ def test_a_slow_consumer_buffers_without_dropping_and_reports_lag(scan, tmp_path
 def test_ctrl_c_saves_the_partial_result_and_exits_130(scan, tmp_path):
     frames = frames_of(scan)
 
-    def slow_source():
+    interrupted = threading.Event()
+
+    def held_source():  # frames 320 on arrive only after the Ctrl-C: some are always missing
         for start in range(0, N, 16):
-            time.sleep(0.02)
+            if start >= 320:
+                interrupted.wait(30)
             yield frames[start : start + 16]
 
     def interrupt(run, progress):
         if progress["frames_processed"] >= 160:
+            interrupted.set()
             raise KeyboardInterrupt
 
-    run = LiveRun(slow_source(), scan.n_regions, SCAN, out=tmp_path / "out", figures=False,
+    run = LiveRun(held_source(), scan.n_regions, SCAN, out=tmp_path / "out", figures=False,
                   init_frames=128, batch_size=32, callback=interrupt)
     outcome = run.run()
     assert outcome.status == "interrupted" and outcome.exit_code == EXIT_INTERRUPTED == 130

@@ -357,7 +357,8 @@ def test_file_without_frame_count_ends_when_it_stops_growing(tmp_path):
     with GrowingMibSource(tmp_path / "s.mib", idle_timeout_s=0.3, poll_s=0.01) as src:
         _, got = read_all(src)
         assert src.expected_frames is None
-    assert 0.3 <= time.monotonic() - t0 < 3
+    # it waited the idle timeout, and (a generous bound, for a loaded machine) no hang
+    assert 0.3 <= time.monotonic() - t0 < 20
     np.testing.assert_array_equal(got, frames)
 
 
@@ -619,15 +620,19 @@ def test_continuous_mode_ends_at_the_next_acquisition_header(peer):
 
 
 def test_a_pause_in_the_stream_does_not_hold_back_received_frames(peer):
+    # the peer sends 3 frames, then nothing until the test has them: a source that waited for
+    # a full batch would only give them at its timeout (30 s), as an incomplete stream
     messages = frame_messages(FRAMES)
-    port = peer([HDR, *messages[:3], 0.8, *messages[3:]])
-    t0 = time.monotonic()
-    with MerlinTCPSource("127.0.0.1", port, timeout_s=2, latency_s=0.05) as src:
+    release = threading.Event()
+    port = peer([HDR, *messages[:3], release, *messages[3:]])
+    with MerlinTCPSource("127.0.0.1", port, timeout_s=30, latency_s=0.05) as src:
         batches = src.batches(100)
-        first = next(batches)
-        waited = time.monotonic() - t0
+        try:
+            first = next(batches)
+        finally:
+            release.set()
         rest = list(batches)
-    assert len(first.frames) == 3 and waited < 0.6
+    assert len(first.frames) == 3
     np.testing.assert_array_equal(np.concatenate([first.frames] + [b.frames for b in rest]), FRAMES)
 
 
@@ -732,12 +737,12 @@ def test_truncated_frame_raises_stream_incomplete_after_the_complete_ones(peer):
 
 
 def test_silent_peer_times_out_as_stream_incomplete(peer):
-    port = peer([HDR, *frame_messages(FRAMES[:2])], hold_s=5)
+    port = peer([HDR, *frame_messages(FRAMES[:2])], hold_s=60)
     t0 = time.monotonic()
     got, exc = receive(port, timeout_s=0.3)
     assert isinstance(exc, StreamIncomplete) and exc.frames_received == 2
     assert "no data arrived for 0.3 s after 2 of 8 frames" in str(exc)
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 30  # the idle timeout ended it, not the peer's 60 s hold
 
 
 def test_next_acquisition_before_the_expected_count_is_incomplete(peer):
