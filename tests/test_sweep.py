@@ -220,31 +220,56 @@ def test_exact_mode_agrees_with_reduced_mode(scan, result):
 
 
 # --------------------------------------------------------------------------- scores, k choice
-def test_suggested_k_on_regions_known(scan, result):
-    _, truth = scan
-    assert result.suggested_k == truth.max() + 1
-    assert adjusted_rand_score(truth.ravel(), result[result.suggested_k].labels.ravel()) == 1.0
+def successes(outcomes) -> int:
+    return sum(bool(o) for o in outcomes)
+
+
+def test_suggested_k_on_regions_known(result):
     assert set(result.scores) == {"inertia", "silhouette", "calinski_harabasz", "davies_bouldin", "separation"}
     assert all(len(v) == len(result.ks) for v in result.scores.values())
+    # on 5 scans of 4 regions (seeds 0-4; seeds 0-9 all succeeded when measured, 2026-11-30),
+    # the suggested k is 4 and its labels are the regions, allowing one miss
+    found = []
+    for seed in range(5):
+        data, truth = region_scan(seed=seed)
+        swept = gpu4d.sweep(data, range(2, 7), mask=MASK, random_state=0)
+        n_regions = truth.max() + 1
+        found.append(
+            swept.suggested_k == n_regions
+            and adjusted_rand_score(truth.ravel(), swept[n_regions].labels.ravel()) >= 0.95
+        )
+    assert successes(found) >= 4, found
 
 
 def test_suggested_k_on_synthetic_polycrystal():
-    n_grains, defect, seed = 4, True, 8
-    synthetic = make_scan((24, 24), (48, 48), n_grains=n_grains, defect=defect, dtype="uint8", seed=seed)
-    swept = gpu4d.sweep(synthetic.data, range(2, 10))
-    assert swept.suggested_k == synthetic.n_regions
-    labels = swept[synthetic.n_regions].labels
-    assert adjusted_rand_score(synthetic.labels.ravel(), labels.ravel()) >= 0.95
+    # 8 small polycrystals (4 grains and a planar defect each, seeds 0-7); measured 2026-11-30:
+    # the right k on 6 and ARI >= 0.95 at the right k on 6; at least 5 of 8 each are required
+    right_k, right_labels = [], []
+    for seed in range(8):
+        synthetic = make_scan((24, 24), (48, 48), n_grains=4, defect=True, dtype="uint8", seed=seed)
+        swept = gpu4d.sweep(synthetic.data, range(2, 10))
+        right_k.append(swept.suggested_k == synthetic.n_regions)
+        labels = swept[synthetic.n_regions].labels
+        right_labels.append(adjusted_rand_score(synthetic.labels.ravel(), labels.ravel()) >= 0.95)
+    assert successes(right_k) >= 5, right_k
+    assert successes(right_labels) >= 5, right_labels
 
 
 def test_downward_warm_starts_keep_a_small_region():
-    """Held-out scan where k-means++ (3 inits and the upward warm start, like full-dimensional
-    scikit-learn KMeans with 3 inits) merges the 3.5% twin lamella into a grain at k = 6 and
-    splits another grain instead; the start from k = 7's merged fit keeps the lamella."""
-    synthetic = make_scan((96, 96), (64, 64), n_grains=5, defect=True, dtype="uint8", seed=13)
-    swept = gpu4d.sweep(synthetic.data, range(2, 13), random_state=0)
-    assert swept.suggested_k == synthetic.n_regions == 6
-    assert adjusted_rand_score(synthetic.labels.ravel(), swept[6].labels.ravel()) == 1.0
+    """Scans with a twin lamella of 2.5-5% of the patterns, which k-means++ tends to merge into a
+    grain at k = 6 (splitting another grain instead); the start from k = 7's merged fit keeps it.
+    Measured 2026-11-30 on seeds 10-19 of this size: suggested k = 6 and ARI 1.0 on 9 of 10."""
+    found = []
+    for seed in range(10, 15):
+        synthetic = make_scan((48, 48), (48, 48), n_grains=5, defect=True, dtype="uint8", seed=seed)
+        assert synthetic.n_regions == 6
+        assert (synthetic.labels == 5).mean() < 0.06  # the lamella is small
+        swept = gpu4d.sweep(synthetic.data, range(2, 13), random_state=0)
+        found.append(
+            swept.suggested_k == 6
+            and adjusted_rand_score(synthetic.labels.ravel(), swept[6].labels.ravel()) >= 0.95
+        )
+    assert successes(found) >= 4, found
 
 
 def test_merge_closest_merges_by_ward_cost():
