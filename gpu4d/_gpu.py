@@ -13,8 +13,9 @@ of streams.
    wrapped with ``numba.cuda.external_stream``; ``_targets.cuda_stream``). The CuPy operations
    that make a kernel's inputs and read its outputs run on that same stream, so stream order
    alone sequences them: ``xp.zeros`` -> atomics -> the reads of the sums, with no host wait.
-   CuPy's memory pool is stream-ordered too: memory freed on a stream is only handed out again
-   on that stream, after the kernels queued before.
+   CuPy's memory pool is stream-ordered too: a block returns, when freed, to the pool of the
+   stream it was allocated on and is handed out only to allocations on that stream, whose
+   later work runs after the kernels queued before.
 2. **numba does not synchronize arguments** (``as_cuda_array(..., sync=False)``;
    ``_targets.cuda_args``). By default numba synchronizes, before every launch, the stream each
    CuPy argument names (the current one): a host wait per argument, which serialized every copy
@@ -30,8 +31,9 @@ of streams.
    stream waits for an event recorded there when the pass starts. When the pass ends (or is
    abandoned), the caller's stream waits for an event recorded on the compute stream, so what
    follows on the caller's stream (a matrix product, ``to_host``) sees the pass's results. The
-   first event also orders the pass after everything queued on the caller's stream before it,
-   so memory freed there and handed to the pass by CuPy's pool is no longer read.
+   first event also orders the pass after everything queued on the caller's stream before it:
+   an array made during an earlier pass belongs to the compute stream's pool, and once read on
+   the caller's stream and freed it may be handed to this pass.
 5. **cuML** runs on its own stream: the current stream is synchronized before a fit and the
    device after it (``device_kmeans``); a fit happens a few times per run.
 
