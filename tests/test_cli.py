@@ -137,11 +137,34 @@ def test_clusters_hspy_keeps_calibrations(blo_run, blo_file):
     np.testing.assert_array_equal(means.data, np.load(out / "mean_patterns.npy"))
 
 
-@pytest.mark.parametrize("name", ["labels.png", "centroids.png"])
-def test_figures_are_images(blo_run, name):
-    image = imread(blo_run["out"] / name)
-    assert image.ndim == 3 and image.shape[0] > 50 and image.shape[1] > 50
-    assert image.std() > 0  # not a blank canvas
+def colour_share(image, rgba) -> float:
+    """Share of the image's pixels within 2/255 of the colour ``rgba`` (RGB compared)."""
+    rgb = image[..., :3].astype(np.float64)
+    if image.dtype == np.uint8:
+        rgb = rgb / 255
+    return float((np.abs(rgb - np.asarray(rgba[:3])) <= 2 / 255).all(axis=-1).mean())
+
+
+def test_label_map_figure_shows_each_label_in_its_colour(blo_run):
+    from gpu4d.figures import label_colours
+
+    image = imread(blo_run["out"] / "labels.png")
+    assert image.ndim == 3 and image.shape[0] > 150 and image.shape[1] > 150
+    labels = np.load(blo_run["out"] / "labels.npy")
+    colours = label_colours(2)
+    for label in range(2):
+        share = colour_share(image, colours[label])
+        if (labels == label).any():  # each of the 6 scan cells covers a visible patch
+            assert share > 0.01 * (labels == label).sum(), (label, share)
+        else:
+            assert share < 0.001, (label, share)
+
+
+def test_centroid_figure_is_an_image_of_the_patterns(blo_run):
+    image = imread(blo_run["out"] / "centroids.png")
+    assert image.ndim == 3 and image.shape[0] > 150 and image.shape[1] > 150
+    # the patterns are drawn with a colour map: many distinct colours, not a blank canvas
+    assert len(np.unique(image[..., :3].reshape(-1, 3), axis=0)) > 50
 
 
 def test_overwrite_replaces(run_cli, tmp_path, two_phase):
@@ -154,7 +177,8 @@ def test_overwrite_replaces(run_cli, tmp_path, two_phase):
     old_summary = (out / "summary.json").read_text()
 
     refused = run_cli("cluster", data, "-k", 3, "--out", out, "--no-figures", "-q")
-    assert refused.code == 2 and "--overwrite" in refused.err
+    assert refused.code == 2
+    assert refused.err.strip().splitlines() == [f"gpu4d: error: results folder '{out}' already exists; pass --overwrite to replace it"]
     assert (out / "summary.json").read_text() == old_summary
 
     second = run_cli("cluster", data, "-k", 3, "--out", out, "--no-figures", "-q", "--overwrite")
