@@ -26,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize, hsv_to_rgb, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import LogFormatterSciNotation, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from gpu4d.atomic import atomic_write
 
@@ -445,11 +445,24 @@ def _limit_ticks(colorbar, height_in: float, log: bool) -> None:
         # within a decade or two, 2x and 5x ticks too, so that a bar is never left with one label
         subs = (1.0, 2.0, 5.0) if decades < 1.5 else (1.0, 3.0) if decades < 3 else (1.0,)
         colorbar.ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=n + 1))
-        colorbar.ax.yaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+        colorbar.ax.yaxis.set_major_formatter(FuncFormatter(_log_tick_label))
         colorbar.ax.yaxis.set_minor_formatter(NullFormatter())
     else:
         colorbar.ax.yaxis.set_major_locator(MaxNLocator(nbins=n, min_n_ticks=2))
     colorbar.ax.tick_params(labelsize="small")
+
+
+def _log_tick_label(value: float, _position=None) -> str:
+    """``10^n`` for powers of ten, ``m×10^n`` beyond 0.01..10000, plain numbers between."""
+    if value <= 0:
+        return ""
+    exponent = math.floor(math.log10(value) + 1e-9)
+    mantissa = value / 10.0**exponent
+    if abs(mantissa - 1) < 1e-6:
+        return f"$10^{{{exponent}}}$"
+    if -2 <= exponent <= 3:
+        return f"{value:g}"
+    return f"${mantissa:g}\\times10^{{{exponent}}}$"
 
 
 def nice_length(target: float) -> float:

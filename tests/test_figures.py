@@ -277,3 +277,126 @@ def test_plot_label_map_grid_png(tmp_path: Path) -> None:
     maps = {k: _bands(fractions=(1 / k,) * k) for k in (2, 3)}
     image = _read_png(plot_label_map_grid(maps, tmp_path / "maps.png"))
     assert all(_pixels_of(image, c) > 100 for c in label_colours(3))
+
+
+# -------------------------------------------------- scale bars, colour-bar ticks, empty clusters
+def _scale_bar_texts(fig: Figure) -> list[str]:
+    return [t.get_text() for ax in _image_axes(fig) for t in ax.texts]
+
+
+@pytest.mark.parametrize(("shape", "pixel_size"), [((64, 64), 0.18), ((128, 256), 0.05), ((200, 40), 2.5)])
+def test_pattern_grid_scale_bar_matches_the_calibration(shape, pixel_size) -> None:
+    patterns = np.random.default_rng(0).random((3, *shape))
+    fig = make_pattern_grid_figure(patterns, pixel_size=pixel_size, pixel_units="1/nm")
+    for ax in _image_axes(fig):
+        (label,) = [t.get_text() for t in ax.texts]
+        value, units = label.split(" ", 1)
+        assert units == "1/nm"
+        assert float(value) * 10 ** -np.floor(np.log10(float(value))) in (1.0, 2.0, 5.0)
+        # the white bar drawn over a black one: its length in pixels times the pixel size
+        bar = [line for line in ax.lines if line.get_color() == "white"][0]
+        length_px = abs(np.diff(bar.get_xdata())[0])
+        assert length_px * pixel_size == pytest.approx(float(value), rel=1e-9)
+        assert length_px <= shape[1] * 0.6  # it fits in the panel
+    assert not _scale_bar_texts(make_pattern_grid_figure(patterns))  # uncalibrated: none
+
+
+def _visible_tick_labels(fig: Figure):
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    for bar in (ax for ax in fig.axes if ax.get_label() == "<colorbar>" and ax.axison):
+        box = bar.get_window_extent(renderer)
+        labels = []
+        for text in bar.yaxis.get_ticklabels():
+            extent = text.get_window_extent(renderer)
+            if text.get_text() and box.y0 - 1 <= (extent.y0 + extent.y1) / 2 <= box.y1 + 1:
+                labels.append(extent)
+        yield labels
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (128, 256), (32, 256), (256, 48), (144, 144)])
+@pytest.mark.parametrize("decades", [0.3, 1.0, 2.5, 6.0])
+@pytest.mark.parametrize("log", [True, False])
+def test_colour_bar_tick_labels_never_overlap(shape, decades, log) -> None:
+    rng = np.random.default_rng(1)
+    patterns = 10 ** (rng.random((3, *shape)) * decades)  # from 1 to 10^decades
+    fig = make_pattern_grid_figure(patterns, log=log)
+    for labels in _visible_tick_labels(fig):
+        assert len(labels) >= 2, "a colour bar needs at least two labelled ticks to be read"
+        labels.sort(key=lambda e: e.y0)
+        for lower, upper in zip(labels, labels[1:]):
+            assert lower.y1 <= upper.y0, "tick labels overlap"
+
+
+def test_empty_cluster_is_said_in_words() -> None:
+    patterns = np.random.default_rng(2).random((3, 20, 30))
+    patterns[1] = 0.0
+    fig = make_pattern_grid_figure(patterns, sizes=[5, 0, 7], pixel_size=0.2, pixel_units="1/nm")
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert [bool(ax.images) for ax in panels] == [True, False, True]
+    assert "empty cluster" in " ".join(t.get_text() for t in panels[1].texts)
+    assert panels[1].get_title() == "label 1"
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert [ax.axison for ax in bars] == [True, False, True]
+
+
+def test_written_results_have_scale_bars_and_empty_panels(tmp_path: Path) -> None:
+    """Through gpu4d.cluster on a calibrated scan: the grid files carry the calibration."""
+    import gpu4d
+    from gpu4d.dataset import Axis, Dataset
+    from gpu4d.figures import nice_length
+
+    data = np.ones((3, 3, 16, 16), np.float32)  # every pattern alike: k = 3 leaves empty clusters
+    dataset = Dataset(data, (Axis("y", 3), Axis("x", 3)), (Axis("qy", 16, 0.18, 0, "1/nm"), Axis("qx", 16, 0.18, 0, "1/nm")), "flat")
+    result = gpu4d.cluster(dataset, 3, mask="none", n_init=1)
+    assert sorted(result.cluster_sizes.tolist()) == [0, 0, 9]
+    fig = make_pattern_grid_figure(result.mean_patterns, sizes=result.cluster_sizes, pixel_size=0.18, pixel_units="1/nm")
+    assert _scale_bar_texts(fig) == [f"{nice_length(0.25 * 16 * 0.18):g} 1/nm"]  # a quarter of the panel
+    result.save(tmp_path / "out")
+    _read_png(tmp_path / "out" / "mean_patterns.png")
+
+
+# --------------------------------------------------------- label colours across a sweep's ks
+def test_matching_permutation_maximizes_the_overlap() -> None:
+    from itertools import permutations
+
+    from gpu4d.relabel import matching_permutation
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        previous = rng.integers(0, 3, 60)
+        current = rng.integers(0, 5, 60)
+        perm = matching_permutation(previous, current, 3, 5)
+        assert sorted(perm.tolist()) == list(range(5))
+        kept = sum(np.sum((previous == j) & (perm[current] == j)) for j in range(3))
+        best = max(
+            sum(np.sum((previous == j) & (current == c)) for j, c in enumerate(choice))
+            for choice in permutations(range(5), 3)
+        )
+        assert kept == best
+
+
+def test_sweep_keeps_a_region_s_label_across_ks() -> None:
+    import gpu4d
+    from gpu4d.synthetic import make_scan
+
+    scan = make_scan(scan_shape=(24, 24), detector_shape=(48, 48), n_grains=3, seed=5)
+    sweep = gpu4d.sweep(scan.data, ks=range(2, 7), mask="auto")
+    raw = scan.data.reshape(-1, 48, 48).astype(np.float64)
+    for previous_k, k in zip(sweep.ks, sweep.ks[1:]):
+        before, after = sweep[previous_k].labels.ravel(), sweep[k].labels.ravel()
+        for j in range(previous_k):
+            # label j of k is the cluster of k that overlaps most with label j of the previous k,
+            # unless that cluster is matched to another label with a larger overlap
+            overlap = np.bincount(after[before == j], minlength=k)
+            assert overlap[j] > 0 or overlap.max() == 0
+        # the renumbered results are still self-consistent
+        result = sweep[k]
+        np.testing.assert_array_equal(result.cluster_sizes, np.bincount(after, minlength=k))
+        for j in range(k):
+            np.testing.assert_allclose(result.mean_patterns[j], raw[after == j].mean(axis=0), rtol=1e-4)
+    # a region KMeans keeps whole keeps its number: the grain that k = 2 separates
+    first = sweep[sweep.ks[0]].labels
+    last = sweep[sweep.ks[-1]].labels
+    for j in range(sweep.ks[0]):
+        assert np.mean(last[first == j] == j) > 0.3
