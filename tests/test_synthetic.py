@@ -40,33 +40,39 @@ def disc(shape: tuple[int, int], centre, radius: float) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ physics
+SEEDS = (1, 2, 3, 4, 5)
+
+
 @pytest.fixture(scope="module")
-def aris() -> dict[str, float]:
-    """ARIs of the original method on seed 2, with the mask, without it, and with drift."""
-    kw = dict(scan_shape=(40, 40), detector_shape=(96, 96), seed=2)
-    plain, drifted = make_scan(**kw), make_scan(drift_px=1.5, **kw)
-    assert np.array_equal(plain.labels, drifted.labels)  # drift changes nothing else
-    return {
-        "masked": reference_ari(plain),
-        "unmasked": reference_ari(plain, mask=False),
-        "drifted": reference_ari(drifted),
-    }
+def aris() -> dict[str, np.ndarray]:
+    """ARIs of the original method on 5 scans (seeds 1-5), with the mask, without it, and with
+    drift, as arrays over the seeds."""
+    found = {"masked": [], "unmasked": [], "drifted": []}
+    for seed in SEEDS:
+        kw = dict(scan_shape=(24, 24), detector_shape=(64, 64), seed=seed)
+        plain, drifted = make_scan(**kw), make_scan(drift_px=1.5, **kw)
+        assert np.array_equal(plain.labels, drifted.labels)  # drift changes nothing else
+        found["masked"].append(reference_ari(plain))
+        found["unmasked"].append(reference_ari(plain, mask=False))
+        found["drifted"].append(reference_ari(drifted))
+    return {name: np.array(values) for name, values in found.items()}
 
 
-# Measured: this scan gives masked 1.000, unmasked 0.578, drifted 0.852. On 48x48 scans, seeds
-# 1, 2, 3 give masked 0.999 / 0.999 / 1.000, unmasked 0.570 / 0.567 / 0.587, drifted (masked, not
-# aligned) 0.851 / 0.900 / 0.842; aligning by the true centres restores 1.0.
+# Measured 2026-11-30 on these 5 scans: masked 1.000 on all; unmasked 0.35-0.73 (median 0.58);
+# drifted 0.75-0.87 (median 0.78). The claims hold by wide margins on the median and on each scan
+# but one, so a different noise draw cannot flip them.
 def test_masked_kmeans_finds_grains_and_defect(aris):
-    assert aris["masked"] >= 0.95
+    assert (aris["masked"] >= 0.95).sum() >= len(SEEDS) - 1, aris["masked"]
 
 
 def test_unmasked_kmeans_follows_thickness_too(aris):
-    assert aris["unmasked"] <= 0.8
-    assert aris["unmasked"] < aris["masked"] - 0.2
+    assert np.median(aris["unmasked"]) <= np.median(aris["masked"]) - 0.2, aris
+    assert (aris["unmasked"] < aris["masked"] - 0.1).sum() >= len(SEEDS) - 1, aris
 
 
 def test_drift_spoils_masked_kmeans(aris):
-    assert aris["drifted"] < aris["masked"] - 0.1
+    assert np.median(aris["drifted"]) <= np.median(aris["masked"]) - 0.1, aris
+    assert (aris["drifted"] < aris["masked"]).sum() >= len(SEEDS) - 1, aris
 
 
 def test_thickness_dims_the_beam_and_feeds_the_spots():
@@ -186,7 +192,8 @@ def test_write_blo_round_trip(tmp_path):
 
     signal = hs.load(path, lazy=True)
     np.testing.assert_array_equal(np.asarray(signal.data), scan.data)
-    y, x, qy, qx = signal.axes_manager._axes
+    x, y = signal.axes_manager.navigation_axes  # HyperSpy orders axes x before y
+    qx, qy = signal.axes_manager.signal_axes
     assert (y.scale, x.scale, y.units, x.units) == (3.5, 3.5, "nm", "nm")
     assert qy.scale == pytest.approx(0.25)
 
