@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib import colormaps
-from matplotlib._pylab_helpers import Gcf
+from matplotlib import pyplot
 from matplotlib.figure import Figure
 from matplotlib.image import imread
 
@@ -69,7 +69,7 @@ def _pixels_of(image: np.ndarray, colour) -> int:
 @pytest.fixture(autouse=True)
 def _no_pyplot_figures():
     yield
-    assert Gcf.get_num_fig_managers() == 0  # nothing leaked into pyplot's global state
+    assert pyplot.get_fignums() == []  # nothing leaked into pyplot's global state
 
 
 # -------------------------------------------------------------------------------- colours
