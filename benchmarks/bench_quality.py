@@ -17,6 +17,9 @@ are generated once, in a child process, into a cache (``--cache``, default
   both in gpu4d's own feature space (the preprocessed patterns). Negative: the truth fits
   gpu4d's objective better and the optimizer stopped in a worse local optimum. Positive: the
   feature space or the objective prefers a wrong map;
+* ``ncARI``: the ARI of assigning every pattern to the nearest centroid of the TRUE partition
+  in that feature space. Below 0.95 the feature space itself cannot hold the true map as a
+  KMeans (nearest-centroid) partition, whatever the optimizer;
 * ``gpu4d.sweep(data, ks)`` with ks = 2 .. max(12, true_k + 2): its ``suggested_k`` against the
   truth and its own ARI at the true k (``--no-sweep`` skips it).
 
@@ -105,6 +108,15 @@ def partition_inertia(features: np.ndarray, labels: np.ndarray) -> float:
     return total
 
 
+def nearest_true_centroid(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each row's nearest centroid of the true partition (one Lloyd assignment from the truth):
+    where this differs from the truth, no KMeans optimum in this feature space holds the truth."""
+    ids = np.unique(labels)
+    centroids = np.stack([features[labels == i].mean(axis=0, dtype=np.float64) for i in ids])
+    distances = (centroids**2).sum(axis=1)[None, :] - 2.0 * (features @ centroids.T.astype(np.float32))
+    return ids[np.argmin(distances, axis=1)]
+
+
 def sweep_ks(true_k: int, n_patterns: int) -> list[int]:
     return list(range(2, min(max(12, true_k + 2), n_patterns) + 1))
 
@@ -136,6 +148,7 @@ def run_scan(spec: catalogue.ScanSpec, cache: Path, options: dict, do_sweep: boo
     mine = partition_inertia(features, found)
     row["inertia"] = float(result.inertia)
     row["inertia_truth"] = partition_inertia(features, truth)
+    row["truth_centroid_ari"] = float(adjusted_rand_score(truth, nearest_true_centroid(features, truth)))
     if abs(mine - result.inertia) <= INERTIA_CHECK_RTOL * abs(result.inertia):
         row["inertia_gap"] = (row["inertia_truth"] - result.inertia) / result.inertia
     else:
@@ -183,7 +196,7 @@ def ensure_cached(specs: list, cache: Path) -> None:
 
 def print_table(rows: list[dict]) -> None:
     head = (f"{'scan':20s} {'gen':9s} {'half':7s} {'shape':15s} {'dtype':6s} {'dose':>6s} {'drift':14s} "
-            f"{'k':>2s} {'ARI':>6s} {'sugg':>4s} {'swARI':>6s} {'gap%':>7s} {'secs':>6s}")
+            f"{'k':>2s} {'ARI':>6s} {'sugg':>4s} {'swARI':>6s} {'gap%':>7s} {'ncARI':>6s} {'secs':>6s}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -194,7 +207,7 @@ def print_table(rows: list[dict]) -> None:
         secs = r["cluster_seconds"] + r.get("sweep_seconds", 0.0)
         print(f"{r['name']:20s} {r['generator']:9s} {r['half']:7s} {shape:15s} {r['dtype']:6s} "
               f"{r['counts_per_pattern']:6.0f} {r['drift']:14s} {r['true_k']:2d} {r['ari']:6.3f} {sugg:>4s} "
-              f"{swari:>6s} {gap:>7s} {secs:6.1f}")
+              f"{swari:>6s} {gap:>7s} {r['truth_centroid_ari']:6.3f} {secs:6.1f}")
 
 
 def summarize(rows: list[dict]) -> dict:
