@@ -22,7 +22,7 @@ HALO_SHARE, FLAT_SHARE = 0.2, 0.1
 #: Regions meant to differ must have noise-free spot images with a cosine below this.
 MAX_SIMILARITY = 0.5
 CANDIDATES_PER_REGION = 12
-ORACLE_SAMPLE = 400
+ORACLE_SAMPLE = 200
 
 DEFAULTS = dict(
     scan=(64, 64), detector=64, phase="Al", n_grains=5, second_phase=None, n_second=0,
@@ -167,8 +167,8 @@ def _template(spots: crystals.Spots, geometry) -> np.ndarray:
     q, scale, sigma = geometry
     centre = (q - 1) / 2
     pix = np.arange(q, dtype=np.float64)
-    gy = render._pixel_gauss(pix, (centre + spots.gy * scale)[None], sigma)[0]
-    gx = render._pixel_gauss(pix, (centre + spots.gx * scale)[None], sigma)[0]
+    gy = render.pixel_gauss(pix, (centre + spots.gy * scale)[None], sigma)[0]
+    gx = render.pixel_gauss(pix, (centre + spots.gx * scale)[None], sigma)[0]
     image = (gy * spots.intensity) @ gx.T
     total = image.sum()
     return image / total if total > 0 else image

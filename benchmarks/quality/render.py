@@ -49,7 +49,7 @@ class Beam:
     dynamical: float  # depth of the thickness oscillation of spot weights, 0 for none
 
 
-def _pixel_gauss(pixels: np.ndarray, centres: np.ndarray, sigma: float) -> np.ndarray:
+def pixel_gauss(pixels: np.ndarray, centres: np.ndarray, sigma: float) -> np.ndarray:
     """Share of a unit Gaussian at each centre (P, K) falling in each pixel: (P, q, K)."""
     scale = 1.0 / (math.sqrt(2.0) * sigma)
     edges = np.append(pixels - 0.5, pixels[-1] + 0.5)  # pixels are consecutive
@@ -68,8 +68,8 @@ def expected(labels: np.ndarray, index: np.ndarray, regions: Regions, beam: Beam
     d = np.sqrt((py[None, :, None] - cy[:, None, None]) ** 2 + (px[None, None, :] - cx[:, None, None]) ** 2)
     disc = np.clip(beam.beam_radius + 0.5 - d, 0.0, 1.0)
     out[:] = disc * (beam.beam_e[index] / disc.sum(axis=(1, 2)))[:, None, None]
-    hy = _pixel_gauss(py, cy[:, None], beam.halo_sigma)[:, :, 0]
-    hx = _pixel_gauss(px, cx[:, None], beam.halo_sigma)[:, :, 0]
+    hy = pixel_gauss(py, cy[:, None], beam.halo_sigma)[:, :, 0]
+    hx = pixel_gauss(px, cx[:, None], beam.halo_sigma)[:, :, 0]
     out += hy[:, :, None] * hx[:, None, :] * beam.halo_e[index, None, None]
     out += (beam.flat_e[index] / (qy * qx))[:, None, None]
     for r in np.unique(labels):
@@ -80,8 +80,8 @@ def expected(labels: np.ndarray, index: np.ndarray, regions: Regions, beam: Beam
             osc = 1 + beam.dynamical * np.cos(2 * np.pi * t[:, None] / regions.period_nm[r] + regions.phase[r])
             w = w * osc
             w = w / w.sum(axis=1, keepdims=True)
-        gy = _pixel_gauss(py, cy[rows, None] + regions.dy[r][None], beam.spot_sigma)
-        gx = _pixel_gauss(px, cx[rows, None] + regions.dx[r][None], beam.spot_sigma)
+        gy = pixel_gauss(py, cy[rows, None] + regions.dy[r][None], beam.spot_sigma)
+        gx = pixel_gauss(px, cx[rows, None] + regions.dx[r][None], beam.spot_sigma)
         spots = np.matmul(gy * (w * beam.bragg_e[index[rows], None])[:, None, :], gx.transpose(0, 2, 1))
         out[rows] += spots
     return out
