@@ -228,6 +228,7 @@ def _open_file(path: Path, reader: str | None, scan_shape) -> Dataset:
                     f"{path}: is an ARINA data file; give its master file {master.name} instead"
                 )
             _check_known_format(path)
+            _check_hdf5_signature(path)
             reader = guess_hdf5_reader(path)
         if reader == "Arina":
             dataset = _open_arina(path, scan_shape)
@@ -313,6 +314,20 @@ def _check_known_format(path: Path) -> None:
         ".mib (+.hdr), .hspy, .zspy, .npy and the other RosettaSciIO formats (give the reader "
         "name with reader=/--reader if the extension is not the usual one)"
     )
+
+
+def _check_hdf5_signature(path: Path) -> None:
+    """An .h5/.hdf5/.emd file that is not HDF5 at all: say so, rather than which readers its
+    extension would suit."""
+    import h5py
+
+    from .readers import HDF5_SUFFIXES
+
+    if path.suffix.lower() in HDF5_SUFFIXES and path.is_file() and not h5py.is_hdf5(path):
+        raise InputError(
+            f"{path}: not an HDF5 file (the HDF5 signature is missing); the file is corrupt or in "
+            "another format"
+        )
 
 
 def _check_blockfile_header(path: Path) -> dict:

@@ -175,7 +175,10 @@ def detector_mask_for(spec: MaskSpec, dataset, needs_mean: bool = False):
     if spec.finds_bad_pixels:
         bad = find_bad_pixels(dataset, stats, dataset.metadata.get("detector_bad_pixels"))
     mean = clean_mean(stats.mean, bad)
-    return build_mask(spec, dataset.detector_shape, mean, bad_pixels=bad), mean
+    try:
+        return build_mask(spec, dataset.detector_shape, mean, bad_pixels=bad), mean
+    except InputError as exc:
+        raise InputError(f"{dataset.source}: {exc}") from None  # which scan has no beam
 
 
 def build_mask(spec: MaskSpec, detector_shape, mean_pattern: np.ndarray | None = None, bad_pixels=None):
