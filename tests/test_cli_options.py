@@ -209,11 +209,13 @@ def test_init_starts_lloyd_from_the_given_centroids():
     start_rows = rng.choice(features.shape[0], 4, replace=False)
     init = np.zeros((4, *data.shape[2:]), np.float32)
     init[:, ~mask] = features[start_rows]
-    # one Lloyd step from init, as scikit-learn takes it
-    ours = gpu4d.cluster(data, 4, mask=mask, init=init, max_iter=1)
-    theirs = KMeans(4, init=features[start_rows], n_init=1, max_iter=1).fit(features)
+    # Lloyd from init until no label changes (tol 0) reaches the fixed point scikit-learn's
+    # Lloyd reaches from the same start (not the one k-means++ would find: init is used)
+    ours = gpu4d.cluster(data, 4, mask=mask, init=init, tol=0.0)
+    theirs = KMeans(4, init=features[start_rows], n_init=1, tol=0.0).fit(features)
     np.testing.assert_array_equal(ours.labels.ravel(), theirs.labels_)
     np.testing.assert_allclose(ours.centroids[:, ~mask], theirs.cluster_centers_, rtol=1e-4, atol=1e-6)
+    assert ours.inertia == pytest.approx(theirs.inertia_, rel=1e-4)
     # the identities follow init: cluster i grows from init[i]
     order = np.array([2, 0, 3, 1])
     permuted = gpu4d.cluster(data, 4, mask=mask, init=init[order])
