@@ -18,7 +18,7 @@ EXIT_INTERRUPTED = 130
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_align_without_value(list(sys.argv[1:] if argv is None else argv)))
     if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_ERROR
@@ -33,6 +33,22 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("gpu4d: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _align_without_value(argv: list) -> list:
+    """``--align`` takes an optional METHOD, so argparse would take a file named after it for
+    the method (``gpu4d cluster --align scan.npy``): an existing path there is the file, and
+    ``--align`` gets no value (written ``--align=``, read as the default method)."""
+    for i, token in enumerate(argv[:-1]):
+        following = str(argv[i + 1])
+        if token == "--align" and not following.startswith("-") and Path(following).exists():
+            argv[i] = "--align="
+    return argv
+
+
+def _align_option(value):
+    """``--align`` as given (a method), True for no value, None when absent."""
+    return True if value == "" else value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -267,7 +283,7 @@ def cluster_kwargs(args) -> dict:
         "mask": args.mask,
         "normalize": args.normalize,
         "transform": args.transform,
-        "align": args.align,
+        "align": _align_option(args.align),
         "backend": args.backend,
         "batch_size": args.batch_size,
         "reader": args.reader,
@@ -364,7 +380,7 @@ def run_live(args) -> int:
         out=args.out, overwrite=args.overwrite, figures=not args.no_figures,
         snapshot_every_s=args.snapshot_every, display=not args.quiet, max_lag_frames=args.max_lag,
         timeout_s=args.timeout, refine=not args.no_refine, max_iter=args.max_iter, tol=args.tol,
-        mask=args.mask, normalize=args.normalize, transform=args.transform, align=args.align,
+        mask=args.mask, normalize=args.normalize, transform=args.transform, align=_align_option(args.align),
         backend=args.backend, random_state=args.seed, batch_size=args.batch_size,
         init_frames=args.init_frames, spill_dir=args.spill_dir,
     )

@@ -583,15 +583,3 @@ def _describe(source) -> str:
     name = getattr(source, "_name", None)
     return name if isinstance(name, str) else f"<{type(source).__name__}>"
 
-
-def parse_scan_shape(text: str) -> tuple[int, int]:
-    """``"NYxNX"`` (or ``NY,NX``) -> (ny, nx)."""
-    parts = text.lower().replace(",", "x").replace("*", "x").split("x")
-    try:
-        ny, nx = (int(p) for p in parts)
-    except ValueError:
-        raise InputError(f"--scan {text!r}: expected NYxNX, e.g. 64x64") from None
-    if ny < 1 or nx < 1:
-        raise InputError(f"--scan {text!r}: both sizes should be >= 1")
-    return ny, nx
-
