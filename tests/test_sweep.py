@@ -162,9 +162,9 @@ def test_a_lazily_read_scan_is_read_the_same_whatever_the_ks(scan):
 
 @pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="counts file reads with Linux's /proc/self/io")
 def test_a_file_is_read_the_same_whatever_the_ks(tmp_path):
-    """A file read directly (a .blo, not kept in memory) is read the same number of times for
-    1 k or 7: four passes (three sketch passes and the final one) and the sample the mask
-    looks at for dead and hot pixels, never a pass per k."""
+    """A file read directly (a .blo, not kept in memory) is read a whole number of times, the
+    same for 1 k or 7, and at most four (three sketch passes and the final one; README), never
+    a pass per k. (An explicit mask needs no mean pattern, so nothing else reads the scan.)"""
     from gpu4d.synthetic import write_blo
 
     data, _ = region_scan(scan=(64, 64), q=64)  # 16 MiB: other reads (metadata) are noise
@@ -184,7 +184,8 @@ def test_a_file_is_read_the_same_whatever_the_ks(tmp_path):
         gpu4d.sweep(path, ks, mask=mask)
         scans_read[len(ks)] = (bytes_read() - before) / size
     assert scans_read[7] == pytest.approx(scans_read[1], abs=0.01), scans_read
-    assert 4 <= scans_read[1] <= 5.5, scans_read
+    passes = round(scans_read[1])  # measured 4.11 (2026-11-30): the rest is headers and checks
+    assert 1 <= passes <= 4 and abs(scans_read[1] - passes) < 0.25, scans_read
 
 
 def test_reduced_mode_never_holds_a_float32_copy_of_the_scan():
