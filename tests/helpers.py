@@ -42,3 +42,16 @@ class LazyPaths(dict):
             value = value()
             self[key] = value
         return value
+
+
+def bytes_read_by_this_process() -> int:
+    """Bytes this process has got from read() calls so far (Linux: ``rchar`` of /proc/self/io);
+    file reads by gpu4d show up here, memory-mapped reads do not."""
+    fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    return int(fields["rchar"])
+
+
+#: Skip marker for tests that count file reads through /proc/self/io.
+needs_proc_io = pytest.mark.skipif(
+    not Path("/proc/self/io").exists(), reason="counts file reads with Linux's /proc/self/io"
+)

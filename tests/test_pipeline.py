@@ -7,6 +7,7 @@ from sklearn.metrics import adjusted_rand_score
 
 import gpu4d
 
+from .helpers import bytes_read_by_this_process, needs_proc_io
 from .reference import preprocess_reference
 
 
@@ -104,3 +105,25 @@ def test_to_signals_keeps_calibrations():
     assert [a.scale for a in centroid_axes] == [0.05, 0.05] and centroid_axes[0].units == "1/nm"
     assert signals["centroids"].axes_manager.navigation_shape == (2,)
     np.testing.assert_array_equal(signals["labels"].data, result.labels)
+
+
+@needs_proc_io
+def test_a_file_is_read_twice_by_cluster(tmp_path):
+    """One pass builds the features, one sums the raw patterns per cluster (README): a .blo
+    (read by file reads, not kept) is read a whole number of times, at most twice. (Batches
+    are read as whole scan rows: a batch size that is not a multiple of the row re-reads the
+    rows it shares with the next batch, 2.8 scans at 97 patterns here.)"""
+    from gpu4d.synthetic import write_blo
+
+    data, _ = spot_scan(seed=6, scan=(48, 40), detector=(64, 64))  # 7.9 MB: metadata reads are noise
+    path = tmp_path / "scan.blo"
+    write_blo(path, np.clip(data, 0, 255).astype(np.uint8))
+    size = path.stat().st_size
+    mask = (32, 32, 3.0)  # explicit: no mean pattern to find the beam in
+    gpu4d.cluster(path, 3, mask=mask)  # imports and compiled kernels loaded: not counted below
+    for batch_size in (120, None):  # 3 scan rows; the default
+        before = bytes_read_by_this_process()
+        gpu4d.cluster(path, 3, mask=mask, batch_size=batch_size)
+        scans_read = (bytes_read_by_this_process() - before) / size
+        passes = round(scans_read)
+        assert 1 <= passes <= 2 and abs(scans_read - passes) < 0.25, (batch_size, scans_read)

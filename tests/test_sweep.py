@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from gpu4d.sweep import folder_name, parse_ks
 from gpu4d.synthetic import make_scan
 from gpu4d.xp_kmeans import merge_closest
 
+from .helpers import bytes_read_by_this_process, needs_proc_io
 from .reference import preprocess_reference, random_patterns, shift_patterns
 
 MASK = (11.5, 11.5, 2.5)  # (cy, cx, r): the beam of region_scan
@@ -160,7 +160,7 @@ def test_a_lazily_read_scan_is_read_the_same_whatever_the_ks(scan):
     assert scans_read[1] == scans_read[7] and 1 <= scans_read[1] < 4, scans_read
 
 
-@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="counts file reads with Linux's /proc/self/io")
+@needs_proc_io
 def test_a_file_is_read_the_same_whatever_the_ks(tmp_path):
     """A file read directly (a .blo, not kept in memory) is read a whole number of times, the
     same for 1 k or 7, and at most four (three sketch passes and the final one; README), never
@@ -173,10 +173,7 @@ def test_a_file_is_read_the_same_whatever_the_ks(tmp_path):
     size = path.stat().st_size
     mask = (31.5, 31.5, 2.5)
 
-    def bytes_read() -> int:  # rchar: every byte this process got from read() calls
-        fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
-        return int(fields["rchar"])
-
+    bytes_read = bytes_read_by_this_process
     gpu4d.sweep(path, [2], mask=mask)  # imports and compiled kernels loaded: not counted below
     scans_read = {}
     for ks in ([3], range(2, 9)):
