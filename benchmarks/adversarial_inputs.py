@@ -11,7 +11,7 @@ there), runs ``gpu4d ...`` and checks:
 * an error: a non-zero exit code and exactly one line on stderr, ``gpu4d: error: ...`` (after at
   most a few ``gpu4d: warning:`` lines), naming what the case expects, and no new folder or file
   left behind (no results folder, no temporary one);
-* a success: exit code 0 and a results folder with its ``summary.json``.
+* a success: exit code 0 and a results folder with its ``summary.json`` (``sweep.json``).
 
 Prints one line per case and the number that pass; exits 1 if any fails.
 """
@@ -512,8 +512,9 @@ def run_case(case: Case, root: Path, timeout: float) -> tuple[bool, str, float]:
             problems.append(f"left behind: {[os.path.relpath(p, folder) for p in new[:3]]}")
     else:
         out = Path(argv[argv.index("--out") + 1])
-        if not (out / "summary.json").is_file() and case.argv[0] != "live":
-            problems.append("no summary.json in the results folder")
+        marker = {"cluster": "summary.json", "sweep": "sweep.json"}.get(case.argv[0])
+        if marker and not (out / marker).is_file():
+            problems.append(f"no {marker} in the results folder")
     detail = "; ".join(problems) or (errors[0][:110] if errors else f"ok ({len(lines)} warning lines)")
     _make_removable(folder)
     shutil.rmtree(folder, ignore_errors=True)
