@@ -483,7 +483,7 @@ def run_info(args) -> int:
     from .backend import backend_report
 
     versions = {"gpu4d": __version__}
-    for module in ("numpy", "numba", "sklearn", "hyperspy", "rsciio", "cupy", "cuml"):
+    for module in ("numpy", "numba", "sklearn", "hyperspy", "rsciio", "h5py", "hdf5plugin", "cupy", "cuml"):
         versions[module] = _version_of(module)
     print("versions:")
     for name, version in versions.items():
