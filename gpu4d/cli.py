@@ -33,6 +33,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("gpu4d: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader of stdout went away (gpu4d ... | head): nothing more to say, no traceback
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _align_without_value(argv: list) -> list:
@@ -501,7 +507,8 @@ def _version_of(module: str) -> str:
     if importlib.util.find_spec(module) is None:
         return "not installed"
     try:
-        return getattr(importlib.import_module(module), "__version__", "installed")
+        found = importlib.import_module(module)
+        return getattr(found, "__version__", None) or getattr(found, "version", None) or "installed"
     except Exception as exc:  # noqa: BLE001 - report, don't crash, on a broken install
         return f"installed but fails to import ({type(exc).__name__})"
 
@@ -521,8 +528,11 @@ def run() -> None:
     code = main()
     logging.shutdown()
     atexit._run_exitfuncs()  # what a normal exit runs first (temporary folders, thread pools)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:  # gpu4d ... | head: the reader has gone
+            pass
     os._exit(code)
 
 
