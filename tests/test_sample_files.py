@@ -1,9 +1,10 @@
-"""Every 4-D sample file users bring (../shared/data) through ``open_dataset`` and ``cluster``,
-against what HyperSpy/RosettaSciIO load and scikit-learn fits on the same patterns.
+"""Every sample file users bring (../shared/data) through ``open_dataset`` and ``cluster``,
+against what HyperSpy/RosettaSciIO load and scikit-learn fits on the same patterns: the 4-D
+files as they are, the frame lists (TVIPS, the DE ``.mrc`` movie, the 9-frame ``.mib`` files
+of 12 bits and of a quad detector, a TIA series) with a scan shape (``scan_shape=``).
 
-Frame lists without a recorded scan shape (TVIPS, the DE ``.mrc`` movie, the 9-frame and
-24-bit ``.mib`` files), ARINA and py4DSTEM files need the scan-shape and reader work tested
-with it (``--scan``, ARINA, EMD): they are not repeated here.
+ARINA and py4DSTEM files, and ``--scan`` itself, are tested with the readers
+(``tests/test_readers.py``).
 """
 
 from __future__ import annotations
@@ -39,22 +40,37 @@ def hyperspy_patterns(path) -> np.ndarray:
         warnings.simplefilter("ignore")
         loaded = hs.load(str(path))
     if isinstance(loaded, list):
-        loaded = next(s for s in loaded if s.data.ndim == 4)
+        loaded = max(loaded, key=lambda s: s.data.ndim)  # the 4-D (or frame-list) element
     data = np.asarray(loaded.data)
     return data.astype(data.dtype.newbyteorder("="))
 
 
-@pytest.fixture(params=FOUR_D_SAMPLES, ids=[name.split("/")[-1] for name, _ in FOUR_D_SAMPLES])
+#: Frame lists (no scan shape recorded): (file, the (ny, nx) it is read as, (qy, qx)).
+FRAME_SAMPLES = [
+    ("tvips/test_tvips_2345_000.tvips", (2, 3), (4, 5)),
+    ("tvips/test_tvips_2233_000.tvips", (2, 2), (3, 3)),
+    ("mrc_de_roi_scan/ROI_Random_Scan_movie.mrc", (12, 29), (16, 16)),
+    ("quantumdetector/Quad_9_Frame_CounterDepth_6_Rows_256.mib", (3, 3), (512, 512)),
+    ("quantumdetector/Single_9_Frame_CounterDepth_12_Rows_256.mib", (3, 3), (256, 256)),
+    ("tia/128x128x5-diffraction_preview.emi", (1, 5), (128, 128)),
+]
+SAMPLES = [(name, shape, None) for name, shape in FOUR_D_SAMPLES] + [
+    (name, (*scan, *detector), scan) for name, scan, detector in FRAME_SAMPLES
+]
+
+
+@pytest.fixture(params=SAMPLES, ids=[name.split("/")[-1] for name, _, _ in SAMPLES])
 def sample(request):
-    name, shape = request.param
-    return sample_path(name), shape
+    """(path, (ny, nx, qy, qx), the scan_shape to give or None)."""
+    name, shape, scan_shape = request.param
+    return sample_path(name), shape, scan_shape
 
 
 def test_open_dataset_reads_the_patterns_hyperspy_reads(sample):
-    path, shape = sample
-    dataset = gpu4d.open_dataset(path)
+    path, shape, scan_shape = sample
+    dataset = gpu4d.open_dataset(path, scan_shape=scan_shape)
     assert dataset.shape == shape and dataset.source == str(path)
-    want = hyperspy_patterns(path)
+    want = hyperspy_patterns(path).reshape(shape)  # frames fill the scan row by row
     assert dataset.dtype == want.dtype
     # in batches of 1, 3 and all patterns: the same patterns in scan order
     for size in (1, 3, dataset.n_patterns):
@@ -64,10 +80,10 @@ def test_open_dataset_reads_the_patterns_hyperspy_reads(sample):
 
 
 def test_cluster_a_sample_file(sample, file_hash):
-    path, shape = sample
+    path, shape, scan_shape = sample
     before = file_hash(path)
     k = 2
-    result = gpu4d.cluster(path, k, mask="none", n_init=10)
+    result = gpu4d.cluster(path, k, mask="none", n_init=10, scan_shape=scan_shape)
     raw = hyperspy_patterns(path).reshape(-1, *shape[2:])
     features = preprocess_reference(raw, np.zeros(shape[2:], bool), "none", "max")
     assert result.labels.shape == shape[:2] and result.centroids.shape == (k, *shape[2:])
@@ -117,3 +133,13 @@ def test_five_dimensional_prismatic_file_is_refused_with_its_shape():
     with pytest.raises(gpu4d.InputError, match=r"\(2, 11, 11, 8, 8\)") as error:
         gpu4d.open_dataset(path)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_single_frame_is_refused_in_one_line():
+    """The 24-bit Merlin file holds one frame: not a scan, and gpu4d says so."""
+    path = sample_path("quantumdetector/Single_1_Frame_CounterDepth_24_Rows_256.mib")
+    with pytest.raises(gpu4d.InputError) as error:
+        gpu4d.open_dataset(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: data has shape (256, 256) (a single pattern); gpu4d needs a 4D-STEM scan")
+    assert "\n" not in message
