@@ -11,13 +11,13 @@ The rules are chosen so that diffraction never counts as a defect:
 * hot: the pixel stands far above all 8 of its neighbours in the mean pattern (its excess over
   the pattern's median is more than ``HOT_RATIO`` times each neighbour's and more than
   ``HOT_RATIO`` robust standard deviations of the mean pattern), AND it is such an isolated
-  single bright pixel in nearly every sampled frame (``HOT_FRAME_FRACTION``). The direct beam and Bragg discs span several
-  pixels, so their brightest pixel has neighbours of comparable intensity; a spot that is a
-  single pixel in the mean but not in the frames (a weak spot of scattered counts) fails the
-  frame test.
-* dead: zero in every sampled frame (its minimum and maximum both 0) while its neighbours (their
-  median) have a mean high enough that all-zero by chance is improbable (expected counts over the sample
-  >= ``DEAD_MIN_EXPECTED``, probability < 1e-8 for Poisson counts).
+  single bright pixel in nearly every sampled frame (``HOT_FRAME_FRACTION``). The direct beam
+  and Bragg discs span several pixels, so their brightest pixel has neighbours of comparable
+  intensity; a spot that is a single pixel in the mean but not in the frames (a weak spot of
+  scattered counts, or the spot of a region covering part of the scan) fails the frame test.
+* dead: zero in every sampled frame (its minimum and maximum both 0) while its neighbours
+  (their median) have a mean high enough that all-zero by chance is improbable (expected
+  counts over the sample >= ``DEAD_MIN_EXPECTED``, probability < 1e-8 for Poisson counts).
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ class BadPixels:
     def text(self) -> str:
         """One phrase for the CLI, e.g. ``"2 hot pixels (y=88, x=52), (y=21, x=111)"``."""
         parts = []
-        for name, pixels in (("hot", self.hot), ("dead", self.dead), ("flagged by the file", self.from_detector)):
+        kinds = (("hot", self.hot), ("dead", self.dead), ("flagged by the file", self.from_detector))
+        for name, pixels in kinds:
             if len(pixels):
                 where = ", ".join(f"(y={y}, x={x})" for y, x in pixels[:3])
                 more = ", ..." if len(pixels) > 3 else ""

@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(live)
     live.add_argument("--init-frames", type=_positive_int("--init-frames"), default=None,
                       help="frames of the initial buffer (default max(20 k, 512))")
-    live.add_argument("--snapshot-every", type=_finite_float("--snapshot-every", positive=True), default=5.0, metavar="S",
+    live.add_argument("--snapshot-every", type=_finite_float("--snapshot-every", positive=True),
+                      default=5.0, metavar="S",
                       help="seconds between snapshots (default 5)")
     live.add_argument("--max-lag", type=_positive_int("--max-lag"), default=None, metavar="FRAMES",
                       help="frames the receiver may get ahead of the clustering before it waits "
@@ -245,7 +246,9 @@ def _seed(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: expected an integer in 0..{2**32 - 1}") from None
+        raise argparse.ArgumentTypeError(
+            f"invalid seed {text!r}: expected an integer in 0..{2**32 - 1}"
+        ) from None
     if not 0 <= value < 2**32:
         raise argparse.ArgumentTypeError(f"invalid seed {value}: expected an integer in 0..{2**32 - 1}")
     return value

@@ -404,7 +404,9 @@ def _reader_failure(path: Path, exc: Exception) -> InputError:
             "(API reader=), e.g. --reader EMD for EMD/py4DSTEM files"
         )
     if isinstance(exc, NotImplementedError):
-        return InputError(f"{path}: cannot read this file as 4D-STEM data (NotImplementedError: {text[:200]})")
+        return InputError(
+            f"{path}: cannot read this file as 4D-STEM data (NotImplementedError: {text[:200]})"
+        )
     return InputError(
         f"{path}: cannot read this file as 4D-STEM data ({type(exc).__name__}: {text[:300]}); "
         "check the format and that the file is complete"

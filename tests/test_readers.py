@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 
 import gpu4d
-from gpu4d import InputError
 from gpu4d.bad_pixels import find_bad_pixels, pattern_statistics
-from gpu4d.masks import find_beam, parse_mask, detector_mask_for
+from gpu4d.masks import detector_mask_for, find_beam, parse_mask
 from gpu4d.synthetic import make_scan
 
 ARINA = "arina/test_00_master.h5"
