@@ -178,7 +178,9 @@ def test_overwrite_replaces(run_cli, tmp_path, two_phase):
 
     refused = run_cli("cluster", data, "-k", 3, "--out", out, "--no-figures", "-q")
     assert refused.code == 2
-    assert refused.err.strip().splitlines() == [f"gpu4d: error: results folder '{out}' already exists; pass --overwrite to replace it"]
+    assert refused.err.strip().splitlines() == [
+        f"gpu4d: error: results folder '{out}' already exists; pass --overwrite to replace it"
+    ]
     assert (out / "summary.json").read_text() == old_summary
 
     second = run_cli("cluster", data, "-k", 3, "--out", out, "--no-figures", "-q", "--overwrite")

@@ -175,7 +175,8 @@ def test_cli_sweep_exact(scan_file, tmp_path, run_cli):
 def test_cli_sweep_components(scan_file, tmp_path, run_cli):
     path, _ = scan_file
     out = tmp_path / "c5"
-    run = run_cli("sweep", path, "-k", "2:4", "--mask", MASK_TEXT, "--components", "5", "--out", out, "-q", "--no-figures")
+    run = run_cli("sweep", path, "-k", "2:4", "--mask", MASK_TEXT, "--components", "5", "--out", out,
+                  "-q", "--no-figures")
     assert run.code == 0, run.err
     components = read_json(out / "sweep.json")["components"]
     assert components["n_components"] == 5 and len(components["explained_variance_ratio"]) == 5
@@ -188,7 +189,8 @@ def test_cli_sweep_components(scan_file, tmp_path, run_cli):
 def test_cli_sweep_sketch_size(scan_file, tmp_path, run_cli):
     path, _ = scan_file
     out = tmp_path / "s12"
-    run = run_cli("sweep", path, "-k", "2:4", "--mask", MASK_TEXT, "--sketch-size", "12", "--out", out, "-q", "--no-figures")
+    run = run_cli("sweep", path, "-k", "2:4", "--mask", MASK_TEXT, "--sketch-size", "12", "--out", out,
+                  "-q", "--no-figures")
     assert run.code == 0, run.err
     summary = read_json(out / "sweep.json")
     assert summary["parameters"]["sketch_size"] == 12
@@ -221,7 +223,8 @@ def test_init_starts_lloyd_from_the_given_centroids():
     permuted = gpu4d.cluster(data, 4, mask=mask, init=init[order])
     converged = gpu4d.cluster(data, 4, mask=mask, init=init)
     np.testing.assert_array_equal(order[permuted.labels], converged.labels)
-    with pytest.raises(gpu4d.InputError, match=r"init has shape \(3, 24, 24\); expected \(n_clusters, qy, qx\) = \(4, 24, 24\)"):
+    wrong_shape = r"init has shape \(3, 24, 24\); expected \(n_clusters, qy, qx\) = \(4, 24, 24\)"
+    with pytest.raises(gpu4d.InputError, match=wrong_shape):
         gpu4d.cluster(data, 4, mask=mask, init=init[:3])
 
 
