@@ -135,11 +135,21 @@ def test_five_dimensional_prismatic_file_is_refused_with_its_shape():
     assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
-def test_a_single_frame_is_refused_in_one_line():
-    """The 24-bit Merlin file holds one frame: not a scan, and gpu4d says so."""
-    path = sample_path("quantumdetector/Single_1_Frame_CounterDepth_24_Rows_256.mib")
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("quantumdetector/Single_1_Frame_CounterDepth_24_Rows_256.mib", (256, 256)),
+        ("digitalmicrograph/test_diffraction_pattern.dm3", (87, 87)),
+        ("tia/64x64_diffraction_acquire.emi", (64, 64)),
+    ],
+    ids=["24-bit mib", "dm3", "tia"],
+)
+def test_a_single_pattern_is_refused_in_one_line(name, shape):
+    """Files holding one diffraction pattern (the 24-bit Merlin frame, a DigitalMicrograph and a
+    TIA image): not a scan, and gpu4d says so, naming the file and its shape."""
+    path = sample_path(name)
     with pytest.raises(gpu4d.InputError) as error:
         gpu4d.open_dataset(path)
     message = str(error.value)
-    assert message.startswith(f"{path}: data has shape (256, 256) (a single pattern); gpu4d needs a 4D-STEM scan")
+    assert message.startswith(f"{path}: data has shape {shape} (a single pattern); gpu4d needs a 4D-STEM scan")
     assert "\n" not in message
