@@ -54,6 +54,10 @@ __all__ = [
 
 #: ``"fit"`` measures with ``"com"`` and fits a smooth descan field over the scan.
 ALIGN_METHODS = ("com", "xcorr", "fit")
+#: ``align="auto"``: measure and fit the descan (``DEFAULT_ALIGN_METHOD``) and apply it only when
+#: the fitted beam position wanders by at least this much (peak to peak, either axis, detector
+#: pixels). Below it the bilinear resampling would blur every pattern for less than it corrects.
+AUTO_ALIGN_THRESHOLD_PX = 0.5
 #: What ``align=True`` means: the most accurate method on the synthetic scans (see the tests).
 DEFAULT_ALIGN_METHOD = "fit"
 #: Kernel engines, named like ``backend.kernel_target``.
@@ -92,7 +96,8 @@ def resolve_align(align) -> str | None:
     Parameters
     ----------
     align : None, bool or str
-        None/False: no alignment; True: ``DEFAULT_ALIGN_METHOD``; a name in ``ALIGN_METHODS``
+        None/False: no alignment; True: ``DEFAULT_ALIGN_METHOD``; ``"auto"``: measured, applied
+        when the beam wanders (``AUTO_ALIGN_THRESHOLD_PX``); a name in ``ALIGN_METHODS``
         (case-insensitive).
 
     Returns
@@ -108,9 +113,9 @@ def resolve_align(align) -> str | None:
         return None
     if align is True:
         return DEFAULT_ALIGN_METHOD
-    if isinstance(align, str) and align.strip().lower() in ALIGN_METHODS:
+    if isinstance(align, str) and align.strip().lower() in (*ALIGN_METHODS, "auto"):
         return align.strip().lower()
-    allowed = ", ".join(repr(m) for m in ALIGN_METHODS)
+    allowed = ", ".join(repr(m) for m in (*ALIGN_METHODS, "auto"))
     raise InputError(f"align must be None, True, False or one of {allowed}; got {align!r}")
 
 

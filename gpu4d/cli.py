@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from .defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
 from .errors import Gpu4dError, InputError, OutputError
 from .scanshape import parse_scan_shape
 
@@ -53,8 +54,12 @@ def _align_without_value(argv: list) -> list:
 
 
 def _align_option(value):
-    """``--align`` as given (a method), True for no value, None when absent."""
-    return True if value == "" else value
+    """``--align`` as given (a method, "auto"), True for no value, False for "none"/"off"."""
+    if value == "":
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("none", "off", "no"):
+        return False
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -177,17 +182,18 @@ def add_preprocessing_options(parser: argparse.ArgumentParser) -> None:
         "none (default max)",
     )
     parser.add_argument(
-        "--transform", choices=("none", "sqrt", "log1p"), default="none",
-        help="intensity transform before normalizing: none, sqrt or log1p (default none)",
+        "--transform", choices=("none", "sqrt", "log1p"), default=DEFAULT_TRANSFORM,
+        help="intensity transform before normalizing: sqrt (counting noise made uniform), none or "
+        f"log1p (default {DEFAULT_TRANSFORM})",
     )
     parser.add_argument(
         "--align",
         nargs="?",
         const=True,
-        default=None,
+        default=DEFAULT_ALIGN,
         metavar="METHOD",
-        help="align patterns on the direct beam first (com | xcorr | fit; no value: fit); "
-        "default: no alignment",
+        help="align patterns on the direct beam first: auto (measure the descan, correct it when "
+        "the beam wanders by >= 0.5 px) | fit | com | xcorr | none (no value: fit; default auto)",
     )
     parser.add_argument(
         "--backend", choices=("cpu", "gpu", "auto"), default="cpu",

@@ -576,6 +576,35 @@ def plot_centre_map(centres: Any, path: PathLike, *, reference: Any = None) -> P
     return _save(make_centre_map_figure(centres, reference=reference), path)
 
 
+def make_confidence_map_figure(confidence: Any, *, title: str | None = None, low: float | None = None) -> Figure:
+    """Build the map of each pattern's confidence in its cluster (0.5 unsure, 1 certain).
+
+    ``low``: patterns below it are counted in the title, the share a user should look at.
+    """
+    confidence = _to_host(confidence, dtype=float)
+    if confidence.ndim != 2:
+        raise ValueError(f"confidence should be an array (ny, nx); got shape {confidence.shape}.")
+    width, height = _panel_size(confidence.shape, 4.0)
+    fig = _new_figure(width + 1.4, height + 0.9)
+    ax = fig.subplots()
+    image = ax.imshow(
+        confidence, cmap="magma", vmin=0.5, vmax=1.0, interpolation="nearest",
+        aspect=_image_aspect(confidence.shape),
+    )
+    fig.colorbar(image, ax=ax, shrink=0.9, label="confidence (0.5: boundary or mixed, 1: certain)")
+    _scan_axis_labels(ax, False, None)
+    text = title or "Confidence of each pattern's cluster"
+    if low is not None:
+        text += f"\n{(confidence < low).mean():.1%} of the patterns below {low:g}"
+    ax.set_title(text)
+    return fig
+
+
+def plot_confidence_map(confidence: Any, path: PathLike, **options) -> Path:
+    """Save the confidence map to ``path``; see :func:`make_confidence_map_figure`."""
+    return _save(make_confidence_map_figure(confidence, **options), path)
+
+
 # -------------------------------------------------------------------------------- score curves
 def _score_title(name: str) -> str:
     title, hint = _SCORE_TITLES.get(name, (name.replace("_", " ").capitalize(), ""))

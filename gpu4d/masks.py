@@ -62,6 +62,7 @@ class DetectorMask:
     beam: dict | None = None  # what the beam search found, when it ran
     bad_pixels: dict | None = None  # the dead and hot pixels masked too (gpu4d.bad_pixels)
     bad_pixels_text: str = ""  # the same in one phrase, for the CLI
+    bad_masked: np.ndarray | None = None  # (qy, qx) bool: the dead and hot pixels alone
 
     @property
     def n_kept(self) -> int:
@@ -218,6 +219,7 @@ def build_mask(spec: MaskSpec, detector_shape, mean_pattern: np.ndarray | None =
             masked=result.masked | bad_pixels.masked,
             bad_pixels=bad_pixels.describe(),
             bad_pixels_text=bad_pixels.text(),
+            bad_masked=bad_pixels.masked,
         )
     if result.n_kept == 0:
         raise InputError(f"mask '{spec.text}' masks every detector pixel; nothing is left to cluster")

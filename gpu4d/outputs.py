@@ -31,6 +31,8 @@ def write_result_files(result, folder: Path, *, figures: bool = True) -> None:
     atomic_save_npy(folder / "mask.npy", result.mask.masked)
     if result.centres is not None:
         atomic_save_npy(folder / "centres.npy", result.centres)
+    if result.confidence is not None:
+        atomic_save_npy(folder / "confidence.npy", result.confidence)
     atomic_write_json(folder / "summary.json", result.summary())
     _write_hyperspy(result, folder / "clusters.hspy")
     if figures:
@@ -51,8 +53,10 @@ def _write_hyperspy(result, path: Path) -> None:
 
 
 def write_figures(result, folder: Path) -> None:
-    """labels.png, centroids.png, mean_patterns.png (and centres.png after alignment)."""
-    from .figures import plot_centre_map, plot_label_map, plot_pattern_grid
+    """labels.png, centroids.png, mean_patterns.png, confidence.png (and centres.png after
+    alignment)."""
+    from .figures import plot_centre_map, plot_confidence_map, plot_label_map, plot_pattern_grid
+    from .result import LOW_CONFIDENCE
 
     y_axis, x_axis = result.scan_axes
     calibrated = y_axis.units != "px"
@@ -73,6 +77,8 @@ def write_figures(result, folder: Path) -> None:
     plot_pattern_grid(
         result.mean_patterns, folder / "mean_patterns.png", title="Mean pattern of each cluster", log=True, **grid
     )
+    if result.confidence is not None:
+        plot_confidence_map(result.confidence, folder / "confidence.png", low=LOW_CONFIDENCE)
     if result.centres is not None:
         reference = result.extra.get("alignment", {}).get("reference")
         plot_centre_map(result.centres, folder / "centres.png", reference=np.asarray(reference) if reference else None)

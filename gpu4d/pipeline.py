@@ -12,6 +12,8 @@ from .dataset import open_dataset
 from .errors import InputError
 from .masks import MaskSpec, detector_mask_for, parse_mask
 from .preprocessing import (
+    DEFAULT_ALIGN,
+    DEFAULT_TRANSFORM,
     NORMALIZATIONS,
     TRANSFORMS,
     build_features,
@@ -29,8 +31,8 @@ def cluster(
     *,
     mask="auto",
     normalize: str = "max",
-    transform: str = "none",
-    align=None,
+    transform: str = DEFAULT_TRANSFORM,
+    align=DEFAULT_ALIGN,
     backend: str = "cpu",
     random_state: int | None = 0,
     n_init: int = 10,
@@ -40,9 +42,16 @@ def cluster(
     reader: str | None = None,
     scan_shape=None,
     init=None,
+    exact: bool = False,
     progress: bool = False,
 ) -> ClusterResult:
-    """Cluster the patterns of a 4D-STEM scan with KMeans.
+    """Cluster the patterns of a 4D-STEM scan into ``n_clusters`` regions.
+
+    By default the scan is streamed (it is never held as a float32 matrix): a randomized PCA of
+    the preprocessed patterns, KMeans atoms in its leading coordinates merged into regions by
+    separation (``gpu4d.regions``), then the exact centroids and mean patterns in one more
+    pass: the ``sweep`` of one k. ``exact=True`` (or ``init``) runs full-dimensional KMeans on
+    the stored feature matrix instead, the original method's objective.
 
     Parameters
     ----------
@@ -51,22 +60,35 @@ def cluster(
     mask : "auto", "none", R, (CY, CX, R), "annulus:R1,R2", boolean (qy, qx) array (True =
         masked) or a .npy path. ``"auto"`` masks the direct beam found in the mean pattern.
     normalize : "max" (the original method), "l2", "sum" or "none"; per pattern, after masking.
-    transform : "none", "sqrt" or "log1p", applied to intensities before normalizing.
-    align : None, True, "com", "xcorr" or "fit": shift every pattern onto its direct beam first.
+    transform : "sqrt" (default: counting noise made uniform), "none" or "log1p", applied to
+        intensities before normalizing.
+    align : "auto" (default: measure the descan, correct it when the beam wanders by >= 0.5
+        px), None/False (never), True, "com", "xcorr" or "fit": shift every pattern onto its
+        direct beam first.
     backend : "cpu", "gpu" or "auto" (the GPU if usable, else the CPU with a warning).
-    random_state, n_init, max_iter, tol : KMeans parameters (scikit-learn's meaning). On the
-        CPU the ``n_init`` trials run on a subsample of the patterns and the best of them,
-        judged on all patterns, starts the final fit (``gpu4d.sklearn_kmeans``).
+    random_state, n_init, max_iter, tol : KMeans parameters (scikit-learn's meaning).
+        ``n_init`` applies to ``exact`` fits, whose trials run on a subsample of the patterns;
+        the best of them, judged on all patterns, starts the final fit.
     batch_size : patterns per batch; by default from the backend's memory.
     reader : RosettaSciIO reader name for files several readers claim.
     scan_shape : (ny, nx) or "NYxNX" for data whose navigation is flat or 1-D (frames
         (n, qy, qx), a .mib without its .hdr, an ARINA master file).
     init : optional (k, qy, qx) centroids in the preprocessed space to start Lloyd from (one
         run, no k-means++), e.g. the centroids of a live run or of a previous fit.
+    exact : full-dimensional KMeans (see above).
     progress : show progress bars on stderr.
     """
     _check_kmeans_parameters(n_clusters, n_init, max_iter, tol, random_state)
     options = PreprocessingOptions.parse(mask=mask, normalize=normalize, transform=transform, align=align)
+    if init is None and not exact:
+        from .sweep import sweep
+
+        swept = sweep(
+            data, [n_clusters], mask=mask, normalize=normalize, transform=transform, align=align,
+            backend=backend, random_state=random_state, n_init=n_init, max_iter=max_iter, tol=tol,
+            batch_size=batch_size, reader=reader, scan_shape=scan_shape, progress=progress,
+        )
+        return swept.as_cluster_result(n_clusters)
     engine = get_backend(backend)
     timer = StageTimer()
 
@@ -89,8 +111,10 @@ def cluster(
 
         with timer.stage("align"):
             centres, shifts, align_info = measure_alignment(
-                dataset, engine, options.align, mean, batch, progress
+                dataset, engine, options.align, mean, batch, progress, bad_pixels=detector_mask.bad_masked
             )
+        if shifts is None:  # "auto" found no descan worth correcting
+            centres = None
 
     with timer.stage("preprocess"):
         features = build_features(dataset, engine, pixels, options.transform, options.norm, shifts, batch, progress)
@@ -119,6 +143,7 @@ def cluster(
         "max_iter": max_iter,
         "tol": tol,
         "batch_size": batch,
+        "exact": True,
     }
     extra = {"alignment": align_info} if options.align is not None else {}
     return ClusterResult(

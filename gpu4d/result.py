@@ -24,6 +24,10 @@ RESULT_FILES = (
 )
 
 
+#: Patterns below this confidence count as unsure in summary.json.
+LOW_CONFIDENCE = 0.9
+
+
 @dataclass
 class ClusterResult:
     """Labels and cluster patterns of one scan.
@@ -44,6 +48,9 @@ class ClusterResult:
     timings : seconds per stage.
     centres : (ny, nx, 2) float32 or None
         Measured direct-beam centres (cy, cx) when alignment ran.
+    confidence : (ny, nx) float32 or None
+        How surely each pattern belongs to its cluster, 0.5 (a boundary, a mixed pattern) to 1
+        (see ``gpu4d.regions.RegionTree.confidence``); None after a full-dimensional fit.
     """
 
     labels: np.ndarray
@@ -61,6 +68,7 @@ class ClusterResult:
     detector_axes: tuple[Axis, Axis]
     source: str
     centres: np.ndarray | None = None
+    confidence: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -90,7 +98,22 @@ class ClusterResult:
             "scan_axes": [a.as_dict() for a in self.scan_axes],
             "detector_axes": [a.as_dict() for a in self.detector_axes],
             "versions": _versions(__version__),
+            **self._confidence_summary(),
             **self.extra,
+        }
+
+    def _confidence_summary(self) -> dict:
+        if self.confidence is None:
+            return {}
+        low = self.confidence < LOW_CONFIDENCE
+        return {
+            "confidence": {
+                "low_below": LOW_CONFIDENCE,
+                "share_low": float(low.mean()),
+                "median": float(np.median(self.confidence)),
+                "meaning": "probability of a pattern's own cluster against the closest other one "
+                           "(0.5: a boundary or a mixed pattern; 1: certain); confidence.npy",
+            }
         }
 
     def to_signals(self) -> dict:
@@ -112,6 +135,11 @@ class ClusterResult:
             cluster_axis.name, cluster_axis.units = "cluster", ""
             signal.metadata.General.title = f"gpu4d cluster {name.replace('_', ' ')}"
             signals[name] = signal
+        if self.confidence is not None:
+            confidence = hs.signals.Signal2D(self.confidence)
+            _calibrate(confidence.axes_manager.signal_axes, self.scan_axes)
+            confidence.metadata.General.title = "gpu4d confidence of each pattern's cluster"
+            signals["confidence"] = confidence
         if self.centres is not None:
             centres = hs.signals.Signal1D(self.centres)
             _calibrate(centres.axes_manager.navigation_axes, self.scan_axes)

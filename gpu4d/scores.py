@@ -15,21 +15,38 @@ import numpy as np
 
 SCORE_NAMES = ("inertia", "silhouette", "calinski_harabasz", "davies_bouldin", "separation")
 DEFAULT_SILHOUETTE_SAMPLES = 3000
-#: Clusters this far apart count as distinct regions (see ``min_separation``). The two halves
-#: of one Gaussian cluster that KMeans splits are about 2.7 apart. Chosen on synthetic
-#: polycrystals (grains and a twin lamella), where regions are >= 5.7 apart and halves of a
-#: region <= 2.9 in 48x48 scans, but halves of a region reach 5-7 in noisy 24x24 scans.
-SEPARATION_THRESHOLD = 5.0
+#: Clusters this far apart count as distinct regions (see ``min_separation``, measured in the
+#: edge-preserving smoothed coordinates the regions are found in). Chosen on the tune half of
+#: ``benchmarks/bench_quality.py`` (the best of 3.5 .. 8 there; README, "Map quality").
+SEPARATION_THRESHOLD = 8.0
 
 RULE = (
     "the largest k whose clusters are all distinct: for every pair of clusters, the distance "
-    "between their centroids divided by the pooled standard deviation of their members along "
-    f"the line joining the centroids is >= {SEPARATION_THRESHOLD} (the 'separation' score, "
-    "computed in the reduced space; KMeans splitting one region gives two halves about 2.7 "
+    "between their centroids under the pooled covariance of their members (Mahalanobis) is "
+    f">= {SEPARATION_THRESHOLD} (the 'separation' score, computed in the reduced space smoothed "
+    "over the scan; one region split along its noise or a gradient gives halves 2.5-3.5 "
     "apart); the smallest k of the sweep if no k passes. Reported beside it for reference: "
     "the inertia elbow (Kneedle, the k farthest below the chord of the exact inertia curve) "
     "and the k of best silhouette."
 )
+
+
+def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
+    """Adjusted Rand index of two labelings (scikit-learn's ``adjusted_rand_score``)."""
+    a = np.unique(np.asarray(a).ravel(), return_inverse=True)[1].reshape(-1)
+    b = np.unique(np.asarray(b).ravel(), return_inverse=True)[1].reshape(-1)
+    n = a.shape[0]
+    table = np.bincount(a * (b.max() + 1) + b, minlength=(a.max() + 1) * (b.max() + 1)).astype(np.float64)
+    pairs = lambda counts: float((counts * (counts - 1)).sum() / 2.0)  # noqa: E731
+    together = pairs(table)
+    rows = pairs(table.reshape(a.max() + 1, b.max() + 1).sum(axis=1))
+    cols = pairs(table.reshape(a.max() + 1, b.max() + 1).sum(axis=0))
+    total = n * (n - 1) / 2.0
+    expected = rows * cols / total if total else 0.0
+    best = (rows + cols) / 2.0
+    if best == expected:  # both labelings trivial (one cluster, or every pattern alone)
+        return 1.0
+    return float((together - expected) / (best - expected))
 
 
 def subsample(n: int, size: int, random_state: int | None) -> np.ndarray:
@@ -128,22 +145,23 @@ def silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
 def min_separation(z: np.ndarray, labels: np.ndarray, clusters: _Clusters | None = None) -> float:
     """The separation of the two least separated clusters.
 
-    For clusters i and j: the distance between their centroids over the pooled standard
-    deviation of their members along the line joining the centroids. Two halves of one
-    Gaussian-like cluster are about 2.7 apart; distinct regions much more.
+    For clusters i and j: the Mahalanobis distance between their centroids under the pooled
+    covariance of their members (the distance along the best linear discriminant, in standard
+    deviations; ``gpu4d.regions`` merges by the same measure). Two halves of one region split
+    along its noise or a smooth gradient are about 2.5 to 3.5 apart.
     """
     clusters = _Clusters(z, labels) if clusters is None else clusters
-    c, cov = clusters.centroids, clusters.covariances
+    c, cov, sizes = clusters.centroids, clusters.covariances, clusters.sizes
     worst = math.inf
     for a in range(c.shape[0]):
         for b in range(a + 1, c.shape[0]):
-            axis = c[b] - c[a]
-            length = float(np.sqrt(axis @ axis))
-            if length == 0.0:
+            delta = c[b] - c[a]
+            if not np.any(delta):
                 return 0.0
-            axis /= length
-            spread = 0.5 * float(axis @ (cov[a] + cov[b]) @ axis)  # variances along the axis
-            worst = min(worst, length / math.sqrt(max(spread, 1e-30)))
+            pooled = (sizes[a] * cov[a] + sizes[b] * cov[b]) / (sizes[a] + sizes[b])
+            ridge = 1e-6 * np.trace(pooled) / pooled.shape[0] + 1e-30  # no singular spreads
+            pooled = pooled + ridge * np.eye(pooled.shape[0])
+            worst = min(worst, math.sqrt(max(float(delta @ np.linalg.solve(pooled, delta)), 0.0)))
     return float(worst)
 
 

@@ -28,6 +28,7 @@ and scores are computed the same way.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import numbers
 import os
@@ -45,6 +46,8 @@ from .errors import Gpu4dWarning, InputError
 from .kernels import pixel_math
 from .pipeline import PreprocessingOptions, _check_kmeans_parameters
 from .preprocessing import (
+    DEFAULT_ALIGN,
+    DEFAULT_TRANSFORM,
     build_features,
     checked_batches,
     resolve_batch_size,
@@ -62,7 +65,7 @@ from .scores import (
     suggest_k,
 )
 from .sketch import DEFAULT_SKETCH_SIZE, in_memory_sketch, leading_axes, small_matrices, streaming_sketch
-from .xp_kmeans import kmeans as xp_kmeans, merge_closest
+from .regions import fit_region_tree, smooth_over_scan, stability
 
 #: Share of the sketch's variance the chosen components must hold (``n_components="auto"``).
 DEFAULT_VARIANCE_TARGET = 0.95
@@ -233,6 +236,17 @@ class SweepResult:
             "versions": _versions(__version__),
         }
 
+    def as_cluster_result(self, k: int):
+        """The result of k as ``gpu4d.cluster`` returns it: its scores, not the sweep's."""
+        result = self.results[k]
+        extra = dict(result.extra)
+        sweep_info = extra.pop("sweep")
+        extra["scores"] = sweep_info["scores"]
+        extra["kmeans_space"] = sweep_info["kmeans_space"]
+        extra["components"] = {key: self.components[key] for key in ("n_components", "explained_variance_ratio_kept")}
+        parameters = {key: value for key, value in result.parameters.items() if key not in ("ks", "silhouette_samples")}
+        return dataclasses.replace(result, parameters=parameters, extra=extra)
+
     def save(self, folder, *, overwrite: bool = False, figures: bool = True) -> Path:
         """Write the sweep into ``folder`` atomically.
 
@@ -269,8 +283,8 @@ def sweep(
     *,
     mask="auto",
     normalize: str = "max",
-    transform: str = "none",
-    align=None,
+    transform: str = DEFAULT_TRANSFORM,
+    align=DEFAULT_ALIGN,
     backend: str = "cpu",
     random_state: int | None = 0,
     n_init: int = 3,
@@ -361,7 +375,11 @@ def sweep(
         from .alignment import measure_alignment
 
         with timer.stage("align"):
-            centres, shifts, align_info = measure_alignment(dataset, engine, options.align, mean, batch, progress)
+            centres, shifts, align_info = measure_alignment(
+                dataset, engine, options.align, mean, batch, progress, bad_pixels=detector_mask.bad_masked
+            )
+        if shifts is None:  # "auto" found no descan worth correcting
+            centres = None
 
     source = _RawBatches(dataset, batch, 0 if exact else raw_cache_budget())
     pixels_dev = tuple(engine.to_device(p) for p in pixels)
@@ -390,12 +408,19 @@ def sweep(
     n_comp = _n_components(sketch.singular_values, n_components, variance_target) if exact else sketch.width
     z = xp.ascontiguousarray(sketch.scores[:, :n_comp])
 
+    # the regions are found in z smoothed over the scan, edges kept (``smooth_over_scan``)
+    z_regions = None if exact else smooth_over_scan(xp, z, dataset.scan_shape)
     with timer.stage("kmeans"):
-        fits, kmeans_seconds = _fit_every_k(
-            engine, ks_list, z, features, n_init, max_iter, tol, random_state, progress
+        fits, kmeans_seconds, tree = _fit_every_k(
+            engine, ks_list, z_regions, features, n_init, max_iter, tol, random_state, progress
         )
 
     labels_all = np.stack([fits[k][0] for k in ks_list], axis=1)  # (n, K)
+    confidence = {}
+    if tree is not None:
+        with timer.stage("confidence"):
+            z_host = engine.to_host(z_regions)
+            confidence = {k: tree.confidence(z_host, k).reshape(dataset.scan_shape) for k in ks_list}
     with timer.stage("final_pass"):
         totals = _final_pass(
             source, dataset, engine, labels_all, ks_list, pixels_dev, options.transform, options.norm,
@@ -406,7 +431,16 @@ def sweep(
     del features, source
 
     with timer.stage("scores"), small_matrices(xp):
-        scores = _scores(engine.to_host(z), labels_all, ks_list, totals, silhouette_samples, random_state)
+        scored_in = z if z_regions is None else z_regions  # where the regions were found
+        scores = _scores(engine.to_host(scored_in), labels_all, ks_list, totals, silhouette_samples, random_state)
+    if tree is not None and len(ks_list) > 1:  # a single k (gpu4d.cluster) has nothing to choose
+        with timer.stage("stability"), small_matrices(xp):
+            stable = stability(
+                xp, z_regions, tree, ks_list, rng=np.random.default_rng([0 if random_state is None else random_state, 1]),
+                max_iter=max_iter, tol=tol, assign_and_sum=engine.assign_and_sum,
+            )
+        scores["stability"] = [stable[k] for k in ks_list]
+    with timer.stage("suggest"):
         suggested, suggestion = suggest_k(ks_list, scores, totals.total_variance)
 
     components = _components_info(sketch, n_comp, exact, n_components, variance_target, totals)
@@ -452,6 +486,7 @@ def sweep(
             n_iter=n_iter,
             parameters={**parameters, "n_clusters": k},
             timings={**timings, "kmeans": round(kmeans_seconds[k], 4)},
+            confidence=confidence.get(k),
             extra={
                 "sweep": {
                     "scores": {name: values[i] for name, values in scores.items()},
@@ -478,50 +513,35 @@ def sweep(
 
 
 def _fit_every_k(engine, ks, z, features, n_init, max_iter, tol, random_state, progress):
-    """KMeans for every k: ``{k: (labels (n,) int32, n_iter)}`` and ``{k: seconds}``.
+    """The clustering of every k: ``{k: (labels (n,) int32, n_iter)}``, ``{k: seconds}`` and
+    the region tree (None in exact mode).
 
-    Reduced mode (``features`` None) fits the coordinates ``z`` on the device, each k also
-    warm-started from the previous k's centres, then each k once more from the next larger
-    k's fit, its closest clusters merged (``merge_closest``), keeping the fit of lower
-    inertia; exact mode fits ``features`` with the backend's KMeans.
+    Reduced mode (``features`` None) over-segments the coordinates ``z`` into KMeans atoms on
+    the device and merges them by separation (``gpu4d.regions``): one tree, cut at every k.
+    Exact mode fits ``features`` with the backend's full-dimensional KMeans for every k.
     """
-    xp = engine.xp
-    fits, seconds, device_fits = {}, {}, {}
-    previous = None  # the centres of the last k
-    with small_matrices(xp) if features is None else contextlib.nullcontext():
+    fits, seconds = {}, {}
+    if features is not None:
         for k in ks:
             start = time.perf_counter()
             with stage_spinner(progress, f"KMeans k={k}"):
-                if features is not None:
-                    fit = engine.kmeans(
-                        features, k, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state
-                    )
-                    fits[k] = (np.asarray(fit.labels, np.int32), int(fit.n_iter))
-                else:
-                    # a generator per k, so a k's fit does not depend on the others in the sweep
-                    rng = np.random.default_rng(None if random_state is None else [random_state, k])
-                    fit = xp_kmeans(
-                        xp, z, k, n_init=n_init, max_iter=max_iter, tol=tol, rng=rng, warm_start=previous,
-                        assign_and_sum=engine.assign_and_sum,
-                    )
-                    previous = fit.centers
-                    device_fits[k] = fit
-            seconds[k] = time.perf_counter() - start
-        if features is None:  # back down: each k also starts from the next larger k's fit
-            for smaller, larger in zip(ks[-2::-1], ks[:0:-1]):
-                start = time.perf_counter()
-                above = device_fits[larger]
-                merged = merge_closest(engine.to_host(above.centers), engine.to_host(above.labels), smaller)
-                fit = xp_kmeans(
-                    xp, z, smaller, n_init=0, max_iter=max_iter, tol=tol, rng=None, warm_start=merged,
-                    assign_and_sum=engine.assign_and_sum,
+                fit = engine.kmeans(
+                    features, k, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state
                 )
-                if fit.inertia < device_fits[smaller].inertia:
-                    device_fits[smaller] = fit
-                seconds[smaller] += time.perf_counter() - start
-            for k, fit in device_fits.items():
-                fits[k] = (engine.to_host(fit.labels).astype(np.int32), int(fit.n_iter))
-    return fits, seconds
+            fits[k] = (np.asarray(fit.labels, np.int32), int(fit.n_iter))
+            seconds[k] = time.perf_counter() - start
+        return fits, seconds, None
+    start = time.perf_counter()
+    rng = np.random.default_rng(random_state)
+    with small_matrices(engine.xp), stage_spinner(progress, f"regions k={ks[0]}..{ks[-1]}"):
+        tree = fit_region_tree(
+            engine.xp, z, max(ks), rng=rng, max_iter=max_iter, tol=tol,
+            assign_and_sum=engine.assign_and_sum,
+        )
+    for k in ks:
+        fits[k] = (tree.labels(k), tree.atom_iterations)
+        seconds[k] = (time.perf_counter() - start) / len(ks)
+    return fits, seconds, tree
 
 
 def _scores(z, labels_all, ks, totals, silhouette_samples, random_state) -> dict[str, list]:

@@ -126,6 +126,17 @@ def kmeans_plusplus(
     return centers
 
 
+def nearest(xp, z, centers, chunk: int = 65536):
+    """(n,) int32 index of the nearest of ``centers`` (k, c) for every row of ``z`` (n, c)."""
+    centers = xp.asarray(centers, dtype=np.float32)
+    norms = xp.einsum("ij,ij->i", centers, centers)
+    labels = xp.empty(z.shape[0], np.int32)
+    for start in range(0, z.shape[0], chunk):
+        dots = z[start : start + chunk] @ centers.T
+        labels[start : start + chunk] = xp.argmin(norms[None, :] - 2.0 * dots, axis=1)
+    return labels
+
+
 def _assign_and_sum(xp, z, centers, assign_and_sum=None):
     """Labels of the nearest centres, and the clusters' sums (k, c) and sizes (k,).
 

@@ -54,17 +54,27 @@ def test_sample_distances_match_scikit_learn():
     assert np.all(np.diag(distances) == 0)
 
 
-def test_separation_matches_the_variance_of_projections():
+def test_separation_is_the_mahalanobis_distance_under_the_pooled_covariance():
     z, labels = blobs(5, k=3)
     z64 = z.astype(np.float64)
     expected = np.inf
     for a in range(3):
         for b in range(a + 1, 3):
-            ca, cb = z64[labels == a].mean(axis=0), z64[labels == b].mean(axis=0)
-            axis = (cb - ca) / np.linalg.norm(cb - ca)
-            spread = 0.5 * (np.var(z64[labels == a] @ axis) + np.var(z64[labels == b] @ axis))
-            expected = min(expected, np.linalg.norm(cb - ca) / np.sqrt(spread))
-    assert min_separation(z, labels) == pytest.approx(expected, rel=1e-9)
+            both = np.concatenate([z64[labels == a] - z64[labels == a].mean(axis=0),
+                                   z64[labels == b] - z64[labels == b].mean(axis=0)])
+            pooled = np.cov(both.T, bias=True)  # numpy's covariance of the centred members
+            delta = z64[labels == b].mean(axis=0) - z64[labels == a].mean(axis=0)
+            expected = min(expected, np.sqrt(delta @ np.linalg.inv(pooled) @ delta))
+    assert min_separation(z, labels) == pytest.approx(expected, rel=1e-5)
+
+
+def test_separation_of_two_halves_of_one_blob_is_small_and_of_two_blobs_large():
+    rng = np.random.default_rng(0)
+    blob = rng.normal(size=(4000, 6))
+    halves = (blob[:, 0] > 0).astype(int)
+    assert 2.0 < min_separation(blob, halves) < 4.0  # one region cut in two
+    apart = np.concatenate([blob, blob + np.r_[12.0, np.zeros(5)]])
+    assert min_separation(apart, np.repeat([0, 1], 4000)) > 10.0
 
 
 def test_undefined_scores_are_nan():

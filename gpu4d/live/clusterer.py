@@ -43,6 +43,8 @@ import time
 
 import numpy as np
 
+from gpu4d.defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
+
 from gpu4d.errors import InputError
 from gpu4d.live._base import FrameBatch
 
@@ -529,7 +531,7 @@ class LiveClusterer:
         *,
         mask="auto",
         normalize: str = "max",
-        transform: str = "none",
+        transform: str = DEFAULT_TRANSFORM,
         align=None,
         backend="cpu",
         random_state: int | None = 0,
@@ -554,6 +556,7 @@ class LiveClusterer:
             raise InputError(f"n_clusters={n_clusters} should be <= the number of frames {self.n_frames}.")
         self.n_clusters = int(n_clusters)
         self.mask_spec = parse_mask(mask)
+        self._mask_argument = mask
         self.normalize, self.transform = normalize, transform
         self._norm_code = option_code(NORMALIZATIONS, normalize, "normalize")
         self._transform_code = option_code(TRANSFORMS, transform, "transform")
@@ -1120,31 +1123,29 @@ class LiveClusterer:
         return result
 
     def _refined(self, max_iter: int, tol: float, progress: bool):
+        """The whole scan clustered as ``gpu4d.cluster`` does it (same defaults: alignment
+        "auto" when none ran live), labels matched to the live clusters so that a region keeps
+        its colour between the live view and the result."""
         from gpu4d.pipeline import cluster
 
         live_centroids = self._expand(self.backend.to_host(self._km.cluster_centers_))
         data = self._store.frames.reshape(*self.scan_shape, *self.detector_shape)
-        mask, init = self.mask, live_centroids
-        if self.align_method is not None:
-            mask, init = self._recentred(data, live_centroids)
         result = cluster(
             data, self.n_clusters,
-            mask=mask.masked, normalize=self.normalize, transform=self.transform,
-            align=self.align_method, backend=self.backend_name, random_state=self.random_state,
-            max_iter=max_iter, tol=tol, batch_size=self.batch_size, init=init,
-            progress=progress,
+            mask=self._mask_argument, normalize=self.normalize, transform=self.transform,
+            align=self.align_method or DEFAULT_ALIGN, backend=self.backend_name,
+            random_state=self.random_state, max_iter=max_iter, tol=max(tol, 1e-4),
+            batch_size=self.batch_size, progress=progress,
         )
-        # Lloyd keeps the order of its initial centroids; match anyway, so that a cluster
-        # that changed places cannot change colour between the live view and the result
-        order = match_centroids(live_centroids.reshape(self.n_clusters, -1),
-                                result.centroids.reshape(self.n_clusters, -1))
+        # the live centroids are in the live mask's pixels, the result's in its own mask's
+        both = ~(self.mask.masked | result.mask.masked)
+        order = match_centroids(live_centroids[:, both].reshape(self.n_clusters, -1),
+                                result.centroids[:, both].reshape(self.n_clusters, -1))
         relabel = np.argsort(order).astype(np.int32)
         result.labels = relabel[result.labels]
         result.centroids = result.centroids[order]
         result.mean_patterns = result.mean_patterns[order]
         result.cluster_sizes = result.cluster_sizes[order]
-        result.mask = mask  # the live mask (recentred with alignment), described as found live
-        result.parameters["mask"] = self.mask_spec.text
         live_labels = self._labels.copy()
         result.extra["live_map_vs_refined_agreement"] = float((live_labels == result.labels.ravel()).mean())
         return result

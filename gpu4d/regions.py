@@ -1,0 +1,350 @@
+"""Regions of a scan from its reduced coordinates: KMeans atoms merged by separation.
+
+Why not KMeans alone: KMeans prefers clusters of similar size and spread. A grain whose patterns
+change smoothly across it (thickness, bending) looks like two clusters to it, and a small compact
+region (a twin lamella, an inclusion) costs little to merge into a neighbour; on scans from other
+generators that made wrong maps at the true k (``shared/QUALITY-NOTES.md``). So the scan is first
+cut into many small KMeans clusters, *atoms*, each inside one region, and the atoms are then merged
+two at a time, always the least separated pair first. Two clusters are separated when the
+distance between their means is large against the spread of their members (the Mahalanobis
+distance under their pooled covariance): the two halves of a smooth gradient are not (about 2.5
+to 3.5), two regions are.
+The merges form a tree; cutting it gives the clustering for every k at once, nested, so a region
+keeps its label across k.
+
+Everything after the atoms works on per-atom sufficient statistics (count, mean, scatter matrix),
+so the merge costs nothing that grows with the scan. Atoms smaller than ``min_size`` patterns
+(outlier patterns, a few noisy ones) are merged into their least separated neighbour first: they
+can never stand as a region of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .xp_kmeans import kmeans as xp_kmeans
+from .xp_kmeans import nearest
+
+#: Atoms per cluster of the largest k asked for (and at least ``MIN_ATOMS``): enough that every
+#: region, the smallest included, gets atoms of its own and a gradient several atoms in a chain.
+ATOMS_PER_CLUSTER = 4
+MIN_ATOMS = 24
+#: The atoms are fitted on at most this many patterns; every pattern then joins its nearest atom.
+ATOM_SAMPLE = 50_000
+#: A cluster smaller than this share of the patterns (and at least ``MIN_SIZE_FLOOR`` patterns)
+#: cannot be a region: it is merged first.
+MIN_REGION_SHARE = 0.005
+MIN_SIZE_FLOOR = 3
+#: Pseudo-patterns of the typical within-atom spread added to every pair's spread: keeps the
+#: separation of small atoms (whose own spread is a poor estimate) from running to infinity.
+PRIOR_PATTERNS = 10.0
+#: Edge-preserving smoothing over the scan before the atoms (``smooth_over_scan``): a
+#: neighbour's weight is ``exp(-d^2 / (EDGE_SCALE * median d^2))``, d its distance to the
+#: pattern in the reduced space, the median over all neighbouring pairs of the scan.
+EDGE_SCALE = 1.0
+#: Refits on random halves of the patterns behind the stability score.
+STABILITY_REPEATS = 2
+
+
+@dataclass
+class RegionTree:
+    """Atoms and the order they merge in; ``labels(k)`` cuts the tree into k clusters.
+
+    Attributes
+    ----------
+    atom_of : (n,) int32 host array, the atom of every pattern.
+    merges : list of (a, b, separation) in merge order; the merged cluster takes the next id
+        (atoms are 0 .. n_atoms - 1, the i-th merge makes cluster n_atoms + i).
+    sizes : (n_atoms + len(merges),) int64, the patterns of every cluster id.
+    atom_means, within_variance : the atoms' means in the reduced space and the variance of a
+        coordinate about its atom's mean, pooled (for ``confidence``).
+    """
+
+    atom_of: np.ndarray
+    merges: list
+    sizes: np.ndarray
+    atom_means: np.ndarray  # (n_atoms, c) float64
+    within_variance: float  # per coordinate, pooled over the atoms
+    atom_iterations: int = 0
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.merges) + 1 if self.merges else int(self.sizes.shape[0])
+
+    def labels(self, k: int) -> np.ndarray:
+        """(n,) int32 labels of the k-cluster cut; label ids are stable across k (a split
+        keeps the larger part's id, the smaller part takes id k - 1)."""
+        return self.cluster_labels(k)[self.atom_of]
+
+    def cluster_labels(self, k: int) -> np.ndarray:
+        """(n_atoms,) the label of every atom in the k-cluster cut."""
+        n_atoms = self.n_atoms
+        k = max(1, min(int(k), n_atoms))
+        # walk down from the root: undo merges in reverse order
+        label_of_cluster = {n_atoms + len(self.merges) - 1 if self.merges else 0: 0}
+        for step in range(len(self.merges) - 1, n_atoms - k - 1, -1):
+            a, b, _ = self.merges[step]
+            parent = n_atoms + step
+            label = label_of_cluster.pop(parent)
+            big, small = (a, b) if self.sizes[a] >= self.sizes[b] else (b, a)
+            label_of_cluster[big] = label
+            label_of_cluster[small] = len(label_of_cluster)
+        atom_labels = np.empty(n_atoms, np.int32)
+        for cluster, label in label_of_cluster.items():
+            atom_labels[self._atoms_under(cluster)] = label
+        return atom_labels
+
+    def predict(self, xp, z, k: int) -> np.ndarray:
+        """(n,) int32 region of the k-cluster cut for the rows of ``z`` (xp array): the region
+        of their nearest atom."""
+        atoms = _to_host(nearest(xp, z, xp.asarray(self.atom_means, dtype=np.float32)))
+        return self.cluster_labels(k)[atoms]
+
+    def confidence(self, z, k: int, chunk: int = 65536) -> np.ndarray:
+        """(n,) float32 in [0.5, 1]: how surely each pattern belongs to its region of the
+        k-cluster cut.
+
+        With d_own the distance to the nearest atom of its own region and d_other to the
+        nearest atom of any other region (reduced space), it is ``1 / (1 + exp(-(d_other^2 -
+        d_own^2) / (2 s^2)))``, s^2 the pooled within-atom variance of a coordinate: the
+        probability of the own region against the closest other one under Gaussian noise of
+        that size around the atoms. 0.5 on a boundary or in a mixed pattern, near 1 inside.
+        """
+        if k <= 1:
+            return np.ones(self.atom_of.shape[0], np.float32)
+        region_of_atom = self.cluster_labels(k)
+        means = self.atom_means.astype(np.float64)
+        norms = np.einsum("ij,ij->i", means, means)
+        own_region = region_of_atom[self.atom_of]
+        scale = 2.0 * max(self.within_variance, 1e-300)
+        out = np.empty(self.atom_of.shape[0], np.float32)
+        for start in range(0, out.shape[0], chunk):
+            rows = np.asarray(_to_host(z[start : start + chunk]), np.float64)
+            d2 = norms[None, :] - 2.0 * rows @ means.T  # + ||row||^2, the same for every atom
+            same = region_of_atom[None, :] == own_region[start : start + chunk, None]
+            d_own = np.where(same, d2, np.inf).min(axis=1)
+            d_other = np.where(same, np.inf, d2).min(axis=1)
+            margin = np.clip((d_other - d_own) / scale, -50.0, 50.0)
+            out[start : start + chunk] = 1.0 / (1.0 + np.exp(-margin))
+        return out
+
+    def separation(self, k: int) -> float:
+        """The separation of the merge that takes k clusters to k - 1 (inf for k = 1)."""
+        n_atoms = self.n_atoms
+        if k <= 1 or k > n_atoms:
+            return float("inf")
+        return float(self.merges[n_atoms - k][2])
+
+    def _atoms_under(self, cluster: int) -> list[int]:
+        n_atoms = self.n_atoms
+        stack, atoms = [cluster], []
+        while stack:
+            c = stack.pop()
+            if c < n_atoms:
+                atoms.append(c)
+            else:
+                a, b, _ = self.merges[c - n_atoms]
+                stack.extend((a, b))
+        return atoms
+
+
+def fit_region_tree(
+    xp,
+    z,
+    max_k: int,
+    *,
+    rng: np.random.Generator,
+    n_atoms: int | None = None,
+    min_region_share: float = MIN_REGION_SHARE,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    assign_and_sum=None,
+) -> RegionTree:
+    """Over-segment ``z`` (n, c) into atoms with KMeans, then merge the atoms by separation.
+
+    Parameters
+    ----------
+    xp : numpy or cupy; ``z`` is an (n, c) float32 array of it.
+    max_k : the largest number of clusters that will be cut from the tree.
+    rng : host random generator (atom seeding and sample).
+    n_atoms : atoms to start from; default ``max(ATOMS_PER_CLUSTER * max_k, MIN_ATOMS)``,
+        at most n.
+    min_region_share : clusters smaller than this share of the patterns are merged first.
+    max_iter, tol, assign_and_sum : for the atoms' KMeans (see ``gpu4d.xp_kmeans.kmeans``).
+    """
+    n = int(z.shape[0])
+    m = min(n, n_atoms or max(ATOMS_PER_CLUSTER * max_k, MIN_ATOMS))
+    sample = z
+    if n > ATOM_SAMPLE:
+        rows = np.sort(rng.choice(n, size=ATOM_SAMPLE, replace=False))
+        sample = z[xp.asarray(rows)]
+    fit = xp_kmeans(
+        xp, sample, m, n_init=1, max_iter=max_iter, tol=tol, rng=rng, assign_and_sum=assign_and_sum
+    )
+    if sample is z:
+        atom_of = fit.labels
+    else:
+        atom_of = nearest(xp, z, fit.centers)
+    atom_of = _to_host(atom_of).astype(np.int32)
+    counts, means, scatter = _atom_statistics(_to_host(z), atom_of, m)
+    min_size = max(MIN_SIZE_FLOOR, min_region_share * n)
+    merges, sizes = merge_atoms(counts, means, scatter, min_size)
+    dof = max(float(counts.sum()) - np.count_nonzero(counts), 1.0) * means.shape[1]
+    within = float(np.trace(scatter.sum(axis=0))) / dof
+    return RegionTree(atom_of, merges, sizes, means, within, int(fit.n_iter))
+
+
+def smooth_over_scan(xp, z, scan_shape, edge_scale: float = EDGE_SCALE):
+    """``z`` (n, c) averaged with its 8 scan neighbours, weighted by similarity (a bilateral
+    filter): float32, same shape.
+
+    Why: a region's patterns share it with their scan neighbours, so averaging them divides the
+    noise; a weak region (a twin lamella that adds a quarter of its spots to its host's, a dose
+    of 50 counts) then stands out. Neighbours across a boundary between distinct regions are far
+    apart in the reduced space and get almost no weight, so boundaries stay sharp; a smooth
+    change inside a region (thickness) is not noise and is left as it is.
+    """
+    ny, nx = scan_shape
+    if ny * nx != z.shape[0] or min(ny, nx) < 2:
+        return z
+    grid = z.reshape(ny, nx, -1).astype(np.float64)
+    pairs = []
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):  # each neighbour pair once
+        a = grid[0 : ny - dy, max(0, -dx) : nx - max(0, dx)]
+        b = grid[dy:ny, max(0, dx) : nx - max(0, -dx)]
+        pairs.append((dy, dx, a, b, ((a - b) ** 2).sum(axis=-1)))
+    scale = edge_scale * float(xp.median(xp.concatenate([d2.ravel() for *_, d2 in pairs])))
+    if not scale > 0:
+        return z
+    total = grid.copy()
+    weights = xp.ones((ny, nx))
+    for dy, dx, a, b, d2 in pairs:
+        w = xp.exp(-d2 / scale)
+        # the pair (p, p + (dy, dx)) adds b to p's sum and a to its neighbour's
+        sl_a = (slice(0, ny - dy), slice(max(0, -dx), nx - max(0, dx)))
+        sl_b = (slice(dy, ny), slice(max(0, dx), nx - max(0, -dx)))
+        total[sl_a] += w[..., None] * b
+        weights[sl_a] += w
+        total[sl_b] += w[..., None] * a
+        weights[sl_b] += w
+    return (total / weights[..., None]).reshape(ny * nx, -1).astype(np.float32)
+
+
+def _atom_statistics(z: np.ndarray, atom_of: np.ndarray, m: int):
+    """Per atom: count (m,), mean (m, c) and scatter matrix (m, c, c), float64."""
+    z = np.asarray(z, np.float64)
+    c = z.shape[1]
+    counts = np.bincount(atom_of, minlength=m).astype(np.float64)
+    order = np.argsort(atom_of, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(counts).astype(np.int64)])
+    means = np.zeros((m, c))
+    scatter = np.zeros((m, c, c))
+    for a in range(m):
+        rows = z[order[bounds[a] : bounds[a + 1]]]
+        if rows.shape[0]:
+            means[a] = rows.mean(axis=0)
+            centred = rows - means[a]
+            scatter[a] = centred.T @ centred
+    return counts, means, scatter
+
+
+def merge_atoms(counts, means, scatter, min_size: float):
+    """Merge clusters two at a time until one is left: ``(merges, sizes)`` as in RegionTree.
+
+    Empty atoms are merged first (separation 0), then, while any cluster is smaller than
+    ``min_size``, the smallest one into its least separated neighbour; otherwise the least
+    separated pair of all.
+    """
+    counts = np.asarray(counts, np.float64)
+    m = counts.shape[0]
+    within = scatter.sum(axis=0) / max(counts.sum() - m, 1.0)  # the typical within-atom spread
+    ids = list(range(m))
+    n_of = {a: counts[a] for a in ids}
+    mean_of = {a: means[a] for a in ids}
+    scatter_of = {a: scatter[a] for a in ids}
+    sizes = list(counts)
+    merges = []
+    next_id = m
+    while len(ids) > 1:
+        empty = [a for a in ids if n_of[a] == 0]
+        small = [a for a in ids if n_of[a] < min_size]
+        if empty:
+            a = empty[0]
+            b = next(c for c in ids if c != a)
+            sep = 0.0
+        elif small:
+            a = min(small, key=lambda c: n_of[c])
+            others = [c for c in ids if c != a]
+            seps = _separations(a, others, n_of, mean_of, scatter_of, within)
+            j = int(np.argmin(seps))
+            b, sep = others[j], float(seps[j])
+        else:
+            sep, a, b = _least_separated_pair(ids, n_of, mean_of, scatter_of, within)
+        na, nb = n_of.pop(a), n_of.pop(b)
+        ma, mb = mean_of.pop(a), mean_of.pop(b)
+        sa, sb = scatter_of.pop(a), scatter_of.pop(b)
+        total = na + nb
+        if total > 0:
+            delta = mb - ma
+            mean_of[next_id] = (na * ma + nb * mb) / total
+            scatter_of[next_id] = sa + sb + (na * nb / total) * np.outer(delta, delta)
+        else:
+            mean_of[next_id], scatter_of[next_id] = ma, sa
+        n_of[next_id] = total
+        ids = [c for c in ids if c not in (a, b)] + [next_id]
+        merges.append((a, b, sep))
+        sizes.append(total)
+        next_id += 1
+    return merges, np.asarray(sizes, np.int64)
+
+
+def _separations(a, others, n_of, mean_of, scatter_of, within) -> np.ndarray:
+    """Separation of cluster ``a`` from each of ``others``: the Mahalanobis distance between
+    their means under the pooled covariance of both clusters' members (the best linear
+    discriminant's distance, in standard deviations). A region's own variation (a thickness
+    gradient) lies mostly across the line to another region's mean, so the distance along that
+    line alone would undercount how distinct they are."""
+    deltas = np.stack([mean_of[b] for b in others]) - mean_of[a]
+    dof = np.array([n_of[a] + n_of[b] - 2 + PRIOR_PATTERNS for b in others])
+    pooled = np.stack([scatter_of[a] + scatter_of[b] + PRIOR_PATTERNS * within for b in others]) / dof[:, None, None]
+    # a ridge of a millionth of the mean variance: coordinates with no spread at all (tiny or
+    # synthetic scans) would make the covariance singular
+    ridge = 1e-6 * np.trace(pooled, axis1=1, axis2=2) / pooled.shape[1] + 1e-30
+    pooled += ridge[:, None, None] * np.eye(pooled.shape[1])
+    solved = np.linalg.solve(pooled, deltas[..., None])[..., 0]
+    return np.sqrt(np.maximum(np.einsum("rc,rc->r", deltas, solved), 0.0))
+
+
+def _least_separated_pair(ids, n_of, mean_of, scatter_of, within):
+    best = (np.inf, ids[0], ids[1])
+    for i, a in enumerate(ids[:-1]):
+        seps = _separations(a, ids[i + 1 :], n_of, mean_of, scatter_of, within)
+        j = int(np.argmin(seps))
+        if seps[j] < best[0]:
+            best = (float(seps[j]), a, ids[i + 1 + j])
+    return best
+
+
+def _to_host(array) -> np.ndarray:
+    if hasattr(array, "get") and hasattr(array, "__cuda_array_interface__"):
+        return array.get()
+    return np.asarray(array)
+
+
+def stability(xp, z, tree: RegionTree, ks, *, rng: np.random.Generator, repeats: int = STABILITY_REPEATS, **fit_options) -> dict:
+    """Per k, how well the clustering survives a refit on half of the patterns: the mean
+    adjusted Rand index between ``tree``'s k-cut and that of a tree fitted on a random half
+    (every pattern assigned to the refit's nearest atom), over ``repeats`` halves. 1: the same
+    regions whatever the sample; a k that splits a region along its noise scores lower."""
+    from .scores import adjusted_rand_index
+
+    n = int(z.shape[0])
+    totals = {k: 0.0 for k in ks}
+    for _ in range(repeats):
+        half = np.sort(rng.choice(n, size=max(n // 2, 1), replace=False))
+        refit = fit_region_tree(xp, z[xp.asarray(half)], max(ks), rng=rng, **fit_options)
+        for k in ks:
+            totals[k] += adjusted_rand_index(tree.labels(k), refit.predict(xp, z, k))
+    return {k: totals[k] / repeats for k in ks}
