@@ -23,17 +23,14 @@ from .preprocessing import checked_batches
 from .progress import batch_bar
 
 
-def measure_alignment(
-    dataset: Dataset, backend, method: str, mean: np.ndarray, batch_size: int, progress=False, bad_pixels=None
-):
+def measure_alignment(dataset: Dataset, backend, method: str, mean: np.ndarray, batch_size: int, progress=False):
     """Centres (n, 2) float32, shifts (n, 2) float32 (None when ``"auto"`` decides not to
     align) and a JSON-ready summary of the alignment.
 
     The reference is the beam centre of the mean pattern (where the mask is drawn); the search
-    window is centred there, wide enough for the beam wherever descan moves it. ``bad_pixels``
-    (qy, qx) bool: dead and hot pixels, read as 0 when the beam is measured (a hot pixel in the
-    window would pull every centre towards it, by an amount that changes with the beam's
-    intensity: a fake descan). ``"auto"`` measures and fits as ``DEFAULT_ALIGN_METHOD`` and
+    window is centred there, wide enough for the beam wherever descan moves it. Dead and hot
+    pixels read 0 (``dataset.zeroed_pixels``): a hot pixel in the window would pull every centre
+    towards it, by an amount that changes with the beam's intensity. ``"auto"`` measures and fits as ``DEFAULT_ALIGN_METHOD`` and
     keeps the shifts only when the fitted beam wanders by ``AUTO_ALIGN_THRESHOLD_PX`` or more.
     """
     auto = method == "auto"
@@ -45,14 +42,8 @@ def measure_alignment(
     window = default_window_radius(radius)
     # on the device until the pass ends: a copy to the host per batch would wait for its kernels
     measured_all = backend.xp.empty((dataset.n_patterns, 2), np.float32)
-    bad = None
-    if bad_pixels is not None and bad_pixels.any():
-        bad = tuple(backend.to_device(v.astype(np.int64)) for v in np.nonzero(bad_pixels))
     with batch_bar(progress, dataset.n_patterns, "align") as bar:
         for start, batch in backend.device_batches(checked_batches(dataset, batch_size)):
-            if bad is not None:
-                batch = batch.copy()
-                batch[:, bad[0], bad[1]] = 0
             measured_all[start : start + batch.shape[0]] = _measure(backend, batch, method, reference, radius, window)
             bar.update(batch.shape[0])
     centres = backend.to_host(measured_all)

@@ -69,6 +69,9 @@ class Dataset:
     detector_axes: tuple[Axis, Axis]
     source: str
     metadata: dict = field(default_factory=dict)
+    #: (qy, qx) bool or None: detector pixels every pass reads as 0 (the dead and hot pixels
+    #: found, see ``gpu4d.preprocessing.checked_batches``)
+    zeroed_pixels: object = None
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -119,23 +122,33 @@ class Dataset:
         flat = rows.reshape(-1, *self.detector_shape)
         offset = first_row * nx
         patterns = flat[start - offset : stop - offset]
-        if patterns.dtype.kind == "f" and patterns.dtype.itemsize > 4:
-            self._check_float32_range(patterns, start)
+        if patterns.dtype.itemsize == 8 or patterns.dtype == np.float32:  # others cannot overflow
+            self._check_value_range(patterns, start)
         return _native(patterns)
 
-    def _check_float32_range(self, patterns: np.ndarray, start: int) -> None:
-        """gpu4d computes in float32: finite float64 values beyond its range would become Inf
-        and then NaN; name the first pattern that holds one."""
-        beyond = np.abs(patterns) > FLOAT32_MAX  # NaN compares False; Inf is reported elsewhere
+    @property
+    def value_limit(self) -> float:
+        """The largest |value| gpu4d's float32 arithmetic takes: squared differences summed
+        over every detector pixel (KMeans distances, L2 norms) stay below float32's maximum."""
+        return math.sqrt(FLOAT32_MAX / (4 * math.prod(self.detector_shape)))
+
+    def _check_value_range(self, patterns: np.ndarray, start: int) -> None:
+        """Name the first pattern holding a finite value beyond ``value_limit`` (NaN and Inf
+        are reported by the preprocessing); two reductions, then a closer look only if needed."""
+        limit = self.value_limit
+        if not (patterns.max() > limit or patterns.min() < -limit):  # NaN compares False
+            return
+        beyond = np.abs(patterns.astype(np.float64)) > limit
         beyond &= np.isfinite(patterns)
         if beyond.any():
             index = int(np.argmax(beyond.reshape(len(patterns), -1).any(axis=1)))
             value = float(patterns[index][beyond[index]][0])
             y, x = divmod(start + index, self.shape[1])
+            qy, qx = self.detector_shape
             raise InputError(
                 f"{self.source}: the pattern at scan position (y={y}, x={x}) holds {value:.3g}, "
-                f"beyond the float32 range (+-{FLOAT32_MAX:.3g}) gpu4d computes in; rescale the "
-                "data first"
+                f"too large for gpu4d's float32 arithmetic (squares summed over {qy}x{qx} pixels "
+                f"need |value| <= {limit:.2g}); rescale the data first"
             )
 
     def batches(self, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:

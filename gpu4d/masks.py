@@ -63,6 +63,7 @@ class DetectorMask:
     bad_pixels: dict | None = None  # the dead and hot pixels masked too (gpu4d.bad_pixels)
     bad_pixels_text: str = ""  # the same in one phrase, for the CLI
     bad_masked: np.ndarray | None = None  # (qy, qx) bool: the dead and hot pixels alone
+    border_px: list | None = None  # the border masked after alignment (mask_shifted_border)
 
     @property
     def n_kept(self) -> int:
@@ -75,7 +76,7 @@ class DetectorMask:
 
     def describe(self) -> dict:
         info = {"kind": self.kind, "n_masked_pixels": int(self.masked.sum())}
-        for key in ("centre", "radius", "inner", "outer", "beam", "bad_pixels"):
+        for key in ("centre", "radius", "inner", "outer", "beam", "bad_pixels", "border_px"):
             value = getattr(self, key)
             if value is not None:
                 info[key] = [float(v) for v in value] if key == "centre" else value
@@ -224,6 +225,35 @@ def build_mask(spec: MaskSpec, detector_shape, mean_pattern: np.ndarray | None =
     if result.n_kept == 0:
         raise InputError(f"mask '{spec.text}' masks every detector pixel; nothing is left to cluster")
     return result
+
+
+def mask_shifted_border(detector_mask: DetectorMask, shifts) -> DetectorMask:
+    """``detector_mask`` with the detector's border masked as wide as the largest alignment
+    shift (rounded up), on each side.
+
+    Why: a pattern shifted by s pixels has no data in the s pixels it moved in from the edge
+    (they read 0), so those pixels would differ between patterns by how far each was shifted:
+    a map of the descan, not of the crystal. Only pixels with data in every pattern are kept.
+    """
+    if shifts is None or len(shifts) == 0:
+        return detector_mask
+    shifts = np.asarray(shifts, np.float64)
+    qy, qx = detector_mask.masked.shape
+    width_y, width_x = (int(np.ceil(np.abs(shifts[:, j]).max())) for j in (0, 1))
+    if width_y == 0 and width_x == 0:
+        return detector_mask
+    border = np.zeros((qy, qx), bool)
+    if width_y:
+        border[:width_y], border[qy - width_y :] = True, True
+    if width_x:
+        border[:, :width_x], border[:, qx - width_x :] = True, True
+    masked = detector_mask.masked | border
+    if masked.all():
+        raise InputError(
+            f"the alignment shifts reach {max(width_y, width_x)} px, which leaves no detector pixel "
+            "with data in every pattern; check the scan or pass align=None"
+        )
+    return replace(detector_mask, masked=masked, border_px=[width_y, width_x])
 
 
 def _radius_map(detector_shape, centre) -> np.ndarray:

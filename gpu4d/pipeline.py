@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from dataclasses import dataclass
 
@@ -10,7 +11,7 @@ import numpy as np
 from .backend import get_backend
 from .dataset import open_dataset
 from .errors import InputError
-from .masks import MaskSpec, detector_mask_for, parse_mask
+from .masks import MaskSpec, detector_mask_for, mask_shifted_border, parse_mask
 from .preprocessing import (
     DEFAULT_ALIGN,
     DEFAULT_TRANSFORM,
@@ -101,6 +102,8 @@ def cluster(
 
     with timer.stage("mask"):
         detector_mask, mean = options.detector_mask(dataset)
+        if detector_mask.bad_masked is not None:  # every pass reads the dead and hot pixels as 0
+            dataset = dataclasses.replace(dataset, zeroed_pixels=detector_mask.bad_masked)
         pixels = detector_mask.kept_pixels()
     batch = resolve_batch_size(batch_size, dataset, engine, detector_mask.n_kept)
     _check_device_memory(engine, dataset, detector_mask.n_kept)
@@ -111,10 +114,13 @@ def cluster(
 
         with timer.stage("align"):
             centres, shifts, align_info = measure_alignment(
-                dataset, engine, options.align, mean, batch, progress, bad_pixels=detector_mask.bad_masked
+                dataset, engine, options.align, mean, batch, progress
             )
         if shifts is None:  # "auto" found no descan worth correcting
             centres = None
+        # pixels a shift moved in from the edge hold no data: keep only those every pattern has
+        detector_mask = mask_shifted_border(detector_mask, shifts)
+        pixels = detector_mask.kept_pixels()
 
     with timer.stage("preprocess"):
         features = build_features(dataset, engine, pixels, options.transform, options.norm, shifts, batch, progress)

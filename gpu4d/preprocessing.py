@@ -92,8 +92,18 @@ def cache_sized_chunks(backend, device_batches, n_features: int):
 
 
 def checked_batches(dataset: Dataset, batch_size: int):
+    """The dataset's batches, checked for non-finite values, its ``zeroed_pixels`` read as 0.
+
+    Why zero them and not only mask them: alignment samples every pattern at shifted
+    positions, so a hot pixel left in the raw pattern would land beside its masked position,
+    somewhere else in every pattern, and be clustered as a feature of the descan.
+    """
+    zeroed = None if dataset.zeroed_pixels is None else np.nonzero(dataset.zeroed_pixels)
     for start, batch in dataset.batches(batch_size):
         check_finite(batch, dataset, start)
+        if zeroed is not None and zeroed[0].size:
+            batch = np.array(batch)  # a copy: the input is never written
+            batch[:, zeroed[0], zeroed[1]] = 0
         yield start, batch
 
 

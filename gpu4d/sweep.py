@@ -44,6 +44,7 @@ from .backend import get_backend
 from .dataset import open_dataset
 from .errors import Gpu4dWarning, InputError
 from .kernels import pixel_math
+from .masks import mask_shifted_border
 from .pipeline import PreprocessingOptions, _check_kmeans_parameters
 from .preprocessing import (
     DEFAULT_ALIGN,
@@ -360,6 +361,8 @@ def sweep(
 
     with timer.stage("mask"):
         detector_mask, mean = options.detector_mask(dataset)
+        if detector_mask.bad_masked is not None:  # every pass reads the dead and hot pixels as 0
+            dataset = dataclasses.replace(dataset, zeroed_pixels=detector_mask.bad_masked)
         pixels = detector_mask.kept_pixels()
     n_kept = int(pixels[0].shape[0])
     # reduced mode stores no feature matrix: only the sketch's (n, l) arrays stay on the device
@@ -376,10 +379,13 @@ def sweep(
 
         with timer.stage("align"):
             centres, shifts, align_info = measure_alignment(
-                dataset, engine, options.align, mean, batch, progress, bad_pixels=detector_mask.bad_masked
+                dataset, engine, options.align, mean, batch, progress
             )
         if shifts is None:  # "auto" found no descan worth correcting
             centres = None
+        # pixels a shift moved in from the edge hold no data: keep only those every pattern has
+        detector_mask = mask_shifted_border(detector_mask, shifts)
+        pixels = detector_mask.kept_pixels()
 
     source = _RawBatches(dataset, batch, 0 if exact else raw_cache_budget())
     pixels_dev = tuple(engine.to_device(p) for p in pixels)

@@ -1150,36 +1150,6 @@ class LiveClusterer:
         result.extra["live_map_vs_refined_agreement"] = float((live_labels == result.labels.ravel()).mean())
         return result
 
-    def _recentred(self, data, centroids):
-        """The live mask and centroids moved onto the beam ``gpu4d.cluster`` will align to.
-
-        Live, patterns are shifted onto the beam of the first frames, where the mask was
-        drawn; the refinement's alignment shifts them onto the beam of the whole scan's mean,
-        up to the descan drift away. A beam-centred mask (auto, or a disc/annulus without a
-        centre) and the centroids move by that difference, so the mask still covers the beam.
-        """
-        from scipy import ndimage
-
-        from gpu4d.dataset import open_dataset
-        from gpu4d.masks import DetectorMask, find_beam
-        from gpu4d.preprocessing import mean_pattern
-
-        live = self.mask
-        if not self.mask_spec.needs_beam_centre:
-            return live, centroids
-        centre = find_beam(mean_pattern(open_dataset(data)))["centre"]
-        dy, dx = centre[0] - live.centre[0], centre[1] - live.centre[1]
-        r = np.hypot(*(np.indices(self.detector_shape) - np.reshape(centre, (2, 1, 1))))
-        if live.kind == "annulus":
-            masked = (r < live.inner) | (r > live.outer)
-        else:
-            masked = r <= live.radius
-        mask = DetectorMask(masked, live.kind, (float(centre[0]), float(centre[1])), live.radius,
-                            live.inner, live.outer, {**(live.beam or {}), "moved_px": [dy, dx]})
-        moved = ndimage.shift(centroids, (0, dy, dx), order=1, mode="constant")
-        moved[:, masked] = 0.0
-        return mask, moved.astype(np.float32)
-
     def _partial(self, progress: bool):
         from gpu4d.dataset import _default_axes, open_dataset
         from gpu4d.preprocessing import cluster_mean_patterns
