@@ -522,17 +522,48 @@ def test_float64_beyond_float32_is_named(run_cli, tmp_path):
     np.save(path, data)
     for mask in ("none", "auto"):
         line = _error_line(run_cli("cluster", path, "-k", 2, "--mask", mask, "--out", tmp_path / "o", "-q"))
-        assert f"{path}: the pattern at scan position (y=1, x=2) holds 1e+300, beyond the float32 range" in line
+        assert f"{path}: the pattern at scan position (y=1, x=2) holds 1e+300, too large for gpu4d's float32" in line
         assert not (tmp_path / "o").exists()
     with pytest.raises(InputError, match=r"scan position \(y=1, x=2\) holds -1e\+300"):
         gpu4d.cluster(-data, 2, mask="none")
 
 
-def test_float64_within_float32_range_is_fine():
-    data = np.full((2, 2, 6, 6), 1e30)
-    data[0, 0, 0, 0] = 3e30  # after max-normalizing: one pattern differs from the other three
+def _value_limit(qy, qx):
+    """|values| whose squares, summed over a pattern's qy * qx pixels, stay within float32."""
+    return np.sqrt(np.finfo(np.float32).max / (4 * qy * qx))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("normalize", ["none", "l2", "sum", "max"])
+def test_values_whose_squares_overflow_float32_are_refused(dtype, normalize):
+    """1e30 fits in float32, but its square does not: without the check, normalize='none' ended
+    in scikit-learn's traceback and 'l2' silently zeroed every pattern."""
+    data = np.random.default_rng(0).random((3, 4, 16, 16)).astype(dtype)
+    data[2, 1] *= 1e30
+    expected = re.escape("(y=2, x=1) holds ") + ".*" + re.escape(
+        f", too large for gpu4d's float32 arithmetic (squares summed over 16x16 pixels need "
+        f"|value| <= {_value_limit(16, 16):.2g})"
+    )
+    with pytest.raises(InputError, match=expected):
+        gpu4d.cluster(data, 2, mask="none", normalize=normalize, n_init=1)
+
+
+def test_values_just_within_the_limit_are_clustered():
+    limit = _value_limit(6, 6)
+    data = np.full((2, 2, 6, 6), 0.5 * limit)
+    data[0, 0, 0, 0] = 0.99 * limit  # after max-normalizing: one pattern differs from the other three
     result = gpu4d.cluster(data, 2, mask="none", n_init=1)
     assert sorted(result.cluster_sizes.tolist()) == [1, 3]
+    data[0, 0, 0, 0] = 1.01 * limit
+    with pytest.raises(InputError, match="too large for gpu4d's float32 arithmetic"):
+        gpu4d.cluster(data, 2, mask="none", n_init=1)
+
+
+def test_large_integers_are_checked_too():
+    data = np.ones((2, 2, 8, 8), np.uint64)
+    data[1, 1, 2, 2] = 2**63
+    with pytest.raises(InputError, match=r"\(y=1, x=1\) holds 9.22e\+18, too large"):
+        gpu4d.cluster(data, 2, mask="none")
 
 
 @pytest.mark.parametrize("seed", ["-1", "4294967296", "1.5", "seven"])
