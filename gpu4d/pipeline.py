@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,11 +85,21 @@ def cluster(
     if init is None and not exact:
         from .sweep import sweep
 
-        swept = sweep(
-            data, [n_clusters], mask=mask, normalize=normalize, transform=transform, align=align,
-            backend=backend, random_state=random_state, n_init=n_init, max_iter=max_iter, tol=tol,
-            batch_size=batch_size, reader=reader, scan_shape=scan_shape, progress=progress,
-        )
+        # opened here so that too large a k is said in cluster's terms (n_clusters, not ks)
+        dataset = open_dataset(data, reader=reader, scan_shape=scan_shape)
+        if n_clusters > dataset.n_patterns:
+            raise InputError(
+                f"n_clusters={n_clusters} should be <= the number of patterns {dataset.n_patterns}"
+            )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            swept = sweep(
+                dataset, [n_clusters], mask=mask, normalize=normalize, transform=transform,
+                align=align, backend=backend, random_state=random_state, n_init=n_init,
+                max_iter=max_iter, tol=tol, batch_size=batch_size, progress=progress,
+            )
+        for warning in caught:  # pointing at the caller of cluster, not at the sweep inside it
+            warnings.warn(warning.message, warning.category, stacklevel=2)
         return swept.as_cluster_result(n_clusters)
     engine = get_backend(backend)
     timer = StageTimer()

@@ -717,7 +717,8 @@ def test_library_warnings_become_one_line(run_cli, tmp_path):
     found fewer distinct points than clusters; the CLI says it once, in one line."""
     path = tmp_path / "flat.npy"
     np.save(path, np.ones((3, 3, 8, 8), np.float32))
-    run = run_cli("cluster", path, "-k", 3, "--mask", "none", "--out", tmp_path / "o", "-q", "--no-figures")
+    run = run_cli("cluster", path, "-k", 3, "--mask", "none", "--align", "none", "--out", tmp_path / "o",
+                  "-q", "--no-figures")
     assert run.code == 0, run.err
     assert run.err.strip().splitlines() == [
         "gpu4d: warning: KMeans found only 1 distinct patterns for the 3 clusters asked for (many "
