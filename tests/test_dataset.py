@@ -13,7 +13,10 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import gpu4d
+from gpu4d.align import descan_shifts
 from gpu4d.dataset import Axis
+
+from .reference import preprocess_reference, shift_patterns
 
 
 def _hs_load(path):
@@ -261,7 +264,7 @@ def test_cluster_real_file_end_to_end(request, file_hash, fixture):
     hdr = path.with_suffix(".hdr")
     hdr_before = file_hash(hdr) if hdr.exists() else None
 
-    result = gpu4d.cluster(path, 2, mask="auto")
+    result = gpu4d.cluster(path, 2, mask="auto")  # the defaults: sqrt, "auto" alignment
 
     raw = _hs_load(path).data
     scan_shape, detector_shape = raw.shape[:2], raw.shape[2:]
@@ -270,13 +273,29 @@ def test_cluster_real_file_end_to_end(request, file_hash, fixture):
     assert result.mean_patterns.shape == (2, *detector_shape)
     assert set(np.unique(result.labels)) <= {0, 1}
     np.testing.assert_array_equal(result.cluster_sizes, np.bincount(result.labels.ravel(), minlength=2))
-    # the mean pattern of each cluster is the mean of its raw patterns
-    flat = raw.reshape(-1, *detector_shape).astype(np.float64)
+    flat = raw.reshape(-1, *detector_shape)
+    # "auto" alignment: the shifts are the descan fitted to the measured centres, kept only when
+    # they wander by half a pixel or more (the mib's beam does, by 1.5 px; the blo's does not)
+    alignment = result.summary()["alignment"]
+    assert result.parameters["align"] == "auto"
+    shifts = None
+    if alignment["auto"]["applied"]:
+        shifts, _ = descan_shifts(result.centres.astype(np.float64), alignment["method"], alignment["reference"])
+        assert np.ptp(shifts, axis=0).max() >= 0.5
+        patterns = shift_patterns(flat, shifts)
+    else:
+        assert result.centres is None and alignment["auto"]["wander_px"] < 0.5
+        patterns = flat.astype(np.float64)
+    # the mean pattern of each cluster is the mean of its (aligned) raw patterns, and its
+    # centroid the mean of its sqrt-transformed, max-normalized kept pixels
+    features = preprocess_reference(flat, result.mask.masked, "sqrt", "max", shifts)
     for k in range(2):
-        members = flat[result.labels.ravel() == k]
-        if len(members):
-            expected = members.mean(axis=0)
+        members = result.labels.ravel() == k
+        if members.any():
+            expected = patterns[members].mean(axis=0)
             np.testing.assert_allclose(result.mean_patterns[k], expected, rtol=1e-5, atol=1e-4)
+            centroid = features[members].mean(axis=0)
+            np.testing.assert_allclose(result.centroids[k][~result.mask.masked], centroid, rtol=1e-4, atol=1e-6)
     # masked pixels (the direct beam) carry nothing in the centroids
     assert result.mask.kind == "auto" and result.mask.masked.any()
     assert not result.centroids[:, result.mask.masked].any()
