@@ -1,0 +1,78 @@
+"""cluster's defaults (sqrt, "auto" alignment, regions merged from KMeans atoms) and its
+``exact=True`` path (full-dimensional KMeans) on easy gpu4d.synthetic scans, against the truth.
+
+The scans have 576 patterns: enough for the regions' statistics, so the default really takes
+the region path (it carries a confidence map, the exact path does not).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+import gpu4d
+from gpu4d.synthetic import make_scan
+
+from .reference import preprocess_reference
+
+#: name -> make_scan arguments: three grains and a twin lamella, on a still and on a drifting
+#: beam (2 px of descan, which "auto" alignment must notice and correct)
+SCANS = {
+    "still": dict(scan_shape=(24, 24), detector_shape=(48, 48), n_grains=3, seed=1),
+    "drifting": dict(scan_shape=(24, 24), detector_shape=(32, 32), n_grains=3, defect=False, drift_px=2.0, seed=1),
+}
+
+
+@pytest.fixture(scope="module", params=list(SCANS))
+def easy_scan(request):
+    return request.param, make_scan(**SCANS[request.param])
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["default", "exact"])
+def test_both_paths_recover_an_easy_scan(easy_scan, exact):
+    name, scan = easy_scan
+    k = scan.n_regions
+    result = gpu4d.cluster(scan.data, k, exact=exact)
+    assert result.parameters["transform"] == "sqrt" and result.parameters["align"] == "auto"
+    assert adjusted_rand_score(scan.labels.ravel(), result.labels.ravel()) >= 0.95
+    # the default is the region path, which alone gives a confidence per pattern
+    assert (result.confidence is None) == exact
+
+    alignment = result.summary()["alignment"]["auto"]
+    assert alignment["applied"] == (name == "drifting")
+    assert (result.centres is not None) == alignment["applied"]
+    if alignment["applied"]:
+        # the measured beam follows the true descan (up to the reference's offset)
+        offset = np.median((result.centres - scan.beam_centres).reshape(-1, 2), axis=0)
+        np.testing.assert_allclose(result.centres, scan.beam_centres + offset, atol=0.5)
+    else:
+        # no alignment: the centroids are the per-cluster means of the sqrt-transformed,
+        # max-normalized kept pixels, and the mean patterns those of the raw patterns
+        flat = scan.data.reshape(-1, *scan.data.shape[2:])
+        features = preprocess_reference(flat, result.mask.masked, "sqrt", "max")
+        for label in range(k):
+            members = result.labels.ravel() == label
+            assert members.any()
+            np.testing.assert_allclose(
+                result.centroids[label][~result.mask.masked], features[members].mean(0), rtol=1e-4, atol=1e-6
+            )
+            np.testing.assert_allclose(
+                result.mean_patterns[label], flat[members].mean(0, dtype=np.float64), rtol=1e-5, atol=1e-3
+            )
+
+
+def test_default_result_carries_a_confidence_map(easy_scan, tmp_path):
+    _, scan = easy_scan
+    result = gpu4d.cluster(scan.data, scan.n_regions)
+    confidence = result.confidence
+    assert confidence.shape == scan.labels.shape
+    assert np.isfinite(confidence).all()
+    assert confidence.min() >= 0.5 and confidence.max() <= 1.0
+    # summary.json's section describes this very map
+    summary = result.summary()["confidence"]
+    assert summary["share_low"] == pytest.approx(float((confidence < summary["low_below"]).mean()))
+    assert summary["median"] == pytest.approx(float(np.median(confidence)))
+    # and it is saved beside the labels
+    folder = result.save(tmp_path / "run", figures=False)
+    np.testing.assert_array_equal(np.load(folder / "confidence.npy"), confidence)
