@@ -577,7 +577,7 @@ def plot_centre_map(centres: Any, path: PathLike, *, reference: Any = None) -> P
 
 
 def make_confidence_map_figure(confidence: Any, *, title: str | None = None, low: float | None = None) -> Figure:
-    """Build the map of each pattern's confidence in its cluster (0.5 unsure, 1 certain).
+    """Build the map of each pattern's confidence in its cluster (0 unsure, 1 clear).
 
     ``low``: patterns below it are counted in the title, the share a user should look at.
     """
@@ -588,10 +588,10 @@ def make_confidence_map_figure(confidence: Any, *, title: str | None = None, low
     fig = _new_figure(width + 1.4, height + 0.9)
     ax = fig.subplots()
     image = ax.imshow(
-        confidence, cmap="magma", vmin=0.5, vmax=1.0, interpolation="nearest",
+        confidence, cmap="magma", vmin=0.0, vmax=1.0, interpolation="nearest",
         aspect=_image_aspect(confidence.shape),
     )
-    fig.colorbar(image, ax=ax, shrink=0.9, label="confidence (0.5: boundary or mixed, 1: certain)")
+    fig.colorbar(image, ax=ax, shrink=0.9, label="confidence (0: boundary or mixed, 1: clear)")
     _scan_axis_labels(ax, False, None)
     text = title or "Confidence of each pattern's cluster"
     if low is not None:

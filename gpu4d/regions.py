@@ -34,9 +34,13 @@ MIN_ATOMS = 24
 #: The atoms are fitted on at most this many patterns; every pattern then joins its nearest atom.
 ATOM_SAMPLE = 50_000
 #: A cluster smaller than this share of the patterns (and at least ``MIN_SIZE_FLOOR`` patterns)
-#: cannot be a region: it is merged first.
+#: cannot be a region: it is merged first (a few outlier patterns would otherwise take a
+#: cluster of their own, being far from everything).
 MIN_REGION_SHARE = 0.005
-MIN_SIZE_FLOOR = 3
+MIN_SIZE_FLOOR = 8
+#: Scans with fewer patterns are clustered with full-dimensional KMeans instead (the sweep's and
+#: cluster's ``exact`` mode): too few patterns to estimate the spreads the merging relies on.
+MIN_PATTERNS = 400
 #: Pseudo-patterns of the typical within-atom spread added to every pair's spread: keeps the
 #: separation of small atoms (whose own spread is a poor estimate) from running to infinity.
 PRIOR_PATTERNS = 10.0
@@ -68,6 +72,7 @@ class RegionTree:
     atom_means: np.ndarray  # (n_atoms, c) float64
     within_variance: float  # per coordinate, pooled over the atoms
     atom_iterations: int = 0
+    min_size: float = 0.0  # atoms smaller than this were merged first (see ``merge_atoms``)
 
     @property
     def n_atoms(self) -> int:
@@ -103,31 +108,38 @@ class RegionTree:
         return self.cluster_labels(k)[atoms]
 
     def confidence(self, z, k: int, chunk: int = 65536) -> np.ndarray:
-        """(n,) float32 in [0.5, 1]: how surely each pattern belongs to its region of the
-        k-cluster cut.
+        """(n,) float32 in [0, 1]: how clearly each pattern belongs to its region of the
+        k-cluster cut: ``1 - d_own / d_other``, with d_own the distance (reduced space) to the
+        nearest atom of its own region and d_other to the nearest atom of any other region.
 
-        With d_own the distance to the nearest atom of its own region and d_other to the
-        nearest atom of any other region (reduced space), it is ``1 / (1 + exp(-(d_other^2 -
-        d_own^2) / (2 s^2)))``, s^2 the pooled within-atom variance of a coordinate: the
-        probability of the own region against the closest other one under Gaussian noise of
-        that size around the atoms. 0.5 on a boundary or in a mixed pattern, near 1 inside.
+        0 where a pattern is as close to another region as to its own (a boundary, a pattern
+        that mixes two crystals); near 1 deep inside a region far from the others.
         """
         if k <= 1:
             return np.ones(self.atom_of.shape[0], np.float32)
         region_of_atom = self.cluster_labels(k)
+        # a few outlier patterns make an atom of their own, at distance ~0 from themselves: only
+        # atoms of a region's size count as where a region is (all of a region's, if none does)
+        sizes = self.sizes[: self.n_atoms]
+        usable = sizes >= self.min_size
+        for region in range(k):
+            own = region_of_atom == region
+            if not (usable & own).any():
+                usable |= own
+        region_of_atom = np.where(usable, region_of_atom, -1)
         means = self.atom_means.astype(np.float64)
         norms = np.einsum("ij,ij->i", means, means)
-        own_region = region_of_atom[self.atom_of]
-        scale = 2.0 * max(self.within_variance, 1e-300)
+        own_region = self.cluster_labels(k)[self.atom_of]
         out = np.empty(self.atom_of.shape[0], np.float32)
         for start in range(0, out.shape[0], chunk):
             rows = np.asarray(_to_host(z[start : start + chunk]), np.float64)
-            d2 = norms[None, :] - 2.0 * rows @ means.T  # + ||row||^2, the same for every atom
+            d2 = norms[None, :] - 2.0 * rows @ means.T + np.einsum("ij,ij->i", rows, rows)[:, None]
             same = region_of_atom[None, :] == own_region[start : start + chunk, None]
+            other = (region_of_atom[None, :] >= 0) & ~same
             d_own = np.where(same, d2, np.inf).min(axis=1)
-            d_other = np.where(same, np.inf, d2).min(axis=1)
-            margin = np.clip((d_other - d_own) / scale, -50.0, 50.0)
-            out[start : start + chunk] = 1.0 / (1.0 + np.exp(-margin))
+            d_other = np.where(other, d2, np.inf).min(axis=1)
+            d_own, d_other = np.sqrt(np.maximum(d_own, 0.0)), np.sqrt(np.maximum(d_other, 0.0))
+            out[start : start + chunk] = np.clip(1.0 - d_own / np.maximum(d_other, 1e-300), 0.0, 1.0)
         return out
 
     def separation(self, k: int) -> float:
@@ -193,7 +205,7 @@ def fit_region_tree(
     merges, sizes = merge_atoms(counts, means, scatter, min_size)
     dof = max(float(counts.sum()) - np.count_nonzero(counts), 1.0) * means.shape[1]
     within = float(np.trace(scatter.sum(axis=0))) / dof
-    return RegionTree(atom_of, merges, sizes, means, within, int(fit.n_iter))
+    return RegionTree(atom_of, merges, sizes, means, within, int(fit.n_iter), float(min_size))
 
 
 def smooth_over_scan(xp, z, scan_shape, edge_scale: float = EDGE_SCALE):

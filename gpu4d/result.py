@@ -25,7 +25,7 @@ RESULT_FILES = (
 
 
 #: Patterns below this confidence count as unsure in summary.json.
-LOW_CONFIDENCE = 0.9
+LOW_CONFIDENCE = 0.5
 
 
 @dataclass
@@ -49,8 +49,9 @@ class ClusterResult:
     centres : (ny, nx, 2) float32 or None
         Measured direct-beam centres (cy, cx) when alignment ran.
     confidence : (ny, nx) float32 or None
-        How surely each pattern belongs to its cluster, 0.5 (a boundary, a mixed pattern) to 1
-        (see ``gpu4d.regions.RegionTree.confidence``); None after a full-dimensional fit.
+        How clearly each pattern belongs to its cluster, 0 (as close to another cluster: a
+        boundary, a pattern mixing two crystals) to 1 (see
+        ``gpu4d.regions.RegionTree.confidence``); None after a full-dimensional fit.
     """
 
     labels: np.ndarray
@@ -111,8 +112,9 @@ class ClusterResult:
                 "low_below": LOW_CONFIDENCE,
                 "share_low": float(low.mean()),
                 "median": float(np.median(self.confidence)),
-                "meaning": "probability of a pattern's own cluster against the closest other one "
-                           "(0.5: a boundary or a mixed pattern; 1: certain); confidence.npy",
+                "meaning": "1 - (distance to its own cluster) / (distance to the closest other "
+                           "cluster), reduced space: 0 on a boundary or for a pattern mixing two "
+                           "clusters, near 1 deep inside one; confidence.npy",
             }
         }
 

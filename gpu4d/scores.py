@@ -19,9 +19,15 @@ DEFAULT_SILHOUETTE_SAMPLES = 3000
 #: edge-preserving smoothed coordinates the regions are found in). Chosen on the tune half of
 #: ``benchmarks/bench_quality.py`` (the best of 3.5 .. 8 there; README, "Map quality").
 SEPARATION_THRESHOLD = 8.0
+#: ... and this stable: the mean adjusted Rand index between the clustering and refits on random
+#: halves of the patterns (``gpu4d.regions.stability``). A split along a region's noise comes
+#: out differently in each refit; the scan's regions do not.
+STABILITY_THRESHOLD = 0.98
 
 RULE = (
-    "the largest k whose clusters are all distinct: for every pair of clusters, the distance "
+    "the largest k whose clusters are all distinct and stable: stable when refits on random "
+    f"halves of the patterns find the same clusters (stability, mean ARI >= {STABILITY_THRESHOLD}); "
+    "distinct when for every pair of clusters the distance "
     "between their centroids under the pooled covariance of their members (Mahalanobis) is "
     f">= {SEPARATION_THRESHOLD} (the 'separation' score, computed in the reduced space smoothed "
     "over the scan; one region split along its noise or a gradient gives halves 2.5-3.5 "
@@ -253,7 +259,11 @@ def suggest_k(ks, scores: dict[str, list], total_variance: float | None = None) 
     nan_list = [math.nan] * len(ks)
     separation = np.asarray(scores.get("separation", nan_list), float)
     silhouette = np.asarray(scores.get("silhouette", nan_list), float)
-    separated = [k for k, value in zip(ks, separation) if np.isfinite(value) and value >= SEPARATION_THRESHOLD]
+    stable = np.asarray(scores.get("stability", nan_list), float)  # NaN (exact mode): not asked
+    separated = [
+        k for k, value, steady in zip(ks, separation, stable)
+        if np.isfinite(value) and value >= SEPARATION_THRESHOLD and not steady < STABILITY_THRESHOLD
+    ]
     details = {
         "separated_ks": separated,
         "kneedle_elbow_k": kneedle_elbow(ks, scores.get("inertia", nan_list)),

@@ -66,6 +66,7 @@ from .scores import (
     suggest_k,
 )
 from .sketch import DEFAULT_SKETCH_SIZE, in_memory_sketch, leading_axes, small_matrices, streaming_sketch
+from .regions import MIN_PATTERNS as REGIONS_MIN_PATTERNS
 from .regions import fit_region_tree, smooth_over_scan, stability
 
 #: Share of the sketch's variance the chosen components must hold (``n_components="auto"``).
@@ -357,6 +358,8 @@ def sweep(
     if default_ks:
         ks_list = clip_default_ks(ks_list, dataset)
     ks_list = parse_ks(ks_list, dataset.n_patterns)
+    if dataset.n_patterns < REGIONS_MIN_PATTERNS:  # too few patterns for the regions' statistics
+        exact = True
     n = dataset.n_patterns
 
     with timer.stage("mask"):

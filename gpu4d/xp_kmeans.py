@@ -200,31 +200,3 @@ def _update_centers(xp, z, squared_norms, labels, sums, counts, old_centers):
             sums[cluster] = z[point]
             counts[cluster] = 1
     return (sums / xp.maximum(counts, 1)[:, None]).astype(np.float32)
-
-
-def merge_closest(centers: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
-    """(n_clusters, c) float32 centres from a fit with more (host arrays): the pair of clusters
-    whose merge raises the inertia least (Ward's cost, ``n_a n_b / (n_a + n_b) ||c_a - c_b||^2``)
-    is merged into its weighted mean, again and again.
-
-    Started from a larger k's fit, Lloyd keeps a small but distinct region that a larger k
-    found and k-means++ seeding at this k missed: it is far from every other centre, so it is
-    merged last.
-    """
-    centers = [np.asarray(c, np.float64) for c in centers]
-    sizes = [float(s) for s in np.bincount(labels, minlength=len(centers))]
-    while len(centers) > n_clusters:
-        best, pair = np.inf, (0, 1)
-        for a in range(len(centers)):
-            for b in range(a + 1, len(centers)):
-                joint = sizes[a] + sizes[b]
-                gap = centers[a] - centers[b]
-                cost = (sizes[a] * sizes[b] / joint if joint > 0 else 0.0) * float(gap @ gap)
-                if cost < best:
-                    best, pair = cost, (a, b)
-        a, b = pair
-        joint = sizes[a] + sizes[b]
-        merged = (sizes[a] * centers[a] + sizes[b] * centers[b]) / joint if joint > 0 else centers[a]
-        centers[a], sizes[a] = merged, joint
-        del centers[b], sizes[b]
-    return np.array(centers, np.float32)

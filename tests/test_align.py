@@ -382,7 +382,7 @@ def test_descan_shifts(method):
 @pytest.mark.parametrize(
     ("value", "method"),
     [(None, None), (False, None), (True, align.DEFAULT_ALIGN_METHOD), ("com", "com"),
-     ("XCorr", "xcorr"), (" fit ", "fit")],
+     ("XCorr", "xcorr"), (" fit ", "fit"), (" Auto", "auto")],
 )
 def test_resolve_align(value, method):
     assert align.resolve_align(value) == method
@@ -390,7 +390,7 @@ def test_resolve_align(value, method):
 
 @pytest.mark.parametrize("value", ["peak", "", 1, 0, 1.0, ["com"]])
 def test_resolve_align_rejects(value):
-    message = f"align must be None, True, False or one of 'com', 'xcorr', 'fit'; got {value!r}"
+    message = f"align must be None, True, False or one of 'com', 'xcorr', 'fit', 'auto'; got {value!r}"
     with pytest.raises(InputError, match=re.escape(message)):
         align.resolve_align(value)
 

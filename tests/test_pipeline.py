@@ -29,8 +29,11 @@ def spot_scan(seed=0, scan=(12, 10), detector=(21, 19), n_regions=3):
 
 
 def test_labels_match_sklearn_on_the_same_matrix():
-    data, _ = spot_scan()
-    result = gpu4d.cluster(data, 3, mask=(10, 9, 2.5), normalize="max", random_state=0)
+    """exact=True is full-dimensional KMeans on the preprocessed matrix: scikit-learn's."""
+    data, _ = spot_scan(scan=(24, 20))
+    result = gpu4d.cluster(
+        data, 3, mask=(10, 9, 2.5), normalize="max", transform="none", align=None, exact=True, random_state=0
+    )
     masked = result.mask.masked
     features = preprocess_reference(data.reshape(-1, *data.shape[2:]), masked, "none", "max")
     reference = KMeans(3, n_init=3, random_state=0).fit(features.astype(np.float32))
@@ -56,7 +59,7 @@ def test_result_contents():
     for label in range(3):
         want = flat[result.labels.ravel() == label].mean(axis=0)
         np.testing.assert_allclose(result.mean_patterns[label], want, rtol=1e-5)
-    assert set(result.timings) >= {"open", "mask", "preprocess", "kmeans", "mean_patterns"}
+    assert set(result.timings) >= {"open", "mask", "kmeans"}
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, None])
@@ -81,7 +84,7 @@ def test_same_seed_same_labels_and_inputs_untouched():
 @pytest.mark.parametrize("transform, normalize", [("sqrt", "l2"), ("log1p", "sum"), ("none", "none")])
 def test_options_reach_the_features(transform, normalize):
     data, _ = spot_scan(seed=4)
-    result = gpu4d.cluster(data, 2, mask="none", transform=transform, normalize=normalize)
+    result = gpu4d.cluster(data, 2, mask="none", transform=transform, normalize=normalize, exact=True)
     features = preprocess_reference(data.reshape(-1, *data.shape[2:]), result.mask.masked, transform, normalize)
     reference = KMeans(2, n_init=3, random_state=0).fit(features.astype(np.float32))
     assert adjusted_rand_score(reference.labels_, result.labels.ravel()) >= 0.99
@@ -108,11 +111,13 @@ def test_to_signals_keeps_calibrations():
 
 
 @needs_proc_io
-def test_a_file_is_read_twice_by_cluster(tmp_path):
-    """One pass builds the features, one sums the raw patterns per cluster (README): a .blo
-    (read by file reads, not kept) is read a whole number of times, at most twice. (Batches
-    are read as whole scan rows: a batch size that is not a multiple of the row re-reads the
-    rows it shares with the next batch, 2.8 scans at 97 patterns here.)"""
+def test_a_file_is_read_a_bounded_number_of_times_by_cluster(tmp_path):
+    """The streamed cluster (README) reads a .blo (file reads, not kept) a whole number of
+    times: the sketch's passes (two on a quarter of the patterns, one on all), the final pass,
+    the "auto" alignment's measuring pass and the sample the mean pattern is found in: at most
+    six. (Batches are read as whole scan
+    rows: a batch size that is not a multiple of the row re-reads the rows it shares with the
+    next batch.)"""
     from gpu4d.synthetic import write_blo
 
     data, _ = spot_scan(seed=6, scan=(48, 40), detector=(64, 64))  # 7.9 MB: metadata reads are noise
@@ -126,4 +131,4 @@ def test_a_file_is_read_twice_by_cluster(tmp_path):
         gpu4d.cluster(path, 3, mask=mask, batch_size=batch_size)
         scans_read = (bytes_read_by_this_process() - before) / size
         passes = round(scans_read)
-        assert 1 <= passes <= 2 and abs(scans_read - passes) < 0.25, (batch_size, scans_read)
+        assert 1 <= passes <= 6 and abs(scans_read - passes) < 0.25, (batch_size, scans_read)

@@ -15,11 +15,10 @@ from gpu4d.backend import get_backend
 from gpu4d.dataset import open_dataset
 from gpu4d.errors import InputError
 from gpu4d.preprocessing import NORMALIZATIONS, TRANSFORMS
-from gpu4d.scores import inertia_drops, min_separation, suggest_k
+from gpu4d.scores import SEPARATION_THRESHOLD, inertia_drops, min_separation, suggest_k
 from gpu4d.sketch import streaming_sketch
 from gpu4d.sweep import folder_name, parse_ks
 from gpu4d.synthetic import make_scan
-from gpu4d.xp_kmeans import merge_closest
 
 from .helpers import bytes_read_by_this_process, needs_proc_io
 from .reference import preprocess_reference, random_patterns, shift_patterns
@@ -27,7 +26,7 @@ from .reference import preprocess_reference, random_patterns, shift_patterns
 MASK = (11.5, 11.5, 2.5)  # (cy, cx, r): the beam of region_scan
 
 
-def region_scan(seed=0, scan=(16, 18), q=24, n_regions=4):
+def region_scan(seed=0, scan=(24, 20), q=24, n_regions=4):  # >= 400 patterns: the reduced path
     """Regions with their own Bragg spots, a bright beam of varying intensity, Poisson noise.
 
     Returns (data (ny, nx, q, q) uint16, truth (ny, nx) int).
@@ -86,7 +85,8 @@ def scan():
 @pytest.fixture(scope="module")
 def result(scan):
     data, _ = scan
-    return gpu4d.sweep(data, range(2, 7), mask=MASK, random_state=0)
+    # transform "none" and no alignment: the numpy reference (full_features) preprocesses so
+    return gpu4d.sweep(data, range(2, 7), mask=MASK, transform="none", align=None, random_state=0)
 
 
 # --------------------------------------------------------------------------------- the sketch
@@ -110,16 +110,16 @@ def test_sketch_matches_float64_pca(min_sample):
 
 
 # -------------------------------------------------------------------------- labels, centroids
-def test_labels_match_full_dimensional_kmeans(scan, result):
+def test_labels_at_the_true_k_match_full_dimensional_kmeans_and_the_truth(scan, result):
+    """At the true number of regions, the regions the sweep merges from its atoms are the ones
+    full-dimensional KMeans finds on this easy scan, and the truth. (At other k the two differ
+    by design: KMeans splits and merges by inertia, the sweep by separation.)"""
     data, truth = scan
+    k = truth.max() + 1
     features = full_features(data, result[2].mask.masked).astype(np.float32)
-    for k in result.ks:
-        reference = KMeans(k, n_init=10, random_state=0).fit(features)
-        # beyond the true number of regions, KMeans splits regions along their noise: many
-        # splits are about as good, so there only the objective is compared
-        if k <= truth.max() + 1:
-            assert adjusted_rand_score(reference.labels_, result[k].labels.ravel()) >= 0.95, k
-        assert result[k].inertia <= reference.inertia_ * 1.01, k
+    reference = KMeans(k, n_init=10, random_state=0).fit(features)
+    assert adjusted_rand_score(reference.labels_, result[k].labels.ravel()) >= 0.95
+    assert adjusted_rand_score(truth.ravel(), result[k].labels.ravel()) >= 0.95
 
 
 def test_centroids_and_mean_patterns_are_exact_per_label_means(scan, result):
@@ -153,7 +153,7 @@ def test_a_lazily_read_scan_is_read_the_same_whatever_the_ks(scan):
     scans_read = {}
     for ks in ([3], range(2, 9)):
         source = CountingArray(scan[0])
-        swept = gpu4d.sweep(da.from_array(source, chunks=(4, -1, -1, -1)), ks, mask=MASK, batch_size=50)
+        swept = gpu4d.sweep(da.from_array(source, chunks=(4, -1, -1, -1)), ks, mask=MASK, batch_size=50, align=None)
         assert swept.ks == list(ks)
         assert swept.parameters["raw_patterns_kept_in_memory"] is True
         scans_read[len(ks)] = source.bytes_read / scan[0].nbytes
@@ -164,7 +164,8 @@ def test_a_lazily_read_scan_is_read_the_same_whatever_the_ks(scan):
 def test_a_file_is_read_the_same_whatever_the_ks(tmp_path):
     """A file read directly (a .blo, not kept in memory) is read a whole number of times, the
     same for 1 k or 7, and at most four (three sketch passes and the final one; README), never
-    a pass per k. (An explicit mask needs no mean pattern, so nothing else reads the scan.)"""
+    a pass per k. (An explicit mask needs no mean pattern and align=None no measuring pass, so
+    nothing else reads the scan.)"""
     from gpu4d.synthetic import write_blo
 
     data, _ = region_scan(scan=(64, 64), q=64)  # 16 MiB: other reads (metadata) are noise
@@ -174,13 +175,13 @@ def test_a_file_is_read_the_same_whatever_the_ks(tmp_path):
     mask = (31.5, 31.5, 2.5)
 
     bytes_read = bytes_read_by_this_process
-    gpu4d.sweep(path, [2], mask=mask)  # imports and compiled kernels loaded: not counted below
+    gpu4d.sweep(path, [2], mask=mask, align=None)  # imports and kernels loaded: not counted below
     scans_read = {}
     for ks in ([3], range(2, 9)):
         before = bytes_read()
-        gpu4d.sweep(path, ks, mask=mask)
+        gpu4d.sweep(path, ks, mask=mask, align=None)
         scans_read[len(ks)] = (bytes_read() - before) / size
-    assert scans_read[7] == pytest.approx(scans_read[1], abs=0.01), scans_read
+    assert scans_read[7] == pytest.approx(scans_read[1], abs=0.05), scans_read
     passes = round(scans_read[1])  # measured 4.11 (2026-11-30): the rest is headers and checks
     assert 1 <= passes <= 4 and abs(scans_read[1] - passes) < 0.25, scans_read
 
@@ -230,14 +231,15 @@ def test_result_does_not_depend_on_batch_size(scan):
         )
 
 
-def test_exact_mode_agrees_with_reduced_mode(scan, result):
+def test_exact_mode_agrees_with_reduced_mode_at_the_true_k(scan, result):
+    """Full-dimensional KMeans (exact) and the regions agree where the scan's regions are (below
+    it they merge regions by different rules: inertia against separation)."""
     data, truth = scan
-    n_regions = truth.max() + 1
-    exact = gpu4d.sweep(data, range(2, n_regions + 1), mask=MASK, exact=True, n_init=10)
+    k = truth.max() + 1
+    exact = gpu4d.sweep(data, [k], mask=MASK, transform="none", align=None, exact=True, n_init=10)
     assert exact.components["mode"] == "exact"
-    for k in exact.ks:
-        assert adjusted_rand_score(exact[k].labels.ravel(), result[k].labels.ravel()) >= 0.95
-        assert exact[k].inertia == pytest.approx(result[k].inertia, rel=1e-3)
+    assert adjusted_rand_score(exact[k].labels.ravel(), result[k].labels.ravel()) >= 0.95
+    assert exact[k].inertia == pytest.approx(result[k].inertia, rel=1e-3)
 
 
 # --------------------------------------------------------------------------- scores, k choice
@@ -246,7 +248,9 @@ def successes(outcomes) -> int:
 
 
 def test_suggested_k_on_regions_known(result):
-    assert set(result.scores) == {"inertia", "silhouette", "calinski_harabasz", "davies_bouldin", "separation"}
+    assert set(result.scores) == {
+        "inertia", "silhouette", "calinski_harabasz", "davies_bouldin", "separation", "stability"
+    }
     assert all(len(v) == len(result.ks) for v in result.scores.values())
     # on 5 scans of 4 regions (seeds 0-4; seeds 0-9 all succeeded when measured, 2026-11-30),
     # the suggested k is 4 and its labels are the regions, allowing one miss
@@ -276,9 +280,9 @@ def test_suggested_k_on_synthetic_polycrystal():
     assert successes(right_labels) >= 5, right_labels
 
 
-def test_downward_warm_starts_keep_a_small_region():
-    """Scans with a twin lamella of 2.5-5% of the patterns, which k-means++ tends to merge into a
-    grain at k = 6 (splitting another grain instead); the start from k = 7's merged fit keeps it.
+def test_a_small_twin_lamella_is_kept():
+    """Scans with a twin lamella of 2.5-5% of the patterns, which plain KMeans tends to merge into
+    a grain at k = 6 (splitting another grain instead); the regions keep it.
     Measured 2026-11-30 on seeds 10-19 of this size: suggested k = 6 and ARI 1.0 on 9 of 10."""
     found = []
     for seed in range(10, 15):
@@ -291,19 +295,6 @@ def test_downward_warm_starts_keep_a_small_region():
             and adjusted_rand_score(synthetic.labels.ravel(), swept[6].labels.ravel()) >= 0.95
         )
     assert successes(found) >= 4, found
-
-
-def test_merge_closest_merges_by_ward_cost():
-    centers = np.array([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0], [10.0, 3.0]], np.float32)
-    # clusters 0, 1 are closest, but 0 is tiny: merging 2 and 3 (big, 3 apart) costs more than
-    # merging 0 (1 member) into 1 (100)
-    labels = np.repeat([0, 1, 2, 3], [1, 100, 100, 100])
-    merged = merge_closest(centers, labels, 3)
-    expected = np.array([[100 / 101, 0.0], [10.0, 0.0], [10.0, 3.0]], np.float32)
-    np.testing.assert_allclose(merged, expected, rtol=1e-6)
-    assert merge_closest(centers, labels, 1).tolist() == [
-        pytest.approx([2100 / 301, 300 / 301], rel=1e-6)
-    ]
 
 
 def test_min_separation_tells_halves_of_one_region_from_two_regions():
@@ -319,10 +310,11 @@ def test_min_separation_tells_halves_of_one_region_from_two_regions():
 
 def test_suggest_k_rule_on_curves():
     ks = [2, 3, 4, 5, 6, 7]
+    t = SEPARATION_THRESHOLD
     scores = {
         "inertia": [600.0, 300.0, 150.0, 100.0, 97.0, 95.0],
         "silhouette": [0.5, 0.6, 0.7, 0.72, 0.5, 0.4],
-        "separation": [20.0, 12.0, 9.0, 6.0, 2.7, 2.5],
+        "separation": [4 * t, 2.5 * t, 1.8 * t, 1.2 * t, 2.7, 2.5],
     }
     k, details = suggest_k(ks, scores, total_variance=1000.0)
     assert k == 5 and details["separated_ks"] == [2, 3, 4, 5]
@@ -340,7 +332,9 @@ def test_sweep_json_and_folder_layout(result, tmp_path):
     assert summary["ks"] == [2, 3, 4, 5, 6]
     assert summary["suggested_k"] == result.suggested_k
     assert {"ks", "scores", "per_k", "suggested_k", "rule", "components", "timings_s"} <= set(summary)
-    assert set(summary["scores"]) == {"inertia", "silhouette", "calinski_harabasz", "davies_bouldin", "separation"}
+    assert set(summary["scores"]) == {
+        "inertia", "silhouette", "calinski_harabasz", "davies_bouldin", "separation", "stability"
+    }
     assert summary["components"]["n_components"] >= 1
     components = summary["components"]
     assert len(components["explained_variance_ratio"]) == components["n_components"]
@@ -385,7 +379,7 @@ def test_cli_sweep_writes_the_folder(scan, tmp_path, run_cli):
         ([0, 2], "ks: k=0 should be >= 1"),
         ("2:x", "ks: cannot read '2:x'"),
         ([2, 2.5], "ks: 2.5 is not an integer"),
-        ([2, 10_000], "ks: k=10000 should be <= the number of patterns 288"),
+        ([2, 10_000], "ks: k=10000 should be <= the number of patterns 480"),
     ],
 )
 def test_bad_ks_are_input_errors(scan, ks, message):
