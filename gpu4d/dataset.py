@@ -27,6 +27,9 @@ from .scanshape import FlatScan, parse_scan_shape, scan_shape_for
 
 #: Extensions read without HyperSpy's guessing; everything else goes to ``hyperspy.api.load``.
 NUMPY_SUFFIXES = (".npy",)
+#: The types whose values can exceed ``Dataset.value_limit`` (not datetimes or records, whose
+#: 8 bytes the dtype check refuses).
+RANGE_CHECKED_TYPES = ("f4", "f8", "i8", "u8")
 #: Largest float32; gpu4d preprocesses in float32.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -122,7 +125,7 @@ class Dataset:
         flat = rows.reshape(-1, *self.detector_shape)
         offset = first_row * nx
         patterns = flat[start - offset : stop - offset]
-        if patterns.dtype.itemsize == 8 or patterns.dtype == np.float32:  # others cannot overflow
+        if patterns.dtype.str[1:] in RANGE_CHECKED_TYPES:
             self._check_value_range(patterns, start)
         return _native(patterns)
 
@@ -247,6 +250,7 @@ def _open_file(path: Path, reader: str | None, scan_shape) -> Dataset:
             dataset = _open_arina(path, scan_shape)
         else:
             dataset = _open_with_rosettasciio(path, reader, scan_shape)
+    _check_dtype(dataset)  # before the first read: the value checks need a numeric type
     dataset.check_readable()
     return dataset
 

@@ -749,3 +749,17 @@ def test_every_option_states_its_default(command):
         if not action.option_strings or action.nargs == 0 or action.required:
             continue  # positionals, flags (store_true, --help) and required options
         assert action.help and "default" in action.help.lower(), (command, action.option_strings)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [np.zeros((2, 2, 4, 4), "datetime64[s]"), np.zeros((2, 2, 4, 4), [("a", "f4"), ("b", "i4")]),
+     np.zeros((2, 2, 4, 4), np.complex128)],
+    ids=["datetime64", "structured", "complex128"],
+)
+def test_eight_byte_non_numbers_in_a_file_are_refused_before_any_read(run_cli, tmp_path, array):
+    """8-byte types that are not numbers once reached the value-range check (a traceback)."""
+    path = tmp_path / "odd.npy"
+    np.save(path, array)
+    line = _error_line(run_cli("cluster", path, "-k", 2, "--out", tmp_path / "o", "-q"))
+    assert f"{path}: data type {array.dtype} is not supported" in line
