@@ -89,12 +89,20 @@ def test_cli_align_with_a_method(drifted, tmp_path, run_cli):
     assert not (out / "centres.png").exists()  # --no-figures
 
 
-def test_cli_without_align_writes_no_centres(scan_file, tmp_path, run_cli):
+def test_cli_without_descan_writes_no_centres(scan_file, tmp_path, run_cli):
+    """The default alignment ("auto") measures the descan of this still scan, says so in
+    summary.json and corrects nothing; --align none does not measure at all."""
     out = tmp_path / "plain"
     run = run_cli("cluster", scan_file[0], "-k", 4, "--mask", MASK_TEXT, "--out", out, "-q", "--no-figures")
     assert run.code == 0, run.err
     assert not (out / "centres.npy").exists()
-    assert "alignment" not in read_json(out / "summary.json")
+    auto = read_json(out / "summary.json")["alignment"]["auto"]
+    assert auto["applied"] is False and auto["wander_px"] < auto["threshold_px"]
+    off = tmp_path / "off"
+    run = run_cli("cluster", scan_file[0], "-k", 4, "--mask", MASK_TEXT, "--align", "none", "--out", off, "-q", "--no-figures")
+    assert run.code == 0, run.err
+    assert not (off / "centres.npy").exists()
+    assert "alignment" not in read_json(off / "summary.json")
 
 
 def test_cli_align_before_the_file_does_not_swallow_it(drifted, tmp_path, run_cli):
@@ -110,7 +118,7 @@ def test_cli_align_rejects_an_unknown_method(drifted, tmp_path, run_cli):
     run = run_cli("cluster", path, "--align", "median", "-k", 2, "--out", tmp_path / "x", "-q")
     assert run.code == 2
     assert run.err.strip() == (
-        "gpu4d: error: align must be None, True, False or one of 'com', 'xcorr', 'fit'; got 'median'"
+        "gpu4d: error: align must be None, True, False or one of 'com', 'xcorr', 'fit', 'auto'; got 'median'"
     )
     assert not (tmp_path / "x").exists()
 
@@ -202,6 +210,9 @@ def test_cli_sweep_sketch_size(scan_file, tmp_path, run_cli):
 # -- init= (API) -------------------------------------------------------------------------------
 
 
+RAW = dict(transform="none", align=None)  # the preprocessing the reference below reproduces
+
+
 def test_init_starts_lloyd_from_the_given_centroids():
     data, _ = region_scan(seed=4)
     mask = np.zeros(data.shape[2:], bool)
@@ -213,19 +224,19 @@ def test_init_starts_lloyd_from_the_given_centroids():
     init[:, ~mask] = features[start_rows]
     # Lloyd from init until no label changes (tol 0) reaches the fixed point scikit-learn's
     # Lloyd reaches from the same start (not the one k-means++ would find: init is used)
-    ours = gpu4d.cluster(data, 4, mask=mask, init=init, tol=0.0)
+    ours = gpu4d.cluster(data, 4, mask=mask, init=init, tol=0.0, **RAW)
     theirs = KMeans(4, init=features[start_rows], n_init=1, tol=0.0).fit(features)
     np.testing.assert_array_equal(ours.labels.ravel(), theirs.labels_)
     np.testing.assert_allclose(ours.centroids[:, ~mask], theirs.cluster_centers_, rtol=1e-4, atol=1e-6)
     assert ours.inertia == pytest.approx(theirs.inertia_, rel=1e-4)
     # the identities follow init: cluster i grows from init[i]
     order = np.array([2, 0, 3, 1])
-    permuted = gpu4d.cluster(data, 4, mask=mask, init=init[order])
-    converged = gpu4d.cluster(data, 4, mask=mask, init=init)
+    permuted = gpu4d.cluster(data, 4, mask=mask, init=init[order], **RAW)
+    converged = gpu4d.cluster(data, 4, mask=mask, init=init, **RAW)
     np.testing.assert_array_equal(order[permuted.labels], converged.labels)
     wrong_shape = r"init has shape \(3, 24, 24\); expected \(n_clusters, qy, qx\) = \(4, 24, 24\)"
     with pytest.raises(gpu4d.InputError, match=wrong_shape):
-        gpu4d.cluster(data, 4, mask=mask, init=init[:3])
+        gpu4d.cluster(data, 4, mask=mask, init=init[:3], **RAW)
 
 
 # -- live options: --no-refine, --max-lag, --spill-dir --------------------------------------------

@@ -40,10 +40,12 @@ def test_cli_on_blo_separates_grains_and_defect(held_out_blo, tmp_path):
 
 
 def test_mask_is_what_separates_the_grains(held_out_blo):
-    """Without the beam mask the thickness gradient dominates (the paper's point)."""
+    """Without the beam mask the thickness gradient dominates the original method, full-dimensional
+    KMeans on max-normalized counts (the paper's point)."""
     path, scan = held_out_blo
-    masked = gpu4d.cluster(path, scan.n_regions, mask="auto")
-    unmasked = gpu4d.cluster(path, scan.n_regions, mask="none")
+    original = dict(exact=True, transform="none", align=None)
+    masked = gpu4d.cluster(path, scan.n_regions, mask="auto", **original)
+    unmasked = gpu4d.cluster(path, scan.n_regions, mask="none", **original)
     assert ari(scan.labels, masked.labels) >= 0.95
     assert ari(scan.labels, unmasked.labels) < ari(scan.labels, masked.labels) - 0.1
 
@@ -51,16 +53,22 @@ def test_mask_is_what_separates_the_grains(held_out_blo):
 @pytest.mark.parametrize("seed", [202, 303])
 def test_alignment_restores_drifted_scans(seed):
     scan = make_scan(scan_shape=SCAN, detector_shape=DETECTOR, drift_px=1.5, seed=seed)
-    plain = gpu4d.cluster(scan.data, scan.n_regions, mask="auto")
-    aligned = gpu4d.cluster(scan.data, scan.n_regions, mask="auto", align=True)
+    # the original method (full-dimensional KMeans, raw counts) needs the alignment
+    original = dict(exact=True, transform="none")
+    plain = gpu4d.cluster(scan.data, scan.n_regions, mask="auto", align=None, **original)
+    aligned = gpu4d.cluster(scan.data, scan.n_regions, mask="auto", align=True, **original)
     assert ari(scan.labels, aligned.labels) >= 0.95
     assert ari(scan.labels, aligned.labels) > ari(scan.labels, plain.labels)
+    # the default ("auto") measures the same descan and corrects it
+    default = gpu4d.cluster(scan.data, scan.n_regions, mask="auto")
+    assert default.extra["alignment"]["auto"]["applied"]
+    assert ari(scan.labels, default.labels) >= 0.95
     error = np.sqrt(np.mean((aligned.centres - scan.beam_centres) ** 2))
     assert error < 0.3  # px, measured + fitted beam centres against the truth
 
 
 def test_alignment_does_not_hurt_without_drift(held_out_blo):
     path, scan = held_out_blo
-    plain = gpu4d.cluster(path, scan.n_regions, mask="auto")
+    plain = gpu4d.cluster(path, scan.n_regions, mask="auto", align=None)
     aligned = gpu4d.cluster(path, scan.n_regions, mask="auto", align=True)
     assert ari(scan.labels, aligned.labels) >= ari(scan.labels, plain.labels) - 0.02
