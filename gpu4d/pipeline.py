@@ -112,25 +112,17 @@ def cluster(
         )
 
     with timer.stage("mask"):
-        detector_mask, mean = options.detector_mask(dataset)
-        if detector_mask.bad_masked is not None:  # every pass reads the dead and hot pixels as 0
-            dataset = dataclasses.replace(dataset, zeroed_pixels=detector_mask.bad_masked)
+        dataset, detector_mask, mean = options.masked_dataset(dataset)
         pixels = detector_mask.kept_pixels()
     batch = resolve_batch_size(batch_size, dataset, engine, detector_mask.n_kept)
     _check_device_memory(engine, dataset, detector_mask.n_kept)
 
     shifts = centres = None
     if options.align is not None:
-        from .alignment import measure_alignment
-
         with timer.stage("align"):
-            centres, shifts, align_info = measure_alignment(
-                dataset, engine, options.align, mean, batch, progress
+            detector_mask, centres, shifts, align_info = options.alignment(
+                dataset, engine, detector_mask, mean, batch, progress
             )
-        if shifts is None:  # "auto" found no descan worth correcting
-            centres = None
-        # pixels a shift moved in from the edge hold no data: keep only those every pattern has
-        detector_mask = mask_shifted_border(detector_mask, shifts)
         pixels = detector_mask.kept_pixels()
 
     with timer.stage("preprocess"):
@@ -201,6 +193,25 @@ class PreprocessingOptions:
             mask=parse_mask(mask),
             align=_resolve_align(align),
         )
+
+    def masked_dataset(self, dataset):
+        """``(dataset, detector_mask, mean)``: the mask (see ``detector_mask``), and the dataset
+        reading its dead and hot pixels as 0 in every pass from now on."""
+        detector_mask, mean = self.detector_mask(dataset)
+        if detector_mask.bad_masked is not None:
+            dataset = dataclasses.replace(dataset, zeroed_pixels=detector_mask.bad_masked)
+        return dataset, detector_mask, mean
+
+    def alignment(self, dataset, engine, detector_mask, mean, batch_size: int, progress=False):
+        """Measure the descan: ``(detector_mask, centres, shifts, info)``. Centres and shifts are
+        None when ``"auto"`` finds no descan worth correcting; with shifts, the border they move
+        in from the detector's edge (no data there) is masked too."""
+        from .alignment import measure_alignment
+
+        centres, shifts, info = measure_alignment(dataset, engine, self.align, mean, batch_size, progress)
+        if shifts is None:
+            centres = None
+        return mask_shifted_border(detector_mask, shifts), centres, shifts, info
 
     def detector_mask(self, dataset):
         """The DetectorMask for ``dataset`` and the mean pattern its beam was found in (None

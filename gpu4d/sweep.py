@@ -44,7 +44,6 @@ from .backend import get_backend
 from .dataset import open_dataset
 from .errors import Gpu4dWarning, InputError
 from .kernels import pixel_math
-from .masks import mask_shifted_border
 from .pipeline import PreprocessingOptions, _check_kmeans_parameters
 from .preprocessing import (
     DEFAULT_ALIGN,
@@ -363,9 +362,7 @@ def sweep(
     n = dataset.n_patterns
 
     with timer.stage("mask"):
-        detector_mask, mean = options.detector_mask(dataset)
-        if detector_mask.bad_masked is not None:  # every pass reads the dead and hot pixels as 0
-            dataset = dataclasses.replace(dataset, zeroed_pixels=detector_mask.bad_masked)
+        dataset, detector_mask, mean = options.masked_dataset(dataset)
         pixels = detector_mask.kept_pixels()
     n_kept = int(pixels[0].shape[0])
     # reduced mode stores no feature matrix: only the sketch's (n, l) arrays stay on the device
@@ -378,16 +375,10 @@ def sweep(
     shifts = centres = None
     align_info = None
     if options.align is not None:
-        from .alignment import measure_alignment
-
         with timer.stage("align"):
-            centres, shifts, align_info = measure_alignment(
-                dataset, engine, options.align, mean, batch, progress
+            detector_mask, centres, shifts, align_info = options.alignment(
+                dataset, engine, detector_mask, mean, batch, progress
             )
-        if shifts is None:  # "auto" found no descan worth correcting
-            centres = None
-        # pixels a shift moved in from the edge hold no data: keep only those every pattern has
-        detector_mask = mask_shifted_border(detector_mask, shifts)
         pixels = detector_mask.kept_pixels()
 
     source = _RawBatches(dataset, batch, 0 if exact else raw_cache_budget())
