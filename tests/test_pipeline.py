@@ -124,11 +124,10 @@ def test_a_file_is_read_a_bounded_number_of_times_by_cluster(tmp_path):
     path = tmp_path / "scan.blo"
     write_blo(path, np.clip(data, 0, 255).astype(np.uint8))
     size = path.stat().st_size
-    mask = (32, 32, 3.0)  # explicit: no mean pattern to find the beam in
+    mask = (32, 32, 3.0)  # explicit (the alignment still reads a sample for the mean pattern)
     gpu4d.cluster(path, 3, mask=mask)  # imports and compiled kernels loaded: not counted below
     for batch_size in (120, None):  # 3 scan rows; the default
         before = bytes_read_by_this_process()
         gpu4d.cluster(path, 3, mask=mask, batch_size=batch_size)
         scans_read = (bytes_read_by_this_process() - before) / size
-        passes = round(scans_read)
-        assert 1 <= passes <= 6 and abs(scans_read - passes) < 0.25, (batch_size, scans_read)
+        assert 5 <= scans_read <= 6.5, (batch_size, scans_read)
