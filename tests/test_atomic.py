@@ -13,7 +13,6 @@ import pytest
 
 from gpu4d.atomic import (
     RESULT_MARKER,
-    _UMASK,
     atomic_save_npy,
     atomic_write,
     atomic_write_json,
@@ -21,6 +20,15 @@ from gpu4d.atomic import (
     result_folder,
 )
 from gpu4d.errors import OutputError
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # os.umask can only be read by setting it
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
 
 
 def _exists(folder: Path) -> str:
