@@ -208,10 +208,17 @@ class PreprocessingOptions:
         in from the detector's edge (no data there) is masked too."""
         from .alignment import measure_alignment
 
-        centres, shifts, info = measure_alignment(dataset, engine, self.align, mean, batch_size, progress)
-        if shifts is None:
-            centres = None
-        return mask_shifted_border(detector_mask, shifts), centres, shifts, info
+        try:
+            centres, shifts, info = measure_alignment(dataset, engine, self.align, mean, batch_size, progress)
+            if shifts is None:
+                centres = None
+            return mask_shifted_border(detector_mask, shifts), centres, shifts, info
+        except InputError as exc:
+            if self.align != "auto":
+                raise
+            # "auto" aligns when it can: a scan with no beam to measure, or one whose shifts
+            # would leave no pixel, is clustered as it is, and summary.json says why
+            return detector_mask, None, None, {"auto": {"applied": False, "reason": str(exc)}}
 
     def detector_mask(self, dataset):
         """The DetectorMask for ``dataset`` and the mean pattern its beam was found in (None

@@ -99,3 +99,23 @@ def test_patterns_mixing_two_crystals_have_low_confidence():
     for y, x in mixed:
         pure[y, x] = False
     assert np.median(confidence[pure]) > 0.8
+
+
+def test_auto_alignment_clusters_a_scan_without_a_beam_as_it_is():
+    """align="auto" aligns when it can: a scan whose mean pattern is flat (no direct beam to
+    measure: here two regions that swap two pixels' intensity) is clustered unaligned, and
+    summary.json says why, where align="fit" is an error."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from gpu4d.errors import InputError
+
+    data = np.full((24, 24, 16, 16), 3, np.uint16)
+    data[:, :12, 4, 4], data[:, :12, 10, 10] = 6, 0
+    data[:, 12:, 4, 4], data[:, 12:, 10, 10] = 0, 6
+    result = gpu4d.cluster(data, 2, mask="none")
+    auto = result.summary()["alignment"]["auto"]
+    assert auto["applied"] is False and "flat" in auto["reason"]
+    truth = np.repeat([[0] * 12 + [1] * 12], 24, axis=0)
+    assert adjusted_rand_score(truth.ravel(), result.labels.ravel()) == 1.0
+    with pytest.raises(InputError, match="flat"):
+        gpu4d.cluster(data, 2, mask="none", align="fit")

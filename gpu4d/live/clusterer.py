@@ -1134,7 +1134,7 @@ class LiveClusterer:
             data, self.n_clusters,
             mask=self._mask_argument, normalize=self.normalize, transform=self.transform,
             align=self.align_method or DEFAULT_ALIGN, backend=self.backend_name,
-            random_state=self.random_state, max_iter=max_iter, tol=max(tol, 1e-4),
+            random_state=self.random_state, max_iter=max_iter, tol=tol,
             batch_size=self.batch_size, progress=progress,
         )
         # the live centroids are in the live mask's pixels, the result's in its own mask's
