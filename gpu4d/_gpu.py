@@ -43,6 +43,7 @@ Integer data crosses PCIe as-is (uint8 is a quarter of float32) and is converted
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import numpy as np
 
@@ -140,8 +141,17 @@ def _wait(waiter, stream) -> None:
     waiter.wait_event(event)
 
 
+#: Environment variable that picks the GPU's full-dimensional KMeans: "cuml" or "xp" (CuPy Lloyd);
+#: by default cuML when it is installed.
+KMEANS_ENGINE_VARIABLE = "GPU4D_GPU_KMEANS"
+
+
 def kmeans_engine() -> str:
-    """``"cuml"`` when cuML is installed, else ``"xp"`` (CuPy Lloyd)."""
+    """``"cuml"`` when cuML is installed, else ``"xp"`` (CuPy Lloyd); ``GPU4D_GPU_KMEANS``
+    (``cuml`` or ``xp``) chooses, e.g. to compare the two on one machine."""
+    chosen = os.environ.get(KMEANS_ENGINE_VARIABLE, "").strip().lower()
+    if chosen in ("cuml", "xp"):
+        return chosen
     return "cuml" if importlib.util.find_spec("cuml") is not None else "xp"
 
 

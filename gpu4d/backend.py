@@ -9,7 +9,7 @@ The GPU backend runs in three settings:
 * a real GPU: cupy arrays, CUDA kernels, cuML (or, without it, ``xp_kmeans``'s Lloyd on CuPy),
   pinned double-buffered transfers (``_gpu``, which states the stream discipline);
 * numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``): the same CUDA kernels run on the CPU
-  over numpy arrays that refuse to mix with host arrays, as CuPy's do (``_simulated_xp``), and
+  over numpy arrays that refuse to mix with host arrays, as CuPy's do (``simulated_xp``), and
   the CuPy KMeans code runs on them. This is how CI checks the GPU path;
 * no GPU: ``backend="gpu"`` raises BackendUnavailable, ``backend="auto"`` warns and uses the CPU.
 """
@@ -131,11 +131,11 @@ class GpuBackend(CpuBackend):
         self.simulated = simulated
         self.threads_per_block = self.SIMULATOR_THREADS_PER_BLOCK if simulated else None
         if simulated:
-            from . import _simulated_xp
+            from . import simulated_xp
 
             # numpy whose device arrays refuse to mix with host arrays, as CuPy's do
-            self.xp = _simulated_xp.strict_numpy()
-            self._simulated = _simulated_xp
+            self.xp = simulated_xp.strict_numpy()
+            self._simulated = simulated_xp
             self._device = None
             self.kmeans_engine = "xp"
         else:

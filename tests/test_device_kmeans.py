@@ -8,7 +8,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from gpu4d._simulated_xp import HostDeviceMixError, strict_numpy, to_device
+from gpu4d.simulated_xp import HostDeviceMixError, strict_numpy, to_device
 from gpu4d.device_kmeans import CUML_MIN_TOL, cuml_tolerance, device_kmeans, mean_feature_variance, row_squared_norms
 from gpu4d.sklearn_kmeans import sklearn_kmeans
 
@@ -78,13 +78,12 @@ def test_strict_module_refuses_host_device_mixing():
 
 
 def test_info_says_which_kmeans_the_gpu_backend_uses(monkeypatch):
-    import gpu4d._gpu
     import gpu4d.backend
 
     monkeypatch.setattr(gpu4d.backend, "gpu_problem", lambda: None)
-    monkeypatch.setattr(gpu4d._gpu, "kmeans_engine", lambda: "cuml")
+    monkeypatch.setenv("GPU4D_GPU_KMEANS", "cuml")
     assert gpu4d.backend.backend_report()["gpu"] == "usable: numba CUDA kernels, cuML KMeans"
-    monkeypatch.setattr(gpu4d._gpu, "kmeans_engine", lambda: "xp")
+    monkeypatch.setenv("GPU4D_GPU_KMEANS", "xp")
     report = gpu4d.backend.backend_report()
     assert report["gpu"].startswith("usable: numba CUDA kernels, CuPy KMeans") and "cuML is not installed" in report["gpu"]
     assert report["auto"] == "gpu"

@@ -52,9 +52,7 @@ def assert_same_clustering(cpu, gpu, k, *, rtol=1e-3, atol=1e-4):
 @pytest.fixture
 def cupy_kmeans(monkeypatch):
     """The GPU backend as on a machine without cuML (CuPy KMeans), even where cuML is installed."""
-    import gpu4d._gpu
-
-    monkeypatch.setattr(gpu4d._gpu, "kmeans_engine", lambda: "xp")
+    monkeypatch.setenv("GPU4D_GPU_KMEANS", "xp")
 
 
 # -- gpu4d.cluster ------------------------------------------------------------------------------
