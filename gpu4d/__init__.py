@@ -8,6 +8,7 @@
 
 from .dataset import Dataset, open_dataset
 from .errors import BackendUnavailable, Gpu4dError, InputError, OutputError
+from .model import classify, load_result
 from .pipeline import cluster
 from .result import ClusterResult
 from .sweep import SweepResult, sweep
@@ -21,7 +22,9 @@ __all__ = [
     "Gpu4dError",
     "InputError",
     "OutputError",
+    "classify",
     "cluster",
+    "load_result",
     "open_dataset",
     "sweep",
     "__version__",

@@ -1,4 +1,4 @@
-"""The ``gpu4d`` command line: cluster, sweep, live, demo, info."""
+"""The ``gpu4d`` command line: cluster, sweep, classify, live, demo, info."""
 
 from __future__ import annotations
 
@@ -99,6 +99,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(sweep)
     add_sweep_options(sweep)
     sweep.set_defaults(run=run_sweep)
+
+    classify = commands.add_parser(
+        "classify",
+        help="classify a scan with a saved result as the model (no refitting)",
+        description="Preprocess a scan as the model's scan was (its mask, transform, "
+        "normalization and alignment) and assign every pattern to the model's nearest centroid. "
+        "The detector must match the model's; the scan shape may differ.",
+    )
+    classify.add_argument("file", help=FILE_HELP)
+    classify.add_argument("--model", required=True, metavar="DIR",
+                          help="a results folder written by cluster (or one kNN subfolder of a sweep)")
+    add_scan_option(classify)
+    classify.add_argument("--backend", choices=("cpu", "gpu", "auto"), default="cpu",
+                          help="cpu, gpu or auto (default cpu)")
+    classify.add_argument("--batch-size", type=_positive_int("--batch-size"), default=None,
+                          help="patterns per batch (default: from the backend's memory)")
+    classify.add_argument("--reader", default=None, help="RosettaSciIO reader name (default: from the file)")
+    classify.add_argument("--out", required=True, help="results folder (must not exist, see --overwrite)")
+    classify.add_argument("--overwrite", action="store_true",
+                          help="replace an existing results folder, if it is an earlier gpu4d result")
+    classify.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    classify.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    classify.set_defaults(run=run_classify)
 
     demo = commands.add_parser("demo", help="cluster the built-in synthetic scan and score it")
     demo.add_argument("--out", default="gpu4d-demo", help="results folder (default: gpu4d-demo)")
@@ -313,7 +336,7 @@ def cluster_kwargs(args) -> dict:
 
 def input_files(args) -> list[str]:
     """The paths a run reads (scan, mask file): checked against --out before any work starts."""
-    candidates = [getattr(args, "file", None), getattr(args, "source", None), getattr(args, "mask", None)]
+    candidates = [getattr(args, name, None) for name in ("file", "source", "mask", "model")]
     return [c for c in candidates if isinstance(c, str) and c and Path(c).exists()]
 
 
@@ -325,6 +348,22 @@ def run_cluster(args) -> int:
     start = time.perf_counter()
     result = cluster(args.file, args.n_clusters, **cluster_kwargs(args))
     result.save(args.out, overwrite=args.overwrite, figures=not args.no_figures)
+    print_result(result, args.out, time.perf_counter() - start)
+    return 0
+
+
+def run_classify(args) -> int:
+    from .atomic import check_output_folder
+    from .model import classify
+
+    check_output_folder(args.out, args.overwrite, inputs=input_files(args))
+    start = time.perf_counter()
+    result = classify(
+        args.model, args.file, batch_size=args.batch_size, backend=args.backend, reader=args.reader,
+        scan_shape=parse_scan_shape(args.scan, name="--scan"), progress=not args.quiet,
+    )
+    result.save(args.out, overwrite=args.overwrite, figures=not args.no_figures)
+    print(f"  model    {args.model}")
     print_result(result, args.out, time.perf_counter() - start)
     return 0
 

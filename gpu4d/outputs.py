@@ -18,8 +18,9 @@ def write_result(result, folder: Path, *, overwrite: bool = False, figures: bool
 
 
 def input_paths(result) -> list[str]:
-    """The files a result was made from (the scan, a mask file): a results folder never holds them."""
-    candidates = [result.source, result.parameters.get("mask")]
+    """The files a result was made from (the scan, a mask file, the model folder it was
+    classified with): a results folder never holds them."""
+    candidates = [result.source, result.parameters.get("mask"), result.extra.get("model")]
     return [c for c in candidates if isinstance(c, str) and c and Path(c).exists()]
 
 

@@ -149,6 +149,24 @@ class ClusterResult:
             signals["centres"] = centres
         return signals
 
+    def predict(self, data, *, batch_size=None, backend: str = "cpu", reader=None, scan_shape=None,
+                return_distances: bool = False, progress: bool = False):
+        """Classify the patterns of another scan with this result as the model.
+
+        ``data`` is opened as ``gpu4d.cluster`` opens it; its detector must be this result's
+        (shape, and scale within 1% when both are calibrated); its scan shape may differ. The
+        patterns are preprocessed as this result's were (mask, transform, normalization and,
+        when this result was aligned, descan shifts onto its reference beam) and each goes to
+        the nearest centroid. Returns a ``gpu4d.model.Prediction``: ``labels`` (ny, nx) int32,
+        ``confidence`` (ny, nx) float32 in [0, 1] and, if asked, ``distances`` (ny, nx, k).
+        """
+        from .model import predict
+
+        return predict(
+            self, data, batch_size=batch_size, backend=backend, reader=reader, scan_shape=scan_shape,
+            return_distances=return_distances, progress=progress,
+        )
+
     def save(self, folder, *, overwrite: bool = False, figures: bool = True) -> Path:
         """Write every result file into ``folder`` atomically (see ``RESULT_FILES``)."""
         from .outputs import write_result

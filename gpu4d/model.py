@@ -1,0 +1,338 @@
+"""Models: a saved result read back, and applied to other scans (``load_result``, ``predict``).
+
+A results folder written by ``ClusterResult.save`` holds everything needed to classify a new
+scan: the mask, the preprocessing options and the centroids in the preprocessed space. A new
+scan is preprocessed the same way, batch by batch (no feature matrix is held), and every pattern
+goes to its nearest centroid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import RESULT_MARKER
+from .dataset import Axis, open_dataset
+from .errors import InputError
+from .masks import DetectorMask
+from .preprocessing import (
+    NORMALIZATIONS,
+    TRANSFORMS,
+    checked_batches,
+    cluster_mean_patterns,
+    mean_pattern,
+    option_code,
+    resolve_batch_size,
+)
+from .progress import batch_bar
+from .result import ClusterResult
+
+#: summary.json keys that ``ClusterResult`` computes itself; every other key goes to ``extra``.
+_SUMMARY_KEYS = (
+    "source", "scan_shape", "detector_shape", "n_clusters", "inertia", "n_iter", "cluster_sizes",
+    "cluster_fractions", "backend", "backend_description", "parameters", "mask", "timings_s",
+    "scan_axes", "detector_axes", "versions", "confidence",
+)
+#: Relative difference of detector scales above which a scan does not match a model.
+SCALE_TOLERANCE = 0.01
+
+
+@dataclass
+class Prediction:
+    """The classes of a scan's patterns under a model.
+
+    Attributes
+    ----------
+    labels : (ny, nx) int32
+        Nearest centroid of each pattern.
+    confidence : (ny, nx) float32
+        ``1 - d_own / d_second`` (distances to the nearest and second-nearest centroid, in the
+        preprocessed space), clipped to [0, 1]: 0 half-way between two classes, near 1 close to
+        its own; 1 when the model has one class.
+    distances : (ny, nx, k) float32 or None
+        Distance of each pattern to every centroid, when asked for.
+    centres, shifts, alignment : the descan measured on the scan (None without alignment).
+    """
+
+    labels: np.ndarray
+    confidence: np.ndarray
+    distances: np.ndarray | None = None
+    centres: np.ndarray | None = None
+    shifts: np.ndarray | None = None
+    alignment: dict | None = None
+
+
+# ------------------------------------------------------------------------------ load_result
+def load_result(folder) -> ClusterResult:
+    """Read a results folder written by ``ClusterResult.save`` back into a ``ClusterResult``.
+
+    Raises ``InputError`` naming the folder (and file) when it is not a gpu4d result, is a
+    sweep (pass one of its ``kNN`` subfolders) or misses a file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such results folder")
+    summary_path = folder / "summary.json"
+    if not summary_path.is_file():
+        if (folder / "sweep.json").is_file():
+            subfolders = sorted(p.name for p in folder.glob("k[0-9]*") if p.is_dir())
+            raise InputError(
+                f"{folder} is a sweep; pass one of its k subfolders as the model "
+                f"(e.g. {folder / subfolders[0]})" if subfolders else f"{folder} is a sweep; pass one of its k subfolders"
+            )
+        what = "no summary.json" if (folder / RESULT_MARKER).is_file() else f"no {RESULT_MARKER} marker and no summary.json"
+        raise InputError(f"{folder} is not a gpu4d results folder ({what})")
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{summary_path}: cannot read it as JSON ({exc})") from None
+    for key in ("parameters", "mask", "scan_axes", "detector_axes", "cluster_sizes"):
+        if key not in summary:
+            raise InputError(f"{summary_path}: has no '{key}'; is it a gpu4d summary?")
+
+    arrays = {name: _load_array(folder, name) for name in ("labels", "centroids", "mean_patterns", "mask")}
+    optional = {name: _load_array(folder, name) if (folder / f"{name}.npy").is_file() else None
+                for name in ("confidence", "centres")}
+    if arrays["centroids"].ndim != 3 or not arrays["centroids"].shape[0] or arrays["mask"].shape != arrays["centroids"].shape[1:]:
+        raise InputError(
+            f"{folder}: centroids.npy {arrays['centroids'].shape} and mask.npy {arrays['mask'].shape} "
+            "should be (k, qy, qx) with k >= 1 and (qy, qx)"
+        )
+    extra = {key: value for key, value in summary.items() if key not in _SUMMARY_KEYS}
+    return ClusterResult(
+        labels=arrays["labels"].astype(np.int32, copy=False),
+        centroids=arrays["centroids"].astype(np.float32, copy=False),
+        mean_patterns=arrays["mean_patterns"].astype(np.float32, copy=False),
+        cluster_sizes=np.asarray(summary["cluster_sizes"], np.int64),
+        inertia=float(summary.get("inertia", float("nan"))),
+        n_iter=int(summary.get("n_iter", 0)),
+        backend=summary.get("backend", "cpu"),
+        backend_description=summary.get("backend_description", ""),
+        parameters=summary["parameters"],
+        mask=mask_from_description(arrays["mask"].astype(bool), summary["mask"]),
+        timings=summary.get("timings_s", {}),
+        scan_axes=tuple(axis_from_dict(a) for a in summary["scan_axes"]),
+        detector_axes=tuple(axis_from_dict(a) for a in summary["detector_axes"]),
+        source=summary.get("source", str(folder)),
+        centres=optional["centres"],
+        confidence=optional["confidence"],
+        extra=extra,
+    )
+
+
+def _load_array(folder: Path, name: str) -> np.ndarray:
+    path = folder / f"{name}.npy"
+    if not path.is_file():
+        raise InputError(f"{folder}: {path.name} is missing; the results folder is incomplete")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read it ({exc})") from None
+
+
+def axis_from_dict(info: dict) -> Axis:
+    """The inverse of ``Axis.as_dict``."""
+    return Axis(
+        name=str(info["name"]), size=int(info["size"]), scale=float(info.get("scale", 1.0)),
+        offset=float(info.get("offset", 0.0)), units=str(info.get("units", "px")),
+    )
+
+
+def mask_from_description(masked: np.ndarray, info: dict) -> DetectorMask:
+    """A DetectorMask from ``mask.npy`` and the ``describe()`` dict in summary.json.
+
+    ``bad_masked`` is rebuilt from the dead and hot pixels the description lists (it lists at
+    most ``gpu4d.bad_pixels.MAX_LISTED`` of each kind; they are in ``masked`` in any case).
+    """
+    bad = info.get("bad_pixels")
+    bad_masked = None
+    if bad:
+        bad_masked = np.zeros_like(masked)
+        for kind in ("hot", "dead", "from_detector"):
+            for y, x in bad.get(kind, []):
+                bad_masked[y, x] = True
+    centre = info.get("centre")
+    return DetectorMask(
+        masked=masked, kind=str(info.get("kind", "array")),
+        centre=None if centre is None else (float(centre[0]), float(centre[1])),
+        radius=info.get("radius"), inner=info.get("inner"), outer=info.get("outer"),
+        beam=info.get("beam"), bad_pixels=bad, bad_masked=bad_masked, border_px=info.get("border_px"),
+    )
+
+
+# ------------------------------------------------------------------------------ predict
+def check_detector(model: ClusterResult, dataset) -> None:
+    """A scan's detector must be the model's: same shape, same scale (within 1%) when both are
+    calibrated. The scan shape may differ."""
+    if tuple(dataset.detector_shape) != tuple(model.centroids.shape[1:]):
+        raise InputError(
+            f"{dataset.source}: detector shape {tuple(dataset.detector_shape)} does not match the "
+            f"model's {tuple(model.centroids.shape[1:])} (from {model.source})"
+        )
+    for new, old in zip(dataset.detector_axes, model.detector_axes):
+        if new.units == "px" or old.units == "px":
+            continue
+        if new.units != old.units or abs(new.scale - old.scale) > SCALE_TOLERANCE * abs(old.scale):
+            raise InputError(
+                f"{dataset.source}: detector scale {new.scale:g} {new.units} per pixel does not match "
+                f"the model's {old.scale:g} {old.units} (within {SCALE_TOLERANCE:.0%})"
+            )
+
+
+def open_for_model(model: ClusterResult, data, *, reader=None, scan_shape=None):
+    """Open ``data`` as ``cluster`` does, check its detector against the model's, and read the
+    model's dead and hot pixels as 0 in every pass (as ``cluster`` read them)."""
+    dataset = open_dataset(data, reader=reader, scan_shape=scan_shape)
+    check_detector(model, dataset)
+    if model.mask.bad_masked is not None:
+        dataset = dataclasses.replace(dataset, zeroed_pixels=model.mask.bad_masked)
+    return dataset
+
+
+def model_aligned(model: ClusterResult) -> bool:
+    """Whether the model's patterns were shifted onto a reference beam before clustering."""
+    info = model.extra.get("alignment")
+    if not model.parameters.get("align") or not info:
+        return False
+    auto = info.get("auto")
+    return bool(auto.get("applied")) if auto is not None else True
+
+
+def predict(
+    model: ClusterResult, data, *, batch_size=None, backend: str = "cpu", reader=None,
+    scan_shape=None, return_distances: bool = False, progress: bool = False,
+) -> Prediction:
+    """Assign every pattern of ``data`` to the model's nearest centroid (see ``ClusterResult.predict``)."""
+    from .backend import get_backend
+
+    engine = get_backend(backend)
+    dataset = open_for_model(model, data, reader=reader, scan_shape=scan_shape)
+    transform = option_code(TRANSFORMS, model.parameters.get("transform", "none"), "transform")
+    norm = option_code(NORMALIZATIONS, model.parameters.get("normalize", "max"), "normalize")
+    pixels = model.mask.kept_pixels()
+    batch = resolve_batch_size(batch_size, dataset, engine, int(pixels[0].shape[0]))
+    centres = shifts = info = None
+    if model_aligned(model):
+        centres, shifts, info = _align_to_model(model, dataset, engine, batch, progress)
+    labels, confidence, distances = _nearest_centroids(
+        dataset, engine, model.centroids[:, pixels[0], pixels[1]], pixels, transform, norm, shifts,
+        batch, return_distances, progress,
+    )
+    shape = dataset.scan_shape
+    return Prediction(
+        labels=labels.reshape(shape), confidence=confidence.reshape(shape),
+        distances=None if distances is None else distances.reshape(*shape, -1),
+        centres=None if centres is None else centres.reshape(*shape, 2), shifts=shifts, alignment=info,
+    )
+
+
+def _align_to_model(model, dataset, engine, batch, progress):
+    """Measure the scan's descan and shift its patterns onto the model's reference beam.
+
+    The centres are measured around the scan's own mean beam (``measure_alignment``), then the
+    shifts are taken from the same fit, but towards the model's reference, so that the mask
+    and centroids sit where the model's patterns were moved. With ``"auto"`` the shifts are
+    always applied here: the model's features were aligned.
+    """
+    from .align import DEFAULT_ALIGN_METHOD, descan_shifts
+    from .alignment import measure_alignment
+
+    method = model.parameters.get("align")
+    method = DEFAULT_ALIGN_METHOD if method in ("auto", True) else method
+    info_model = model.extra["alignment"]
+    mean = mean_pattern(dataset)
+    if dataset.zeroed_pixels is not None:  # a hot pixel must not pull the beam search
+        mean[dataset.zeroed_pixels] = 0
+    centres, _, info = measure_alignment(dataset, engine, method, mean, batch, progress)
+    reference = info_model.get("reference") or info["reference"]
+    shifts, info = descan_shifts(centres.reshape(*dataset.scan_shape, 2), method, tuple(reference))
+    info.update(reference=[float(v) for v in reference], reference_from="the model")
+    return centres, shifts, info
+
+
+def _nearest_centroids(dataset, engine, centroids, pixels, transform, norm, shifts, batch, keep_distances, progress):
+    """Labels (n,) int32, confidence (n,) float32 and, if asked, distances (n, k) float32."""
+    xp = engine.xp
+    centroids_dev = engine.to_device(centroids.astype(np.float64))
+    centroid_norms = (centroids_dev**2).sum(axis=1)
+    pixel_y, pixel_x = (engine.to_device(p) for p in pixels)
+    shifts_dev = None if shifts is None else engine.to_device(shifts)
+    n = dataset.n_patterns
+    labels = np.empty(n, np.int32)
+    confidence = np.empty(n, np.float32)
+    distances = np.empty((n, centroids.shape[0]), np.float32) if keep_distances else None
+    work = xp.empty((batch, pixels[0].shape[0]), np.float32)
+    with batch_bar(progress, n, "classify") as bar:
+        for start, raw in engine.device_batches(checked_batches(dataset, batch)):
+            stop = start + raw.shape[0]
+            features = work[: raw.shape[0]]
+            batch_shifts = None if shifts_dev is None else shifts_dev[start:stop]
+            engine.preprocess(raw, batch_shifts, pixel_y, pixel_x, transform, norm, features)
+            f64 = features.astype(np.float64)  # float64: |x|^2 - 2 x.c + |c|^2 cancels in float32
+            squared = (f64**2).sum(axis=1)[:, None] - 2.0 * f64 @ centroids_dev.T + centroid_norms
+            d = engine.to_host(xp.sqrt(xp.maximum(squared, 0.0)))
+            labels[start:stop], confidence[start:stop] = nearest_and_confidence(d)
+            if distances is not None:
+                distances[start:stop] = d
+            bar.update(raw.shape[0])
+    engine.synchronize()
+    return labels, confidence, distances
+
+
+def nearest_and_confidence(distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From distances (n, k): the nearest centroid (n,) and ``1 - d_own / d_second`` clipped to
+    [0, 1] (n,); 1 when k = 1, 0 when the two nearest distances are both 0."""
+    order = np.argsort(distances, axis=1, kind="stable")
+    nearest = order[:, 0].astype(np.int32)
+    if distances.shape[1] == 1:
+        return nearest, np.ones(distances.shape[0], np.float32)
+    own = np.take_along_axis(distances, order[:, :1], axis=1)[:, 0]
+    second = np.take_along_axis(distances, order[:, 1:2], axis=1)[:, 0]
+    ratio = np.divide(own, second, out=np.ones_like(own, dtype=np.float64), where=second > 0)
+    return nearest, np.clip(1.0 - ratio, 0.0, 1.0).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ classify
+def classify(
+    model, data, *, batch_size=None, backend: str = "cpu", reader=None, scan_shape=None,
+    progress: bool = False,
+) -> ClusterResult:
+    """Classify a scan with a model (a results folder or a ``ClusterResult``) into a full
+    ``ClusterResult`` of the scan: its labels, confidence and mean pattern of each class; the
+    model's centroids; ``extra["model"]`` names the model (a folder is then an input that no
+    results folder may hold)."""
+    import time
+
+    from .backend import get_backend
+
+    model_name = str(model) if isinstance(model, (str, Path)) else f"in-memory model of {model.source}"
+    if isinstance(model, (str, Path)):
+        model = load_result(model)
+    dataset = open_for_model(model, data, reader=reader, scan_shape=scan_shape)
+    start = time.perf_counter()
+    prediction = predict(
+        model, dataset, batch_size=batch_size, backend=backend, return_distances=True, progress=progress,
+    )
+    predicted = time.perf_counter() - start
+    engine = get_backend(backend)
+    batch = resolve_batch_size(batch_size, dataset, engine, model.mask.n_kept)
+    labels = prediction.labels.ravel()
+    means, sizes = cluster_mean_patterns(dataset, engine, labels, model.n_clusters, prediction.shifts, batch, progress)
+    own = np.take_along_axis(prediction.distances.reshape(labels.size, -1), labels[:, None], axis=1)
+    extra = {"model": model_name}
+    if prediction.alignment is not None:
+        extra["alignment"] = prediction.alignment
+    return ClusterResult(
+        labels=prediction.labels, centroids=model.centroids, mean_patterns=means, cluster_sizes=sizes,
+        inertia=float((own.astype(np.float64) ** 2).sum()), n_iter=0, backend=engine.name,
+        backend_description=engine.describe(),
+        parameters={**model.parameters, "batch_size": batch, "backend_requested": backend},
+        mask=model.mask,
+        timings={"predict": round(predicted, 4), "mean_patterns": round(time.perf_counter() - start - predicted, 4)},
+        scan_axes=dataset.scan_axes, detector_axes=dataset.detector_axes, source=dataset.source,
+        centres=prediction.centres, confidence=prediction.confidence, extra=extra,
+    )
