@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,6 +203,19 @@ def model_aligned(model: ClusterResult) -> bool:
     return bool(auto.get("applied")) if auto is not None else True
 
 
+def alignment_plan(model: ClusterResult) -> str | None:
+    """How a new scan is aligned for this model: ``"always"`` (the model's patterns were
+    shifted onto its reference beam), ``"auto"`` (the model measured its beam but did not need
+    to shift it: a new scan is shifted onto that beam only if its own beam is 0.5 px or more
+    away from it somewhere) or None (the model never looked for a beam)."""
+    if model_aligned(model):
+        return "always"
+    info = model.extra.get("alignment") or {}
+    if model.parameters.get("align") == "auto" and info.get("reference") is not None:
+        return "auto"
+    return None
+
+
 def predict(
     model: ClusterResult, data, *, batch_size=None, backend: str = "cpu", reader=None,
     scan_shape=None, return_distances: bool = False, progress: bool = False,
@@ -216,8 +230,9 @@ def predict(
     pixels = model.mask.kept_pixels()
     batch = resolve_batch_size(batch_size, dataset, engine, int(pixels[0].shape[0]))
     centres = shifts = info = None
-    if model_aligned(model):
-        centres, shifts, info = _align_to_model(model, dataset, engine, batch, progress)
+    plan = alignment_plan(model)
+    if plan is not None:
+        centres, shifts, info = _align_to_model(model, dataset, engine, batch, plan == "auto", progress)
     labels, confidence, distances = _nearest_centroids(
         dataset, engine, model.centroids[:, pixels[0], pixels[1]], pixels, transform, norm, shifts,
         batch, return_distances, progress,
@@ -230,15 +245,15 @@ def predict(
     )
 
 
-def _align_to_model(model, dataset, engine, batch, progress):
+def _align_to_model(model, dataset, engine, batch, auto, progress):
     """Measure the scan's descan and shift its patterns onto the model's reference beam.
 
     The centres are measured around the scan's own mean beam (``measure_alignment``), then the
     shifts are taken from the same fit, but towards the model's reference, so that the mask
-    and centroids sit where the model's patterns were moved. With ``"auto"`` the shifts are
-    always applied here: the model's features were aligned.
+    and centroids sit where the model's patterns were moved. ``auto``: the shifts are kept
+    only when one reaches ``AUTO_ALIGN_THRESHOLD_PX`` (else centres and shifts are None).
     """
-    from .align import DEFAULT_ALIGN_METHOD, descan_shifts
+    from .align import AUTO_ALIGN_THRESHOLD_PX, DEFAULT_ALIGN_METHOD, descan_shifts
     from .alignment import measure_alignment
 
     method = model.parameters.get("align")
@@ -251,6 +266,26 @@ def _align_to_model(model, dataset, engine, batch, progress):
     reference = info_model.get("reference") or info["reference"]
     shifts, info = descan_shifts(centres.reshape(*dataset.scan_shape, 2), method, tuple(reference))
     info.update(reference=[float(v) for v in reference], reference_from="the model")
+    largest = float(np.abs(shifts).max()) if len(shifts) else 0.0
+    if auto:
+        applied = largest >= AUTO_ALIGN_THRESHOLD_PX
+        info["auto"] = {
+            "rule": f"shifted onto the model's reference beam when the fitted beam is >= "
+                    f"{AUTO_ALIGN_THRESHOLD_PX} px away from it anywhere in the scan",
+            "largest_offset_px": largest,
+            "applied": applied,
+        }
+        if not applied:
+            return None, None, info
+    border = max(model.mask.border_px or [0])
+    if np.ceil(largest) > border:
+        # the pixels a shift moves in from the edge read 0; the model masked only its own border
+        warnings.warn(
+            f"{dataset.source}: the beam sits up to {largest:.1f} px from the model's reference, more "
+            f"than the {border} px border the model masked; the outermost detector pixels read 0 in "
+            "the most shifted patterns",
+            stacklevel=3,
+        )
     return centres, shifts, info
 
 

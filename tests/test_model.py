@@ -147,7 +147,8 @@ def test_predict_aligns_a_drifted_scan_onto_the_model_reference(tmp_path):
     np.testing.assert_allclose(beam - prediction.shifts, np.broadcast_to(loaded.extra["alignment"]["reference"], beam.shape),
                                atol=0.35)
     # without the shifts the same model maps the drift, not the grains
-    loaded.extra["alignment"]["auto"]["applied"] = False
+    loaded.parameters["align"] = None
+    assert gpu4d.model.alignment_plan(loaded) is None
     unaligned = loaded.predict(second.data)
     assert adjusted_rand_score(second.labels.ravel(), unaligned.labels.ravel()) < 0.9
 
@@ -252,3 +253,17 @@ def test_cli_errors_are_one_line(tmp_path, model_dir):
     (tmp_path / "notes").mkdir()
     code, _, err = _main(["classify", small, "--model", tmp_path / "notes", "--out", tmp_path / "o2", "-q"])
     assert code == 2 and "not a gpu4d results folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_auto_model_that_needed_no_shift_still_aligns_a_drifted_scan(model_dir):
+    """The model's scan had no descan, so auto shifted nothing; a drifted scan of the same
+    phases is shifted onto the model's beam, and a scan without drift is left alone."""
+    model = gpu4d.load_result(model_dir)
+    assert gpu4d.model.alignment_plan(model) == "auto"
+    _, drifted = _scans(2.5)
+    with pytest.warns(UserWarning, match="border the model masked"):
+        prediction = model.predict(drifted.data)
+    assert prediction.alignment["auto"]["applied"]
+    assert adjusted_rand_score(drifted.labels.ravel(), prediction.labels.ravel()) >= 0.95
+    still = model.predict(make_scan((20, 28), DETECTOR, n_grains=3, defect=False, seed=1).data)
+    assert not still.alignment["auto"]["applied"] and still.shifts is None
