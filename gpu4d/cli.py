@@ -363,8 +363,8 @@ def run_classify(args) -> int:
         scan_shape=parse_scan_shape(args.scan, name="--scan"), progress=not args.quiet,
     )
     result.save(args.out, overwrite=args.overwrite, figures=not args.no_figures)
-    print(f"  model    {args.model}")
     print_result(result, args.out, time.perf_counter() - start)
+    print(f"  model    {args.model} (classified, no refitting: the inertia is the new scan's)")
     return 0
 
 
