@@ -75,38 +75,25 @@ def load_result(folder) -> ClusterResult:
     sweep (pass one of its ``kNN`` subfolders) or misses a file.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: no such results folder")
-    summary_path = folder / "summary.json"
-    if not summary_path.is_file():
-        if (folder / "sweep.json").is_file():
-            subfolders = sorted(p.name for p in folder.glob("k[0-9]*") if p.is_dir())
-            raise InputError(
-                f"{folder} is a sweep; pass one of its k subfolders as the model "
-                f"(e.g. {folder / subfolders[0]})" if subfolders else f"{folder} is a sweep; pass one of its k subfolders"
-            )
-        what = "no summary.json" if (folder / RESULT_MARKER).is_file() else f"no {RESULT_MARKER} marker and no summary.json"
-        raise InputError(f"{folder} is not a gpu4d results folder ({what})")
-    try:
-        summary = json.loads(summary_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{summary_path}: cannot read it as JSON ({exc})") from None
-    for key in ("parameters", "mask", "scan_axes", "detector_axes", "cluster_sizes"):
-        if key not in summary:
-            raise InputError(f"{summary_path}: has no '{key}'; is it a gpu4d summary?")
-
+    summary = _read_summary(folder)
     arrays = {name: _load_array(folder, name) for name in ("labels", "centroids", "mean_patterns", "mask")}
     optional = {name: _load_array(folder, name) if (folder / f"{name}.npy").is_file() else None
                 for name in ("confidence", "centres")}
-    if arrays["centroids"].ndim != 3 or not arrays["centroids"].shape[0] or arrays["mask"].shape != arrays["centroids"].shape[1:]:
+    centroids, masked = arrays["centroids"], arrays["mask"]
+    if centroids.ndim != 3 or centroids.shape[0] < 1 or masked.shape != centroids.shape[1:]:
         raise InputError(
-            f"{folder}: centroids.npy {arrays['centroids'].shape} and mask.npy {arrays['mask'].shape} "
-            "should be (k, qy, qx) with k >= 1 and (qy, qx)"
+            f"{folder}: centroids.npy {centroids.shape} and mask.npy {masked.shape} should be "
+            "(k, qy, qx) with k >= 1 and (qy, qx)"
         )
-    extra = {key: value for key, value in summary.items() if key not in _SUMMARY_KEYS}
+    try:
+        mask = mask_from_description(masked.astype(bool), summary["mask"])
+        scan_axes = tuple(axis_from_dict(a) for a in summary["scan_axes"])
+        detector_axes = tuple(axis_from_dict(a) for a in summary["detector_axes"])
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InputError(f"{folder / 'summary.json'}: cannot read its mask or axes ({exc!r})") from None
     return ClusterResult(
         labels=arrays["labels"].astype(np.int32, copy=False),
-        centroids=arrays["centroids"].astype(np.float32, copy=False),
+        centroids=centroids.astype(np.float32, copy=False),
         mean_patterns=arrays["mean_patterns"].astype(np.float32, copy=False),
         cluster_sizes=np.asarray(summary["cluster_sizes"], np.int64),
         inertia=float(summary.get("inertia", float("nan"))),
@@ -114,15 +101,37 @@ def load_result(folder) -> ClusterResult:
         backend=summary.get("backend", "cpu"),
         backend_description=summary.get("backend_description", ""),
         parameters=summary["parameters"],
-        mask=mask_from_description(arrays["mask"].astype(bool), summary["mask"]),
+        mask=mask,
         timings=summary.get("timings_s", {}),
-        scan_axes=tuple(axis_from_dict(a) for a in summary["scan_axes"]),
-        detector_axes=tuple(axis_from_dict(a) for a in summary["detector_axes"]),
+        scan_axes=scan_axes,
+        detector_axes=detector_axes,
         source=summary.get("source", str(folder)),
         centres=optional["centres"],
         confidence=optional["confidence"],
-        extra=extra,
+        extra={key: value for key, value in summary.items() if key not in _SUMMARY_KEYS},
     )
+
+
+def _read_summary(folder: Path) -> dict:
+    """summary.json of a results folder, or an InputError saying why ``folder`` is not one."""
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such results folder")
+    path = folder / "summary.json"
+    if not path.is_file():
+        if (folder / "sweep.json").is_file():
+            ks = sorted(p.name for p in folder.glob("k[0-9]*") if p.is_dir())
+            example = f" (e.g. {folder / ks[0]})" if ks else ""
+            raise InputError(f"{folder} is a sweep; pass one of its k subfolders as the model{example}")
+        what = "no summary.json" if (folder / RESULT_MARKER).is_file() else f"no {RESULT_MARKER} marker and no summary.json"
+        raise InputError(f"{folder} is not a gpu4d results folder ({what})")
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read it as JSON ({exc})") from None
+    for key in ("parameters", "mask", "scan_axes", "detector_axes", "cluster_sizes"):
+        if not isinstance(summary, dict) or key not in summary:
+            raise InputError(f"{path}: has no '{key}'; is it a gpu4d summary?")
+    return summary
 
 
 def _load_array(folder: Path, name: str) -> np.ndarray:

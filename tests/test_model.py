@@ -267,3 +267,14 @@ def test_an_auto_model_that_needed_no_shift_still_aligns_a_drifted_scan(model_di
     assert adjusted_rand_score(drifted.labels.ravel(), prediction.labels.ravel()) >= 0.95
     still = model.predict(make_scan((20, 28), DETECTOR, n_grains=3, defect=False, seed=1).data)
     assert not still.alignment["auto"]["applied"] and still.shifts is None
+
+
+def test_a_damaged_summary_is_a_clear_error(tmp_path, model_dir):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(model_dir, damaged)
+    (damaged / "summary.json").write_text("{not json")
+    with pytest.raises(gpu4d.InputError, match=r"damaged/summary\.json: cannot read it as JSON"):
+        gpu4d.load_result(damaged)
+    (damaged / "summary.json").write_text(json.dumps({"parameters": {}}))
+    with pytest.raises(gpu4d.InputError, match=r"summary\.json: has no 'mask'"):
+        gpu4d.load_result(damaged)
