@@ -278,3 +278,14 @@ def test_a_damaged_summary_is_a_clear_error(tmp_path, model_dir):
     (damaged / "summary.json").write_text(json.dumps({"parameters": {}}))
     with pytest.raises(gpu4d.InputError, match=r"summary\.json: has no 'mask'"):
         gpu4d.load_result(damaged)
+
+
+def test_cli_classify_frames_with_a_scan_shape(tmp_path, model_dir, scans):
+    frames = tmp_path / "frames.npy"
+    np.save(frames, scans[1].data.reshape(-1, *DETECTOR))
+    code, _, err = _main(["classify", frames, "--model", model_dir, "--scan", "20x28", "--batch-size", 9,
+                          "--no-figures", "--out", tmp_path / "out", "-q"])
+    assert code == 0, err
+    labels = np.load(tmp_path / "out" / "labels.npy")
+    assert labels.shape == (20, 28) and not (tmp_path / "out" / "labels.png").exists()
+    assert adjusted_rand_score(scans[1].labels.ravel(), labels.ravel()) >= 0.95
