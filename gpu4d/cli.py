@@ -400,19 +400,20 @@ def print_sweep(result, out, seconds: float) -> None:
         space = "exact mode: full-dimensional KMeans"
     else:
         space = (
-            f"reduced mode: KMeans on {info['n_components']} of {info['sketch_size']} principal "
-            f"components ({info['explained_variance_ratio_kept']:.1%} of the variance)"
+            f"reduced mode: regions from KMeans atoms on {info['n_components']} of {info['sketch_size']} "
+            f"principal components ({info['explained_variance_ratio_kept']:.1%} of the variance)"
         )
     print(f"{first.source}: {first.labels.shape[0]}x{first.labels.shape[1]} scan, k = {result.ks[0]}..{result.ks[-1]}")
     print(f"  backend  {first.backend_description}")
     print(f"  space    {space}")
-    print("       k      inertia  silhouette  calinski-harabasz  davies-bouldin  separation")
+    print("       k      inertia  silhouette  calinski-harabasz  davies-bouldin  separation  stability")
     for i, k in enumerate(result.ks):
         mark = " <" if k == result.suggested_k else ""
         s = {name: values[i] for name, values in result.scores.items()}
+        stability = f"{s['stability']:9.3f}" if "stability" in s else f"{'-':>9s}"
         print(
             f"  {k:6d}  {s['inertia']:11.5g}  {s['silhouette']:10.3f}  {s['calinski_harabasz']:17.5g}"
-            f"  {s['davies_bouldin']:14.3f}  {s['separation']:10.2f}{mark}"
+            f"  {s['davies_bouldin']:14.3f}  {s['separation']:10.2f}  {stability}{mark}"
         )
     print(f"  suggested k = {result.suggested_k}: {result.suggestion['reason']}")
     stages = ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items() if isinstance(v, float))

@@ -279,10 +279,16 @@ def suggest_k(ks, scores: dict[str, list], total_variance: float | None = None) 
             after = f"; k={ks[i + 1]} has {separation[i + 1]:.2f}"
         else:
             after = "; it is the largest k tried: try larger ks"
+        steady = f", stability {stable[i]:.3f}" if np.isfinite(stable[i]) else ""
         details["reason"] = (
             f"k={k} is the largest k whose clusters are all separated by >= {SEPARATION_THRESHOLD} "
-            f"(least separated pair: {separation[i]:.2f}{after})"
+            f"and stable (>= {STABILITY_THRESHOLD}) (least separated pair: {separation[i]:.2f}{steady}{after})"
         )
+        details["supported"] = True
         return k, details
-    details["reason"] = f"no k has all its clusters separated by >= {SEPARATION_THRESHOLD}: the smallest k"
+    details["reason"] = (
+        f"no k is clearly supported: none has all its clusters separated by >= {SEPARATION_THRESHOLD} "
+        f"and stable (>= {STABILITY_THRESHOLD}); the smallest k is given, read the scores and label maps"
+    )
+    details["supported"] = False
     return ks[0], details

@@ -188,7 +188,7 @@ def test_cli_sweep_components(scan_file, tmp_path, run_cli):
     assert run.code == 0, run.err
     components = read_json(out / "sweep.json")["components"]
     assert components["n_components"] == 5 and len(components["explained_variance_ratio"]) == 5
-    assert "KMeans on 5 of 48 principal components" in run.out
+    assert "KMeans atoms on 5 of 48 principal components" in run.out
     bad = run_cli("sweep", path, "-k", "2:4", "--components", "five", "--out", tmp_path / "bad", "-q")
     assert bad.code == 2
     assert bad.err.strip() == "gpu4d: error: --components must be auto or an integer >= 1; got 'five'"

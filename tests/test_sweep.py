@@ -320,8 +320,15 @@ def test_suggest_k_rule_on_curves():
     assert k == 5 and details["separated_ks"] == [2, 3, 4, 5]
     assert details["silhouette_best_k"] == 5
     np.testing.assert_allclose(details["inertia_drops"][:2], [0.4, 0.5])
+    assert details["supported"] is True
+    # a k whose clusters are separated but come out differently on half the patterns is not chosen
+    scores["stability"] = [1.0, 1.0, 1.0, 0.9, 0.8, 0.7]
+    k, details = suggest_k(ks, scores)
+    assert k == 4 and details["separated_ks"] == [2, 3, 4] and "stability 1.000" in details["reason"]
+    del scores["stability"]
     scores["separation"] = [2.0, 2.1, 2.2, 2.3, 2.4, 2.5]  # nothing distinct: the smallest k
-    assert suggest_k(ks, scores)[0] == 2
+    k, details = suggest_k(ks, scores)
+    assert k == 2 and details["supported"] is False and "no k is clearly supported" in details["reason"]
     np.testing.assert_allclose(inertia_drops([2, 4], [50.0, 12.5], 100.0), [0.5, 0.5])
 
 
