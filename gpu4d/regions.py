@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .scores import mahalanobis
 from .xp_kmeans import kmeans as xp_kmeans
 from .xp_kmeans import nearest
 
@@ -62,15 +63,14 @@ class RegionTree:
     merges : list of (a, b, separation) in merge order; the merged cluster takes the next id
         (atoms are 0 .. n_atoms - 1, the i-th merge makes cluster n_atoms + i).
     sizes : (n_atoms + len(merges),) int64, the patterns of every cluster id.
-    atom_means, within_variance : the atoms' means in the reduced space and the variance of a
-        coordinate about its atom's mean, pooled (for ``confidence``).
+    atom_means : (n_atoms, c) the atoms' means in the reduced space (for ``predict`` and
+        ``confidence``).
     """
 
     atom_of: np.ndarray
     merges: list
     sizes: np.ndarray
     atom_means: np.ndarray  # (n_atoms, c) float64
-    within_variance: float  # per coordinate, pooled over the atoms
     atom_iterations: int = 0
     min_size: float = 0.0  # atoms smaller than this were merged first (see ``merge_atoms``)
 
@@ -118,6 +118,7 @@ class RegionTree:
         if k <= 1:
             return np.ones(self.atom_of.shape[0], np.float32)
         region_of_atom = self.cluster_labels(k)
+        own_region = region_of_atom[self.atom_of]
         # a few outlier patterns make an atom of their own, at distance ~0 from themselves: only
         # atoms of a region's size count as where a region is (all of a region's, if none does)
         sizes = self.sizes[: self.n_atoms]
@@ -129,7 +130,6 @@ class RegionTree:
         region_of_atom = np.where(usable, region_of_atom, -1)
         means = self.atom_means.astype(np.float64)
         norms = np.einsum("ij,ij->i", means, means)
-        own_region = self.cluster_labels(k)[self.atom_of]
         out = np.empty(self.atom_of.shape[0], np.float32)
         for start in range(0, out.shape[0], chunk):
             rows = np.asarray(_to_host(z[start : start + chunk]), np.float64)
@@ -141,13 +141,6 @@ class RegionTree:
             d_own, d_other = np.sqrt(np.maximum(d_own, 0.0)), np.sqrt(np.maximum(d_other, 0.0))
             out[start : start + chunk] = np.clip(1.0 - d_own / np.maximum(d_other, 1e-300), 0.0, 1.0)
         return out
-
-    def separation(self, k: int) -> float:
-        """The separation of the merge that takes k clusters to k - 1 (inf for k = 1)."""
-        n_atoms = self.n_atoms
-        if k <= 1 or k > n_atoms:
-            return float("inf")
-        return float(self.merges[n_atoms - k][2])
 
     def _atoms_under(self, cluster: int) -> list[int]:
         n_atoms = self.n_atoms
@@ -203,9 +196,7 @@ def fit_region_tree(
     counts, means, scatter = _atom_statistics(_to_host(z), atom_of, m)
     min_size = max(MIN_SIZE_FLOOR, min_region_share * n)
     merges, sizes = merge_atoms(counts, means, scatter, min_size)
-    dof = max(float(counts.sum()) - np.count_nonzero(counts), 1.0) * means.shape[1]
-    within = float(np.trace(scatter.sum(axis=0))) / dof
-    return RegionTree(atom_of, merges, sizes, means, within, int(fit.n_iter), float(min_size))
+    return RegionTree(atom_of, merges, sizes, means, int(fit.n_iter), float(min_size))
 
 
 def smooth_over_scan(xp, z, scan_shape, edge_scale: float = EDGE_SCALE):
@@ -222,25 +213,23 @@ def smooth_over_scan(xp, z, scan_shape, edge_scale: float = EDGE_SCALE):
     if ny * nx != z.shape[0] or min(ny, nx) < 2:
         return z
     grid = z.reshape(ny, nx, -1).astype(np.float64)
-    pairs = []
+    pairs = []  # (the patterns p, their neighbours p + (dy, dx), squared distances)
     for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):  # each neighbour pair once
-        a = grid[0 : ny - dy, max(0, -dx) : nx - max(0, dx)]
-        b = grid[dy:ny, max(0, dx) : nx - max(0, -dx)]
-        pairs.append((dy, dx, a, b, ((a - b) ** 2).sum(axis=-1)))
+        here = (slice(0, ny - dy), slice(max(0, -dx), nx - max(0, dx)))
+        there = (slice(dy, ny), slice(max(0, dx), nx - max(0, -dx)))
+        pairs.append((here, there, ((grid[here] - grid[there]) ** 2).sum(axis=-1)))
     scale = edge_scale * float(xp.median(xp.concatenate([d2.ravel() for *_, d2 in pairs])))
     if not scale > 0:
         return z
     total = grid.copy()
     weights = xp.ones((ny, nx))
-    for dy, dx, a, b, d2 in pairs:
+    for here, there, d2 in pairs:
         w = xp.exp(-d2 / scale)
-        # the pair (p, p + (dy, dx)) adds b to p's sum and a to its neighbour's
-        sl_a = (slice(0, ny - dy), slice(max(0, -dx), nx - max(0, dx)))
-        sl_b = (slice(dy, ny), slice(max(0, dx), nx - max(0, -dx)))
-        total[sl_a] += w[..., None] * b
-        weights[sl_a] += w
-        total[sl_b] += w[..., None] * a
-        weights[sl_b] += w
+        # each of the pair adds the other to its sum
+        total[here] += w[..., None] * grid[there]
+        weights[here] += w
+        total[there] += w[..., None] * grid[here]
+        weights[there] += w
     return (total / weights[..., None]).reshape(ny * nx, -1).astype(np.float32)
 
 
@@ -267,7 +256,8 @@ def merge_atoms(counts, means, scatter, min_size: float):
 
     Empty atoms are merged first (separation 0), then, while any cluster is smaller than
     ``min_size``, the smallest one into its least separated neighbour; otherwise the least
-    separated pair of all.
+    separated pair of all. The separations of a pair are computed once, when its younger
+    cluster is made: a merge changes only the pairs of the cluster it makes.
     """
     counts = np.asarray(counts, np.float64)
     m = counts.shape[0]
@@ -276,6 +266,10 @@ def merge_atoms(counts, means, scatter, min_size: float):
     n_of = {a: counts[a] for a in ids}
     mean_of = {a: means[a] for a in ids}
     scatter_of = {a: scatter[a] for a in ids}
+    separation = {}  # (older id, younger id) -> separation
+    for i, a in enumerate(ids[:-1]):
+        for b, value in zip(ids[i + 1 :], _separations(a, ids[i + 1 :], n_of, mean_of, scatter_of, within)):
+            separation[a, b] = float(value)
     sizes = list(counts)
     merges = []
     next_id = m
@@ -288,12 +282,9 @@ def merge_atoms(counts, means, scatter, min_size: float):
             sep = 0.0
         elif small:
             a = min(small, key=lambda c: n_of[c])
-            others = [c for c in ids if c != a]
-            seps = _separations(a, others, n_of, mean_of, scatter_of, within)
-            j = int(np.argmin(seps))
-            b, sep = others[j], float(seps[j])
+            sep, b = min((separation[min(a, c), max(a, c)], c) for c in ids if c != a)
         else:
-            sep, a, b = _least_separated_pair(ids, n_of, mean_of, scatter_of, within)
+            sep, a, b = min((separation[a, b], a, b) for i, a in enumerate(ids) for b in ids[i + 1 :])
         na, nb = n_of.pop(a), n_of.pop(b)
         ma, mb = mean_of.pop(a), mean_of.pop(b)
         sa, sb = scatter_of.pop(a), scatter_of.pop(b)
@@ -305,7 +296,11 @@ def merge_atoms(counts, means, scatter, min_size: float):
         else:
             mean_of[next_id], scatter_of[next_id] = ma, sa
         n_of[next_id] = total
-        ids = [c for c in ids if c not in (a, b)] + [next_id]
+        ids = [c for c in ids if c not in (a, b)]
+        if ids:
+            for c, value in zip(ids, _separations(next_id, ids, n_of, mean_of, scatter_of, within)):
+                separation[c, next_id] = float(value)
+        ids.append(next_id)
         merges.append((a, b, sep))
         sizes.append(total)
         next_id += 1
@@ -314,29 +309,14 @@ def merge_atoms(counts, means, scatter, min_size: float):
 
 def _separations(a, others, n_of, mean_of, scatter_of, within) -> np.ndarray:
     """Separation of cluster ``a`` from each of ``others``: the Mahalanobis distance between
-    their means under the pooled covariance of both clusters' members (the best linear
-    discriminant's distance, in standard deviations). A region's own variation (a thickness
-    gradient) lies mostly across the line to another region's mean, so the distance along that
-    line alone would undercount how distinct they are."""
+    their means under the pooled covariance of both clusters' members, ``PRIOR_PATTERNS`` of
+    the typical within-atom spread added (``gpu4d.scores.mahalanobis``). A region's own
+    variation (a thickness gradient) lies mostly across the line to another region's mean, so
+    the distance along that line alone would undercount how distinct they are."""
     deltas = np.stack([mean_of[b] for b in others]) - mean_of[a]
     dof = np.array([n_of[a] + n_of[b] - 2 + PRIOR_PATTERNS for b in others])
     pooled = np.stack([scatter_of[a] + scatter_of[b] + PRIOR_PATTERNS * within for b in others]) / dof[:, None, None]
-    # a ridge of a millionth of the mean variance: coordinates with no spread at all (tiny or
-    # synthetic scans) would make the covariance singular
-    ridge = 1e-6 * np.trace(pooled, axis1=1, axis2=2) / pooled.shape[1] + 1e-30
-    pooled += ridge[:, None, None] * np.eye(pooled.shape[1])
-    solved = np.linalg.solve(pooled, deltas[..., None])[..., 0]
-    return np.sqrt(np.maximum(np.einsum("rc,rc->r", deltas, solved), 0.0))
-
-
-def _least_separated_pair(ids, n_of, mean_of, scatter_of, within):
-    best = (np.inf, ids[0], ids[1])
-    for i, a in enumerate(ids[:-1]):
-        seps = _separations(a, ids[i + 1 :], n_of, mean_of, scatter_of, within)
-        j = int(np.argmin(seps))
-        if seps[j] < best[0]:
-            best = (float(seps[j]), a, ids[i + 1 + j])
-    return best
+    return mahalanobis(deltas, pooled)
 
 
 def _to_host(array) -> np.ndarray:

@@ -41,12 +41,12 @@ def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
     """Adjusted Rand index of two labelings (scikit-learn's ``adjusted_rand_score``)."""
     a = np.unique(np.asarray(a).ravel(), return_inverse=True)[1].reshape(-1)
     b = np.unique(np.asarray(b).ravel(), return_inverse=True)[1].reshape(-1)
-    n = a.shape[0]
-    table = np.bincount(a * (b.max() + 1) + b, minlength=(a.max() + 1) * (b.max() + 1)).astype(np.float64)
+    n, shape = a.shape[0], (a.max() + 1, b.max() + 1)
+    table = np.bincount(a * shape[1] + b, minlength=shape[0] * shape[1]).astype(np.float64).reshape(shape)
     pairs = lambda counts: float((counts * (counts - 1)).sum() / 2.0)  # noqa: E731
     together = pairs(table)
-    rows = pairs(table.reshape(a.max() + 1, b.max() + 1).sum(axis=1))
-    cols = pairs(table.reshape(a.max() + 1, b.max() + 1).sum(axis=0))
+    rows = pairs(table.sum(axis=1))
+    cols = pairs(table.sum(axis=0))
     total = n * (n - 1) / 2.0
     expected = rows * cols / total if total else 0.0
     best = (rows + cols) / 2.0
@@ -148,6 +148,19 @@ def silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
     return float(np.nan_to_num(values).mean())
 
 
+def mahalanobis(deltas: np.ndarray, covariances: np.ndarray) -> np.ndarray:
+    """``sqrt(d^T C^-1 d)`` for each row d of ``deltas`` (r, c) and its ``covariances`` (r, c, c).
+
+    A ridge of a millionth of the mean variance is added first: coordinates with no spread at
+    all (tiny or synthetic scans) would make a covariance singular.
+    """
+    c = covariances.shape[-1]
+    ridge = 1e-6 * np.trace(covariances, axis1=-2, axis2=-1) / c + 1e-30
+    regular = covariances + ridge[:, None, None] * np.eye(c)
+    solved = np.linalg.solve(regular, deltas[..., None])[..., 0]
+    return np.sqrt(np.maximum(np.einsum("rc,rc->r", deltas, solved), 0.0))
+
+
 def min_separation(z: np.ndarray, labels: np.ndarray, clusters: _Clusters | None = None) -> float:
     """The separation of the two least separated clusters.
 
@@ -165,9 +178,7 @@ def min_separation(z: np.ndarray, labels: np.ndarray, clusters: _Clusters | None
             if not np.any(delta):
                 return 0.0
             pooled = (sizes[a] * cov[a] + sizes[b] * cov[b]) / (sizes[a] + sizes[b])
-            ridge = 1e-6 * np.trace(pooled) / pooled.shape[0] + 1e-30  # no singular spreads
-            pooled = pooled + ridge * np.eye(pooled.shape[0])
-            worst = min(worst, math.sqrt(max(float(delta @ np.linalg.solve(pooled, delta)), 0.0)))
+            worst = min(worst, float(mahalanobis(delta[None, :], pooled[None])[0]))
     return float(worst)
 
 
