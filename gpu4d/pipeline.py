@@ -13,9 +13,8 @@ from .backend import get_backend
 from .dataset import open_dataset
 from .errors import InputError
 from .masks import MaskSpec, detector_mask_for, mask_shifted_border, parse_mask
+from .defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
 from .preprocessing import (
-    DEFAULT_ALIGN,
-    DEFAULT_TRANSFORM,
     NORMALIZATIONS,
     TRANSFORMS,
     build_features,
@@ -82,15 +81,16 @@ def cluster(
     """
     _check_kmeans_parameters(n_clusters, n_init, max_iter, tol, random_state)
     options = PreprocessingOptions.parse(mask=mask, normalize=normalize, transform=transform, align=align)
+    timer = StageTimer()
+    with timer.stage("open"):
+        dataset = open_dataset(data, reader=reader, scan_shape=scan_shape)
+    if n_clusters > dataset.n_patterns:  # said here in cluster's terms (n_clusters, not ks)
+        raise InputError(
+            f"n_clusters={n_clusters} should be <= the number of patterns {dataset.n_patterns}"
+        )
     if init is None and not exact:
         from .sweep import sweep
 
-        # opened here so that too large a k is said in cluster's terms (n_clusters, not ks)
-        dataset = open_dataset(data, reader=reader, scan_shape=scan_shape)
-        if n_clusters > dataset.n_patterns:
-            raise InputError(
-                f"n_clusters={n_clusters} should be <= the number of patterns {dataset.n_patterns}"
-            )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             swept = sweep(
@@ -102,14 +102,6 @@ def cluster(
             warnings.warn(warning.message, warning.category, stacklevel=2)
         return swept.as_cluster_result(n_clusters)
     engine = get_backend(backend)
-    timer = StageTimer()
-
-    with timer.stage("open"):
-        dataset = open_dataset(data, reader=reader, scan_shape=scan_shape)
-    if n_clusters > dataset.n_patterns:
-        raise InputError(
-            f"n_clusters={n_clusters} should be <= the number of patterns {dataset.n_patterns}"
-        )
 
     with timer.stage("mask"):
         dataset, detector_mask, mean = options.masked_dataset(dataset)

@@ -13,7 +13,6 @@ import numpy as np
 
 from .dataset import Dataset
 from .errors import InputError
-from .defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM  # noqa: F401 (re-exported)
 from .kernels import pixel_math
 from .progress import batch_bar
 

@@ -27,7 +27,6 @@ and scores are computed the same way.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import numbers
@@ -45,9 +44,8 @@ from .dataset import open_dataset
 from .errors import Gpu4dWarning, InputError
 from .kernels import pixel_math
 from .pipeline import PreprocessingOptions, _check_kmeans_parameters
+from .defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
 from .preprocessing import (
-    DEFAULT_ALIGN,
-    DEFAULT_TRANSFORM,
     build_features,
     checked_batches,
     resolve_batch_size,
