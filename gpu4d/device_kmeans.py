@@ -30,8 +30,6 @@ from .sklearn_kmeans import INIT_SAMPLE, INIT_SAMPLE_PER_CLUSTER, KMEANS_PLUSPLU
 
 #: The smallest tolerance handed to cuVS, which requires ``tol > 0``.
 CUML_MIN_TOL = 1e-30
-#: Rows per chunk when reducing over the feature matrix (no temporary of its size).
-CHUNK_ROWS = 4096
 
 
 def device_kmeans(xp, features, n_clusters, *, n_init, max_iter, tol, random_state, init=None, engine="xp"):
@@ -41,8 +39,8 @@ def device_kmeans(xp, features, n_clusters, *, n_init, max_iter, tol, random_sta
     start the one fit from (no trials).
     """
     features = xp.ascontiguousarray(features, dtype=np.float32)
-    squared_norms = row_squared_norms(xp, features)
-    tol_abs = float(tol) * mean_feature_variance(xp, features, squared_norms) if tol > 0 else 0.0
+    squared_norms = xp_kmeans.row_squared_norms(xp, features)
+    tol_abs = float(tol) * xp_kmeans.mean_feature_variance(xp, features, squared_norms) if tol > 0 else 0.0
     fit = _engine(engine)
     if init is None:
         rng = np.random.default_rng(random_state)
@@ -62,36 +60,6 @@ def cuml_tolerance(tol_abs: float) -> float:
     return max(float(tol_abs), CUML_MIN_TOL)
 
 
-def row_squared_norms(xp, features):
-    """(n,) float32 squared norms of the rows, chunk by chunk."""
-    norms = xp.empty(features.shape[0], np.float32)
-    for start in range(0, features.shape[0], CHUNK_ROWS):
-        chunk = features[start : start + CHUNK_ROWS]
-        norms[start : start + chunk.shape[0]] = xp.einsum("ij,ij->i", chunk, chunk)
-    return norms
-
-
-def mean_feature_variance(xp, features, squared_norms) -> float:
-    """``var(features, axis=0).mean()`` in float64 without a copy of ``features`` (as
-    ``sklearn_kmeans.mean_feature_variance``, on any array module)."""
-    n, m = features.shape
-    column_sum = xp.zeros(m, np.float64)
-    for start in range(0, n, CHUNK_ROWS):
-        column_sum += features[start : start + CHUNK_ROWS].sum(axis=0, dtype=np.float64)
-    mu = column_sum / n
-    return max(0.0, float(squared_norms.sum(dtype=np.float64)) / (n * m) - float(mu @ mu) / m)
-
-
-def full_inertia(xp, features, squared_norms, centres) -> float:
-    """Sum over all rows of the squared distance to the nearest centre (float64 total)."""
-    total = 0.0
-    for start in range(0, features.shape[0], CHUNK_ROWS):
-        chunk = slice(start, start + CHUNK_ROWS)
-        distances = xp_kmeans.squared_distances(xp, features[chunk], squared_norms[chunk], centres)
-        total += float(distances.min(axis=1).sum(dtype=np.float64))
-    return total
-
-
 def _best_trial_centres(xp, features, squared_norms, n_clusters, n_trials, max_iter, tol_abs, rng, fit):
     """The centres, among ``n_trials`` subsample fits, of lowest inertia over all rows; the
     subsample sizes and random draws are the CPU's (``sklearn_kmeans._best_trial_centres``)."""
@@ -104,7 +72,7 @@ def _best_trial_centres(xp, features, squared_norms, n_clusters, n_trials, max_i
         sample_norms = squared_norms if rows is None else squared_norms[xp.asarray(rows)]
         seeds = xp_kmeans.kmeans_plusplus(xp, sample, sample_norms, n_clusters, rng, n_trials=KMEANS_PLUSPLUS_TRIALS)
         _, centres, _, _ = fit(xp, sample, sample_norms, seeds, max_iter, tol_abs)
-        inertia = full_inertia(xp, features, squared_norms, centres)
+        inertia = xp_kmeans.full_inertia(xp, features, squared_norms, centres)
         if inertia < best_inertia:
             best, best_inertia = centres, inertia
     return best

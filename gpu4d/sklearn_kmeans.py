@@ -7,7 +7,7 @@ Two things of ``sklearn.cluster.KMeans`` do not scale to a (31,132 x 20,176) flo
   per Lloyd iteration. ``xp_kmeans.kmeans_plusplus`` (the same greedy seeding, float32 matrix
   products) seeds instead, and KMeans starts from those centres.
 * its tolerance scale, the mean per-feature variance, comes from ``np.var(X, axis=0)``, which
-  allocates a second matrix of X's size. ``mean_feature_variance`` computes the same number
+  allocates a second matrix of X's size. ``xp_kmeans.mean_feature_variance`` computes the same number
   without copying, and ``_KnownVarianceKMeans`` uses it.
 
 And ``n_init`` full fits would cost ``n_init`` times one: here each of the ``n_init`` trials
@@ -30,30 +30,6 @@ KMEANS_PLUSPLUS_TRIALS = 10
 #: Rows each trial fit runs on (at least ``INIT_SAMPLE_PER_CLUSTER`` per cluster).
 INIT_SAMPLE = 4096
 INIT_SAMPLE_PER_CLUSTER = 256
-#: Rows per chunk when reducing over the feature matrix.
-_CHUNK_ROWS = 4096
-
-
-def row_squared_norms(features: np.ndarray) -> np.ndarray:
-    """(n,) float32 squared norms of the rows, chunk by chunk (no temporary of X's size)."""
-    norms = np.empty(features.shape[0], np.float32)
-    for start in range(0, features.shape[0], _CHUNK_ROWS):
-        chunk = features[start : start + _CHUNK_ROWS]
-        norms[start : start + chunk.shape[0]] = np.einsum("ij,ij->i", chunk, chunk)
-    return norms
-
-
-def mean_feature_variance(features: np.ndarray, squared_norms: np.ndarray) -> float:
-    """``np.var(features, axis=0).mean()`` in float64, without a copy of ``features``.
-
-    mean_j var_j = sum_ij x_ij^2 / (n m) - mean_j mu_j^2.
-    """
-    n, m = features.shape
-    column_sum = np.zeros(m, np.float64)
-    for start in range(0, n, _CHUNK_ROWS):
-        column_sum += features[start : start + _CHUNK_ROWS].sum(axis=0, dtype=np.float64)
-    mu = column_sum / n
-    return max(0.0, float(squared_norms.sum(dtype=np.float64)) / (n * m) - float(mu @ mu) / m)
 
 
 class _KnownVarianceKMeans(KMeans):
@@ -85,8 +61,8 @@ def sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state, in
     restored (``copy_x=False``): no second matrix of its size is made.
     """
     features = np.ascontiguousarray(features, dtype=np.float32)
-    squared_norms = row_squared_norms(features)
-    variance = mean_feature_variance(features, squared_norms) if tol > 0 else 0.0
+    squared_norms = xp_kmeans.row_squared_norms(np, features)
+    variance = xp_kmeans.mean_feature_variance(np, features, squared_norms) if tol > 0 else 0.0
     if init is None:
         rng = np.random.default_rng(random_state)
         init = _best_trial_centres(features, squared_norms, n_clusters, n_init, max_iter, tol, variance, rng)
@@ -123,17 +99,7 @@ def _best_trial_centres(features, squared_norms, n_clusters, n_trials, max_iter,
         )
         centres = _fitter(n_clusters, seeds, max_iter, tol, variance).fit(sample)
         centres = centres.cluster_centers_.astype(np.float32)
-        inertia = full_inertia(features, squared_norms, centres)
+        inertia = xp_kmeans.full_inertia(np, features, squared_norms, centres)
         if inertia < best_inertia:
             best, best_inertia = centres, inertia
     return best
-
-
-def full_inertia(features, squared_norms, centres) -> float:
-    """Sum over all rows of the squared distance to the nearest centre (float64 total)."""
-    total = 0.0
-    for start in range(0, features.shape[0], _CHUNK_ROWS):
-        chunk = slice(start, start + _CHUNK_ROWS)
-        distances = xp_kmeans.squared_distances(np, features[chunk], squared_norms[chunk], centres)
-        total += float(distances.min(axis=1).sum(dtype=np.float64))
-    return total

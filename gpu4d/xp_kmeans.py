@@ -76,6 +76,40 @@ def kmeans(
     return best
 
 
+#: Rows per chunk when reducing over a full feature matrix (full-dimensional fits).
+CHUNK_ROWS = 4096
+
+
+def row_squared_norms(xp, features):
+    """(n,) float32 squared norms of the rows, chunk by chunk (no temporary of X's size)."""
+    norms = xp.empty(features.shape[0], np.float32)
+    for start in range(0, features.shape[0], CHUNK_ROWS):
+        chunk = features[start : start + CHUNK_ROWS]
+        norms[start : start + chunk.shape[0]] = xp.einsum("ij,ij->i", chunk, chunk)
+    return norms
+
+
+def mean_feature_variance(xp, features, squared_norms) -> float:
+    """``var(features, axis=0).mean()`` in float64, without a copy of ``features`` (the scale of
+    ``tol``): mean_j var_j = sum_ij x_ij^2 / (n m) - mean_j mu_j^2."""
+    n, m = features.shape
+    column_sum = xp.zeros(m, np.float64)
+    for start in range(0, n, CHUNK_ROWS):
+        column_sum += features[start : start + CHUNK_ROWS].sum(axis=0, dtype=np.float64)
+    mu = column_sum / n
+    return max(0.0, float(squared_norms.sum(dtype=np.float64)) / (n * m) - float(mu @ mu) / m)
+
+
+def full_inertia(xp, features, squared_norms, centres) -> float:
+    """Sum over all rows of the squared distance to the nearest centre (float64 total)."""
+    total = 0.0
+    for start in range(0, features.shape[0], CHUNK_ROWS):
+        chunk = slice(start, start + CHUNK_ROWS)
+        distances = squared_distances(xp, features[chunk], squared_norms[chunk], centres)
+        total += float(distances.min(axis=1).sum(dtype=np.float64))
+    return total
+
+
 def squared_distances(xp, z, squared_norms, centers):
     """(n, k) squared Euclidean distances, clipped at 0 (the expansion can go slightly below)."""
     d = z @ centers.T

@@ -9,7 +9,8 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from gpu4d.simulated_xp import HostDeviceMixError, strict_numpy, to_device
-from gpu4d.device_kmeans import CUML_MIN_TOL, cuml_tolerance, device_kmeans, mean_feature_variance, row_squared_norms
+from gpu4d.device_kmeans import CUML_MIN_TOL, cuml_tolerance, device_kmeans
+from gpu4d.xp_kmeans import mean_feature_variance, row_squared_norms
 from gpu4d.sklearn_kmeans import sklearn_kmeans
 
 from .test_sklearn_kmeans import blobs

@@ -6,7 +6,8 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from gpu4d.sklearn_kmeans import mean_feature_variance, row_squared_norms, sklearn_kmeans
+from gpu4d.sklearn_kmeans import sklearn_kmeans
+from gpu4d.xp_kmeans import mean_feature_variance, row_squared_norms
 
 
 def blobs(seed=0, n=3000, m=300, k=5, spread=0.6):
@@ -20,10 +21,10 @@ def blobs(seed=0, n=3000, m=300, k=5, spread=0.6):
 def test_mean_feature_variance_equals_numpy():
     x, _ = blobs(1, n=5000, m=77)
     x += 3.0  # an offset, so the formula's cancellation is exercised
-    got = mean_feature_variance(x, row_squared_norms(x))
+    got = mean_feature_variance(np, x, row_squared_norms(np, x))
     want = float(np.var(x.astype(np.float64), axis=0).mean())
     assert got == pytest.approx(want, rel=1e-5)
-    np.testing.assert_allclose(row_squared_norms(x), (x.astype(np.float64) ** 2).sum(1), rtol=1e-5)
+    np.testing.assert_allclose(row_squared_norms(np, x), (x.astype(np.float64) ** 2).sum(1), rtol=1e-5)
 
 
 def test_tolerance_stops_lloyd_where_sklearn_stops():
