@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -55,3 +57,18 @@ def bytes_read_by_this_process() -> int:
 needs_proc_io = pytest.mark.skipif(
     not Path("/proc/self/io").exists(), reason="counts file reads with Linux's /proc/self/io"
 )
+
+
+def run_main(argv) -> tuple[int, str, str]:
+    """``gpu4d.cli.main(argv)`` in-process with stdout and stderr captured: (exit code, stdout,
+    stderr); argparse's SystemExit gives its code. Usable in module-scoped fixtures, where the
+    ``run_cli`` fixture is not."""
+    from gpu4d.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()

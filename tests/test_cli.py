@@ -3,8 +3,6 @@ one run of the installed console script."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 import subprocess
@@ -18,7 +16,8 @@ from matplotlib.image import imread
 
 import gpu4d
 from gpu4d.backend import gpu_problem
-from gpu4d.cli import main
+
+from .helpers import run_main
 
 SUMMARY_KEYS = {
     "parameters",
@@ -40,17 +39,6 @@ CLUSTER_OPTIONS = {
 }
 
 
-def _main(argv) -> tuple[int, str, str]:
-    """main(argv) with stdout and stderr captured (usable in module-scoped fixtures)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def blo_run(tmp_path_factory, blo_file, file_hash):
     """One full ``gpu4d cluster`` run on test1.blo, figures included."""
@@ -60,7 +48,7 @@ def blo_run(tmp_path_factory, blo_file, file_hash):
         "cluster", blo_file, "-k", 2, "--mask", "auto", "--normalize", "l2", "--transform", "sqrt",
         "--batch-size", 4, "--seed", 3, "--n-init", 2, "--out", out, "-q",
     ]
-    code, stdout, stderr = _main(argv)
+    code, stdout, stderr = run_main(argv)
     return {
         "code": code, "out": out, "stdout": stdout, "stderr": stderr,
         "hash_before": before, "hash_after": file_hash(blo_file),

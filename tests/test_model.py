@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
-import io
 import json
 import shutil
 from pathlib import Path
@@ -17,10 +15,11 @@ from scipy.spatial.distance import cdist
 from sklearn.metrics import adjusted_rand_score
 
 import gpu4d
-from gpu4d.cli import main
 from gpu4d.dataset import Axis, open_dataset
 from gpu4d.model import nearest_and_confidence
 from gpu4d.synthetic import make_scan
+
+from .helpers import run_main
 
 DETECTOR = (64, 64)
 
@@ -44,16 +43,6 @@ def model_dir(tmp_path_factory, scans):
     folder = tmp_path_factory.mktemp("model") / "scan1-k3"
     gpu4d.cluster(scans[0].data, 3).save(folder, figures=False)
     return folder
-
-
-def _main(argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def _tree_hashes(folder: Path) -> dict:
@@ -208,7 +197,7 @@ def test_cli_classify_writes_the_usual_result_files(tmp_path, model_dir, scans):
     scan = tmp_path / "scan2.npy"
     np.save(scan, scans[1].data)
     before = _tree_hashes(model_dir)
-    code, out, err = _main(["classify", scan, "--model", model_dir, "--out", tmp_path / "out", "-q"])
+    code, out, err = run_main(["classify", scan, "--model", model_dir, "--out", tmp_path / "out", "-q"])
     assert code == 0, err
     folder = tmp_path / "out"
     for name in ("labels.npy", "confidence.npy", "centroids.npy", "mean_patterns.npy", "mask.npy",
@@ -237,7 +226,7 @@ def test_cli_refuses_an_out_inside_the_model_folder(tmp_path, model_dir, scans):
     np.save(scan, scans[1].data)
     before = _tree_hashes(model_dir)
     for out in (model_dir / "classified", model_dir):
-        code, _, err = _main(["classify", scan, "--model", model_dir, "--out", out, "--overwrite", "-q"])
+        code, _, err = run_main(["classify", scan, "--model", model_dir, "--out", out, "--overwrite", "-q"])
         assert code == 2
         assert err.startswith("gpu4d: error:") and len(err.strip().splitlines()) == 1, err
         assert str(model_dir) in err
@@ -247,11 +236,11 @@ def test_cli_refuses_an_out_inside_the_model_folder(tmp_path, model_dir, scans):
 def test_cli_errors_are_one_line(tmp_path, model_dir):
     small = tmp_path / "small.npy"
     np.save(small, make_scan((8, 8), (48, 48), n_grains=3, defect=False, seed=1).data)
-    code, _, err = _main(["classify", small, "--model", model_dir, "--out", tmp_path / "o", "-q"])
+    code, _, err = run_main(["classify", small, "--model", model_dir, "--out", tmp_path / "o", "-q"])
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "(48, 48)" in err and "(64, 64)" in err
     (tmp_path / "notes").mkdir()
-    code, _, err = _main(["classify", small, "--model", tmp_path / "notes", "--out", tmp_path / "o2", "-q"])
+    code, _, err = run_main(["classify", small, "--model", tmp_path / "notes", "--out", tmp_path / "o2", "-q"])
     assert code == 2 and "not a gpu4d results folder" in err and len(err.strip().splitlines()) == 1
 
 
@@ -283,7 +272,7 @@ def test_a_damaged_summary_is_a_clear_error(tmp_path, model_dir):
 def test_cli_classify_frames_with_a_scan_shape(tmp_path, model_dir, scans):
     frames = tmp_path / "frames.npy"
     np.save(frames, scans[1].data.reshape(-1, *DETECTOR))
-    code, _, err = _main(["classify", frames, "--model", model_dir, "--scan", "20x28", "--batch-size", 9,
+    code, _, err = run_main(["classify", frames, "--model", model_dir, "--scan", "20x28", "--batch-size", 9,
                           "--no-figures", "--out", tmp_path / "out", "-q"])
     assert code == 0, err
     labels = np.load(tmp_path / "out" / "labels.npy")
