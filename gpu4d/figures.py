@@ -32,6 +32,7 @@ from gpu4d.atomic import atomic_write
 
 __all__ = [
     "UNSCANNED_COLOUR",
+    "save_figure",
     "label_colours",
     "make_label_map_figure",
     "plot_label_map",
@@ -109,7 +110,8 @@ def _new_figure(width: float, height: float, layout: str | None = "constrained")
     return fig
 
 
-def _save(fig: Figure, path: PathLike) -> Path:
+def save_figure(fig: Figure, path: PathLike) -> Path:
+    """Write ``fig`` to ``path`` atomically, in the format of its suffix (PNG if none)."""
     path = Path(path)
     fmt = path.suffix[1:].lower() or "png"
     # A tight box trims the margin constrained layout leaves around fixed-aspect images; a
@@ -311,7 +313,7 @@ def plot_label_map(
         unscanned=unscanned,
         n_labels=n_labels,
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # -------------------------------------------------------------------------------- pattern grid
@@ -513,7 +515,7 @@ def plot_pattern_grid(
         patterns, title=title, names=names, log=log, sizes=sizes, pixel_size=pixel_size,
         pixel_units=pixel_units,
     )
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 # ---------------------------------------------------------------------------------- centre map
@@ -573,7 +575,7 @@ def plot_centre_map(centres: Any, path: PathLike, *, reference: Any = None) -> P
     pathlib.Path
         ``path``.
     """
-    return _save(make_centre_map_figure(centres, reference=reference), path)
+    return save_figure(make_centre_map_figure(centres, reference=reference), path)
 
 
 def make_confidence_map_figure(confidence: Any, *, title: str | None = None, low: float | None = None) -> Figure:
@@ -602,7 +604,7 @@ def make_confidence_map_figure(confidence: Any, *, title: str | None = None, low
 
 def plot_confidence_map(confidence: Any, path: PathLike, **options) -> Path:
     """Save the confidence map to ``path``; see :func:`make_confidence_map_figure`."""
-    return _save(make_confidence_map_figure(confidence, **options), path)
+    return save_figure(make_confidence_map_figure(confidence, **options), path)
 
 
 # -------------------------------------------------------------------------------- score curves
@@ -674,7 +676,7 @@ def plot_score_curves(
     pathlib.Path
         ``path``.
     """
-    return _save(make_score_curves_figure(ks, scores, suggested_k=suggested_k), path)
+    return save_figure(make_score_curves_figure(ks, scores, suggested_k=suggested_k), path)
 
 
 # --------------------------------------------------------------------------- grid of label maps
@@ -732,4 +734,4 @@ def plot_label_map_grid(
     pathlib.Path
         ``path``.
     """
-    return _save(make_label_map_grid_figure(label_maps, unscanned=unscanned), path)
+    return save_figure(make_label_map_grid_figure(label_maps, unscanned=unscanned), path)

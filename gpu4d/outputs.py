@@ -5,8 +5,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from .atomic import atomic_save_npy, atomic_write_json, result_folder
 
 
@@ -55,31 +53,9 @@ def _write_hyperspy(result, path: Path) -> None:
 
 def write_figures(result, folder: Path) -> None:
     """labels.png, centroids.png, mean_patterns.png, confidence.png (and centres.png after
-    alignment)."""
-    from .figures import plot_centre_map, plot_confidence_map, plot_label_map, plot_pattern_grid
-    from .result import LOW_CONFIDENCE
+    alignment): the figures ``ClusterResult.plot`` returns."""
+    from .figures import save_figure
+    from .views import result_figure, result_figure_names
 
-    y_axis, x_axis = result.scan_axes
-    calibrated = y_axis.units != "px"
-    k = result.n_clusters
-    plot_label_map(
-        result.labels,
-        folder / "labels.png",
-        scan_step=(y_axis.scale, x_axis.scale) if calibrated else None,
-        scan_units=y_axis.units if calibrated else None,
-        title=f"{Path(result.source).name}: k = {k}",
-        n_labels=k,
-    )
-    q_axis = result.detector_axes[1]
-    grid = {"sizes": result.cluster_sizes}
-    if q_axis.units != "px":  # a calibrated detector: scale bars on the patterns
-        grid.update(pixel_size=q_axis.scale, pixel_units=q_axis.units)
-    plot_pattern_grid(result.centroids, folder / "centroids.png", title="Cluster centroids (preprocessed)", **grid)
-    plot_pattern_grid(
-        result.mean_patterns, folder / "mean_patterns.png", title="Mean pattern of each cluster", log=True, **grid
-    )
-    if result.confidence is not None:
-        plot_confidence_map(result.confidence, folder / "confidence.png", low=LOW_CONFIDENCE)
-    if result.centres is not None:
-        reference = result.extra.get("alignment", {}).get("reference")
-        plot_centre_map(result.centres, folder / "centres.png", reference=np.asarray(reference) if reference else None)
+    for name in result_figure_names(result):
+        save_figure(result_figure(result, name), folder / f"{name}.png")

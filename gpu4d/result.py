@@ -127,24 +127,24 @@ class ClusterResult:
         import hyperspy.api as hs
 
         labels = hs.signals.Signal2D(self.labels)
-        _calibrate(labels.axes_manager.signal_axes, self.scan_axes)
+        calibrate_axes(labels.axes_manager.signal_axes, self.scan_axes)
         labels.metadata.General.title = "gpu4d cluster labels"
         signals = {"labels": labels}
         for name in ("centroids", "mean_patterns"):
             signal = hs.signals.Signal2D(getattr(self, name))
-            _calibrate(signal.axes_manager.signal_axes, self.detector_axes)
+            calibrate_axes(signal.axes_manager.signal_axes, self.detector_axes)
             cluster_axis = signal.axes_manager.navigation_axes[0]
             cluster_axis.name, cluster_axis.units = "cluster", ""
             signal.metadata.General.title = f"gpu4d cluster {name.replace('_', ' ')}"
             signals[name] = signal
         if self.confidence is not None:
             confidence = hs.signals.Signal2D(self.confidence)
-            _calibrate(confidence.axes_manager.signal_axes, self.scan_axes)
+            calibrate_axes(confidence.axes_manager.signal_axes, self.scan_axes)
             confidence.metadata.General.title = "gpu4d confidence of each pattern's cluster"
             signals["confidence"] = confidence
         if self.centres is not None:
             centres = hs.signals.Signal1D(self.centres)
-            _calibrate(centres.axes_manager.navigation_axes, self.scan_axes)
+            calibrate_axes(centres.axes_manager.navigation_axes, self.scan_axes)
             centres.metadata.General.title = "direct-beam centre (cy, cx) in detector pixels"
             signals["centres"] = centres
         return signals
@@ -167,6 +167,27 @@ class ClusterResult:
             return_distances=return_distances, progress=progress,
         )
 
+    def plot(self, kind: str = "labels"):
+        """The matplotlib Figure of the result file ``{kind}.png``: ``"labels"`` (the map),
+        ``"centroids"``, ``"mean_patterns"``, and ``"confidence"`` / ``"centres"`` when the
+        result has them. In Jupyter, a cell ending in ``result.plot()`` shows it."""
+        from .views import result_figure
+
+        return result_figure(self, kind)
+
+    def explore(self, **plot_options):
+        """HyperSpy's interactive view: the label map as navigator, the mean pattern of the
+        cluster under the cursor as signal (use ``%matplotlib widget`` or ``qt`` to move the
+        cursor). ``plot_options`` go to HyperSpy's ``plot``. Returns the lazy signal shown."""
+        from .views import explore
+
+        return explore(self, **plot_options)
+
+    def _repr_html_(self) -> str:
+        from .views import result_html
+
+        return result_html(self)
+
     def save(self, folder, *, overwrite: bool = False, figures: bool = True) -> Path:
         """Write every result file into ``folder`` atomically (see ``RESULT_FILES``)."""
         from .outputs import write_result
@@ -174,7 +195,7 @@ class ClusterResult:
         return write_result(self, Path(folder), overwrite=overwrite, figures=figures)
 
 
-def _calibrate(hs_axes, axes: tuple[Axis, Axis]) -> None:
+def calibrate_axes(hs_axes, axes: tuple[Axis, Axis]) -> None:
     """Copy (y, x) calibrations onto HyperSpy axes, which come in (x, y) order."""
     for hs_axis, axis in zip(hs_axes, reversed(axes)):
         hs_axis.name = axis.name

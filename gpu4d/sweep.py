@@ -246,6 +246,18 @@ class SweepResult:
         parameters = {key: value for key, value in result.parameters.items() if key not in ("ks", "silhouette_samples")}
         return dataclasses.replace(result, parameters=parameters, extra=extra)
 
+    def plot(self, kind: str = "scores"):
+        """The matplotlib Figure of ``scores.png`` (``"scores"``) or ``label_maps.png``
+        (``"label_maps"``)."""
+        from .views import sweep_figure
+
+        return sweep_figure(self, kind)
+
+    def _repr_html_(self) -> str:
+        from .views import sweep_html
+
+        return sweep_html(self)
+
     def save(self, folder, *, overwrite: bool = False, figures: bool = True) -> Path:
         """Write the sweep into ``folder`` atomically.
 
