@@ -119,10 +119,17 @@ class ClusterResult:
         }
 
     def to_signals(self) -> dict:
-        """HyperSpy signals with the original calibrations.
+        """HyperSpy signals with the original calibrations (names, scales, offsets, units).
 
-        Returns ``{"labels": Signal2D (|nx, ny), "centroids": Signal2D (k|qx, qy),
-        "mean_patterns": Signal2D (k|qx, qy)}`` (and ``"centres"`` when alignment ran).
+        Returns a dict:
+
+        - ``"labels"``: Signal2D (|nx, ny) int32, the label map on the scan axes;
+        - ``"centroids"``, ``"mean_patterns"``: Signal2D (k|qx, qy) float32, one pattern per
+          cluster (navigation axis ``"cluster"``) on the detector axes;
+        - ``"confidence"``: Signal2D (|nx, ny) float32 on the scan axes, when the result has it;
+        - ``"centres"``: Signal1D (nx, ny|2), the measured beam centres, when alignment ran.
+
+        ``to_pyxem()`` gives the same with the patterns as pyxem signals.
         """
         import hyperspy.api as hs
 
@@ -148,6 +155,42 @@ class ClusterResult:
             centres.metadata.General.title = "direct-beam centre (cy, cx) in detector pixels"
             signals["centres"] = centres
         return signals
+
+    def to_pyxem(self) -> dict:
+        """``to_signals()`` with the centroids and mean patterns as pyxem
+        ``ElectronDiffraction2D`` signals (navigation = cluster), ready for pyxem's methods.
+        Needs pyxem (``pip install pyxem``)."""
+        try:
+            import pyxem  # noqa: F401 - registers pyxem's signal types with HyperSpy
+        except ImportError:
+            raise ImportError(
+                "ClusterResult.to_pyxem() needs pyxem, which is not installed: pip install pyxem "
+                "(to_signals() gives the same data as HyperSpy signals)"
+            ) from None
+        signals = self.to_signals()
+        for name in ("centroids", "mean_patterns"):
+            signals[name].set_signal_type("electron_diffraction")
+        return signals
+
+    def cluster_statistics(self, data, *, batch_size=None, reader=None, scan_shape=None):
+        """Mean, per-pixel standard deviation and count of the raw patterns of each cluster, in
+        one pass over ``data``, the scan this result labels (a ``gpu4d.cluster_stats.ClusterStatistics``)."""
+        from .cluster_stats import result_statistics
+
+        return result_statistics(self, data, batch_size=batch_size, reader=reader, scan_shape=scan_shape)
+
+    def save_cluster_patterns(self, path, data, *, overwrite: bool = False, batch_size=None, reader=None,
+                              scan_shape=None) -> Path:
+        """Write the cluster-averaged patterns with their per-pixel standard deviation and
+        count as one datacube, ``path`` ending in ``.hspy`` or ``.zspy``: a Signal2D
+        (statistic, cluster | qx, qy) float32 with the detector calibration, ``.inav[0]`` the
+        means, ``.inav[1]`` the standard deviations, the counts in ``metadata.gpu4d.count``
+        (see ``gpu4d.cluster_stats``). ``data`` is the scan this result labels (one pass over it)."""
+        from .cluster_stats import save_signal, statistics_signal
+
+        stats = self.cluster_statistics(data, batch_size=batch_size, reader=reader, scan_shape=scan_shape)
+        signal = statistics_signal(stats, self.detector_axes, title=f"gpu4d cluster statistics of {self.source}")
+        return save_signal(signal, path, overwrite=overwrite, inputs=[self.source] + ([data] if isinstance(data, (str, Path)) else []))
 
     def predict(self, data, *, batch_size=None, backend: str = "cpu", reader=None, scan_shape=None,
                 return_distances: bool = False, progress: bool = False):
