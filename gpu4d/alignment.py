@@ -8,22 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .align import (
-    AUTO_ALIGN_THRESHOLD_PX,
-    DEFAULT_ALIGN_METHOD,
-    default_window_radius,
-    descan_shifts,
-    measure_centres_cpu,
-    measure_centres_cuda,
-    xcorr_centres,
-)
+from .align import AUTO_ALIGN_THRESHOLD_PX, DEFAULT_ALIGN_METHOD, default_window_radius, descan_shifts
 from .dataset import Dataset
+from .engine import InlineExecutor
+from .engine.passes import BeamCentres
 from .masks import find_beam
-from .preprocessing import checked_batches
-from .progress import batch_bar
 
 
-def measure_alignment(dataset: Dataset, backend, method: str, mean: np.ndarray, batch_size: int, progress=False):
+def measure_alignment(
+    dataset: Dataset, backend, method: str, mean: np.ndarray, batch_size: int, progress=False, executor=None
+):
     """Centres (n, 2) float32, shifts (n, 2) float32 (None when ``"auto"`` decides not to
     align) and a JSON-ready summary of the alignment.
 
@@ -40,13 +34,9 @@ def measure_alignment(dataset: Dataset, backend, method: str, mean: np.ndarray, 
     reference = tuple(beam["centre"])
     radius = beam["half_max_radius"]
     window = default_window_radius(radius)
+    executor = executor or InlineExecutor(dataset, backend, batch_size)
     # on the device until the pass ends: a copy to the host per batch would wait for its kernels
-    measured_all = backend.xp.empty((dataset.n_patterns, 2), np.float32)
-    with batch_bar(progress, dataset.n_patterns, "align") as bar:
-        for start, batch in backend.device_batches(checked_batches(dataset, batch_size)):
-            measured_all[start : start + batch.shape[0]] = _measure(backend, batch, method, reference, radius, window)
-            bar.update(batch.shape[0])
-    centres = backend.to_host(measured_all)
+    centres = backend.to_host(executor.run(BeamCentres(method, reference, radius, window), None, progress))
     shifts, info = descan_shifts(centres.reshape(*dataset.scan_shape, 2), method, reference)
     info.update(reference=[float(v) for v in reference], beam_radius_px=radius, window_radius_px=window)
     if auto:
@@ -62,14 +52,3 @@ def measure_alignment(dataset: Dataset, backend, method: str, mean: np.ndarray, 
         if not applied:
             shifts = None
     return centres, shifts, info
-
-
-def _measure(backend, batch, method, reference, radius, window):
-    if method == "xcorr":
-        return xcorr_centres(batch, centre=reference, radius=radius, window_radius=window, xp=backend.xp)
-    if backend.kernel_target == "cuda":
-        return measure_centres_cuda(
-            batch, centre=reference, window_radius=window,
-            stream=backend.kernel_stream(), threads_per_block=backend.threads_per_block,
-        )
-    return measure_centres_cpu(batch, centre=reference, window_radius=window)

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .preprocessing import MEAN_PATTERN_SAMPLE, check_finite
+from .engine import check_finite
+from .preprocessing import MEAN_PATTERN_SAMPLE
 
 HOT_RATIO = 10.0
 #: A candidate is hot when it is isolated in at least this fraction of the frames checked

@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_scan_option(cluster)
     add_preprocessing_options(cluster)
     add_run_options(cluster)
+    add_scheduler_option(cluster)
     cluster.set_defaults(run=run_cluster)
 
     sweep = commands.add_parser(
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_preprocessing_options(sweep)
     add_run_options(sweep)
     add_sweep_options(sweep)
+    add_scheduler_option(sweep)
     sweep.set_defaults(run=run_sweep)
 
     classify = commands.add_parser(
@@ -251,6 +253,15 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
+def add_scheduler_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scheduler", default=None, metavar="ADDRESS",
+        help="run the passes over the scan on a Dask cluster, e.g. tcp://10.0.0.5:8786 (each worker "
+        "opens the file itself, so it must see the same path; --backend is each worker's) "
+        "(default: $DASK_SCHEDULER_ADDRESS if set, else in this process)",
+    )
+
+
 def add_sweep_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exact",
@@ -331,6 +342,7 @@ def cluster_kwargs(args) -> dict:
         "max_iter": args.max_iter,
         "tol": args.tol,
         "progress": not args.quiet,
+        **({"scheduler": args.scheduler} if getattr(args, "scheduler", None) is not None else {}),
     }
 
 

@@ -75,6 +75,9 @@ class Dataset:
     #: (qy, qx) bool or None: detector pixels every pass reads as 0 (the dead and hot pixels
     #: found, see ``gpu4d.preprocessing.checked_batches``)
     zeroed_pixels: object = None
+    #: ``(path, reader, scan_shape)`` with which another process opens the same scan (files
+    #: only; None for data in memory): how Dask workers read it (``gpu4d.engine.distributed``)
+    reopen: tuple | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -252,6 +255,7 @@ def _open_file(path: Path, reader: str | None, scan_shape) -> Dataset:
             dataset = _open_with_rosettasciio(path, reader, scan_shape)
     _check_dtype(dataset)  # before the first read: the value checks need a numeric type
     dataset.check_readable()
+    dataset.reopen = (str(path.resolve()), reader, scan_shape)
     return dataset
 
 

@@ -20,16 +20,16 @@ from .atomic import RESULT_MARKER
 from .dataset import Axis, open_dataset
 from .errors import InputError
 from .masks import DetectorMask
+from .engine import InlineExecutor, RowRecipe
+from .engine.passes import Distances
 from .preprocessing import (
     NORMALIZATIONS,
     TRANSFORMS,
-    checked_batches,
     cluster_mean_patterns,
     mean_pattern,
     option_code,
     resolve_batch_size,
 )
-from .progress import batch_bar
 from .result import ClusterResult
 
 #: summary.json keys that ``ClusterResult`` computes itself; every other key goes to ``extra``.
@@ -300,31 +300,10 @@ def _align_to_model(model, dataset, engine, batch, auto, progress):
 
 def _nearest_centroids(dataset, engine, centroids, pixels, transform, norm, shifts, batch, keep_distances, progress):
     """Labels (n,) int32, confidence (n,) float32 and, if asked, distances (n, k) float32."""
-    xp = engine.xp
-    centroids_dev = engine.to_device(centroids.astype(np.float64))
-    centroid_norms = (centroids_dev**2).sum(axis=1)
-    pixel_y, pixel_x = (engine.to_device(p) for p in pixels)
-    shifts_dev = None if shifts is None else engine.to_device(shifts)
-    n = dataset.n_patterns
-    labels = np.empty(n, np.int32)
-    confidence = np.empty(n, np.float32)
-    distances = np.empty((n, centroids.shape[0]), np.float32) if keep_distances else None
-    work = xp.empty((batch, pixels[0].shape[0]), np.float32)
-    with batch_bar(progress, n, "classify") as bar:
-        for start, raw in engine.device_batches(checked_batches(dataset, batch)):
-            stop = start + raw.shape[0]
-            features = work[: raw.shape[0]]
-            batch_shifts = None if shifts_dev is None else shifts_dev[start:stop]
-            engine.preprocess(raw, batch_shifts, pixel_y, pixel_x, transform, norm, features)
-            f64 = features.astype(np.float64)  # float64: |x|^2 - 2 x.c + |c|^2 cancels in float32
-            squared = (f64**2).sum(axis=1)[:, None] - 2.0 * f64 @ centroids_dev.T + centroid_norms
-            d = engine.to_host(xp.sqrt(xp.maximum(squared, 0.0)))
-            labels[start:stop], confidence[start:stop] = nearest_and_confidence(d)
-            if distances is not None:
-                distances[start:stop] = d
-            bar.update(raw.shape[0])
-    engine.synchronize()
-    return labels, confidence, distances
+    recipe = RowRecipe(pixels[0], pixels[1], transform, norm, shifts)
+    distances = engine.to_host(InlineExecutor(dataset, engine, batch).run(Distances(centroids), recipe, progress))
+    labels, confidence = nearest_and_confidence(distances)
+    return labels, confidence, distances.astype(np.float32) if keep_distances else None
 
 
 def nearest_and_confidence(distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ import numpy as np
 
 from .backend import get_backend
 from .dataset import open_dataset
+from .executors import requested_scheduler
 from .errors import InputError
 from .masks import MaskSpec, detector_mask_for, mask_shifted_border, parse_mask
 from .defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
@@ -45,6 +46,7 @@ def cluster(
     init=None,
     exact: bool = False,
     progress: bool = False,
+    scheduler=None,
 ) -> ClusterResult:
     """Cluster the patterns of a 4D-STEM scan into ``n_clusters`` regions.
 
@@ -78,6 +80,9 @@ def cluster(
         run, no k-means++), e.g. the centroids of a live run or of a previous fit.
     exact : full-dimensional KMeans (see above).
     progress : show progress bars on stderr.
+    scheduler : a Dask scheduler address or ``distributed.Client``: the passes over the scan
+        run on its workers (see ``gpu4d.sweep``); by default ``DASK_SCHEDULER_ADDRESS`` if set.
+        Not with ``exact`` or ``init``, whose KMeans needs the whole matrix in one process.
     """
     _check_kmeans_parameters(n_clusters, n_init, max_iter, tol, random_state)
     options = PreprocessingOptions.parse(mask=mask, normalize=normalize, transform=transform, align=align)
@@ -88,6 +93,12 @@ def cluster(
         raise InputError(
             f"n_clusters={n_clusters} should be <= the number of patterns {dataset.n_patterns}"
         )
+    scheduler = requested_scheduler(scheduler)
+    if scheduler is not None and (exact or init is not None):
+        raise InputError(
+            "scheduler: exact=True and init= fit full-dimensional KMeans on the whole feature matrix "
+            "in one process; leave the scheduler out for them (the default mode runs on Dask)"
+        )
     if init is None and not exact:
         from .sweep import sweep
 
@@ -97,6 +108,7 @@ def cluster(
                 dataset, [n_clusters], mask=mask, normalize=normalize, transform=transform,
                 align=align, backend=backend, random_state=random_state, n_init=n_init,
                 max_iter=max_iter, tol=tol, batch_size=batch_size, progress=progress,
+                scheduler=scheduler,
             )
         for warning in caught:  # pointing at the caller of cluster, not at the sweep inside it
             warnings.warn(warning.message, warning.category, stacklevel=2)
@@ -194,14 +206,16 @@ class PreprocessingOptions:
             dataset = dataclasses.replace(dataset, zeroed_pixels=detector_mask.bad_masked)
         return dataset, detector_mask, mean
 
-    def alignment(self, dataset, engine, detector_mask, mean, batch_size: int, progress=False):
+    def alignment(self, dataset, engine, detector_mask, mean, batch_size: int, progress=False, executor=None):
         """Measure the descan: ``(detector_mask, centres, shifts, info)``. Centres and shifts are
         None when ``"auto"`` finds no descan worth correcting; with shifts, the border they move
         in from the detector's edge (no data there) is masked too."""
         from .alignment import measure_alignment
 
         try:
-            centres, shifts, info = measure_alignment(dataset, engine, self.align, mean, batch_size, progress)
+            centres, shifts, info = measure_alignment(
+                dataset, engine, self.align, mean, batch_size, progress, executor=executor
+            )
             if shifts is None:
                 centres = None
             return mask_shifted_border(detector_mask, shifts), centres, shifts, info

@@ -1,8 +1,8 @@
-"""Batch passes over a scan: the mean pattern, the feature matrix, the per-cluster mean patterns.
+"""The preprocessing options, the batch size, and the passes of the exact path: the mean
+pattern, the feature matrix, the per-cluster mean patterns.
 
-Each pass reads the scan batch by batch through the backend (so the GPU streams batches to the
-device) and runs the fused preprocessing kernel. The feature matrix is the only whole-dataset
-array: (n_patterns, n_kept_pixels) float32, on the backend's device.
+The passes run on the engine (``gpu4d.engine``). The feature matrix is the only whole-dataset
+array: (n_patterns, n_kept_pixels) float32, on the backend's device (exact mode only).
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import math
 import numpy as np
 
 from .dataset import Dataset
+from .engine import InlineExecutor, RowRecipe, check_finite
+from .engine.passes import LabelSums, Project
 from .errors import InputError
 from .kernels import pixel_math
-from .progress import batch_bar
 
 TRANSFORMS = {
     "none": pixel_math.TRANSFORM_NONE,
@@ -30,10 +31,6 @@ NORMALIZATIONS = {
 
 #: Host memory a CPU batch may take as float32 work space.
 CPU_BATCH_BYTES = 64 * 2**20
-#: On the CPU, the sketch passes run the kernel on chunks of about this many float32 bytes,
-#: so the matrix products read the rows from cache (L3), not from memory. Chunks of 4-32 MB
-#: timed alike on the seed-sized scan; much smaller ones pay per-call thread wake-ups.
-CPU_CHUNK_BYTES = 8 * 2**20
 #: Patterns averaged to find the beam for the mask (evenly spaced scan rows).
 MEAN_PATTERN_SAMPLE = 4096
 
@@ -65,47 +62,6 @@ def resolve_batch_size(batch_size, dataset: Dataset, backend, n_features: int) -
     return int(min(size, dataset.n_patterns))
 
 
-def check_finite(batch: np.ndarray, dataset: Dataset, start: int) -> None:
-    """Reject NaN/Inf with the scan position of the first bad pattern."""
-    if batch.dtype.kind != "f":
-        return
-    finite = np.isfinite(batch).reshape(batch.shape[0], -1).all(axis=1)
-    if not finite.all():
-        index = start + int(np.argmin(finite))
-        y, x = divmod(index, dataset.scan_shape[1])
-        raise InputError(
-            f"{dataset.source}: the pattern at scan position (y={y}, x={x}) contains NaN or Inf "
-            "values; clean or crop the data first"
-        )
-
-
-def cache_sized_chunks(backend, device_batches, n_features: int):
-    """Split ``(start, batch)`` pairs into cache-sized chunks on the CPU; the GPU keeps them."""
-    if backend.name != "cpu":
-        yield from device_batches
-        return
-    rows = max(8, CPU_CHUNK_BYTES // (4 * max(1, n_features)))
-    for start, batch in device_batches:
-        for offset in range(0, batch.shape[0], rows):
-            yield start + offset, batch[offset : offset + rows]
-
-
-def checked_batches(dataset: Dataset, batch_size: int):
-    """The dataset's batches, checked for non-finite values, its ``zeroed_pixels`` read as 0.
-
-    Why zero them and not only mask them: alignment samples every pattern at shifted
-    positions, so a hot pixel left in the raw pattern would land beside its masked position,
-    somewhere else in every pattern, and be clustered as a feature of the descan.
-    """
-    zeroed = None if dataset.zeroed_pixels is None else np.nonzero(dataset.zeroed_pixels)
-    for start, batch in dataset.batches(batch_size):
-        check_finite(batch, dataset, start)
-        if zeroed is not None and zeroed[0].size:
-            batch = np.array(batch)  # a copy: the input is never written
-            batch[:, zeroed[0], zeroed[1]] = 0
-        yield start, batch
-
-
 def mean_pattern(dataset: Dataset, max_patterns: int = MEAN_PATTERN_SAMPLE) -> np.ndarray:
     """Mean pattern (qy, qx) float64 over evenly spaced scan rows (about ``max_patterns``)."""
     ny, nx = dataset.scan_shape
@@ -126,49 +82,25 @@ def build_features(
 
     ``pixels`` is (pixel_y, pixel_x) of the kept pixels; ``shifts`` (n, 2) float32 or None.
     """
-    xp = backend.xp
-    pixel_y, pixel_x = (backend.to_device(p) for p in pixels)
-    shifts_dev = None if shifts is None else backend.to_device(shifts)
-    features = xp.empty((dataset.n_patterns, pixel_y.shape[0]), np.float32)
-    with batch_bar(progress, dataset.n_patterns, "preprocess") as bar:
-        for start, batch in backend.device_batches(checked_batches(dataset, batch_size)):
-            stop = start + batch.shape[0]
-            batch_shifts = None if shifts_dev is None else shifts_dev[start:stop]
-            backend.preprocess(batch, batch_shifts, pixel_y, pixel_x, transform, norm, features[start:stop])
-            bar.update(batch.shape[0])
-    backend.synchronize()
-    return features
+    recipe = RowRecipe(pixels[0], pixels[1], transform, norm, shifts)
+    features = Project(None, "preprocess", n_features=recipe.n_features)
+    return InlineExecutor(dataset, backend, batch_size).run(features, recipe, progress)
 
 
 def cluster_mean_patterns(
-    dataset: Dataset, backend, labels: np.ndarray, n_clusters: int, shifts, batch_size: int, progress=False
+    dataset: Dataset, backend, labels: np.ndarray, n_clusters: int, shifts, batch_size: int, progress=False,
+    executor=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean raw pattern of each cluster (aligned if ``shifts`` is given), and cluster sizes.
 
     Returns (k, qy, qx) float32 means (zeros for an empty cluster) and (k,) int64 counts.
     """
-    xp = backend.xp
     qy, qx = dataset.detector_shape
-    all_y, all_x = np.indices((qy, qx), dtype=np.int32)
-    pixel_y, pixel_x = backend.to_device(all_y.ravel()), backend.to_device(all_x.ravel())
-    shifts_dev = None if shifts is None else backend.to_device(shifts)
-    labels_dev = backend.to_device(labels.astype(np.int32))
-    cluster_ids = xp.arange(n_clusters, dtype=np.int32)
-    sums = xp.zeros((n_clusters, qy * qx), np.float64)
-    work = xp.empty((batch_size, qy * qx), np.float32)
-    with batch_bar(progress, dataset.n_patterns, "cluster means") as bar:
-        for start, batch in backend.device_batches(checked_batches(dataset, batch_size)):
-            stop = start + batch.shape[0]
-            patterns = work[: batch.shape[0]]
-            batch_shifts = None if shifts_dev is None else shifts_dev[start:stop]
-            backend.preprocess(
-                batch, batch_shifts, pixel_y, pixel_x,
-                pixel_math.TRANSFORM_NONE, pixel_math.NORM_NONE, patterns,
-            )
-            one_hot = (labels_dev[start:stop, None] == cluster_ids[None, :]).astype(np.float32)
-            sums += one_hot.T @ patterns
-            bar.update(batch.shape[0])
-    counts = np.bincount(labels, minlength=n_clusters).astype(np.int64)
+    executor = executor or InlineExecutor(dataset, backend, batch_size)
+    columns = np.ascontiguousarray(labels.reshape(-1, 1), np.int32)
+    sums_pass = LabelSums(columns, n_clusters, "cluster means", preprocessed=False)
+    _, _, sums = executor.run(sums_pass, RowRecipe.raw(shifts), progress)
     sums = backend.to_host(sums)
+    counts = np.bincount(labels, minlength=n_clusters).astype(np.int64)
     means = np.divide(sums, counts[:, None], out=np.zeros_like(sums), where=counts[:, None] > 0)
     return means.reshape(n_clusters, qy, qx).astype(np.float32), counts

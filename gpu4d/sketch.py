@@ -1,8 +1,8 @@
 """Streaming randomized PCA ("sketch") of the preprocessed patterns, without the feature matrix.
 
-The feature matrix X (n_patterns, m kept pixels) is never stored: each pass re-reads the scan
-batch by batch and runs the backend's fused preprocessing kernel into one reusable (batch, m)
-buffer, exactly as ``build_features`` does, then folds the batch into small accumulators.
+The feature matrix X (n_patterns, m kept pixels) is never stored: each pass is a pass of the
+engine (``gpu4d.engine``), which re-reads the scan partition by partition, runs the backend's
+fused preprocessing kernel into a reusable buffer and folds each partition into small partials.
 Only (n, l) and (m, l) arrays (l = the sketch width, ~30-100) live across batches, on the
 backend's device (``backend.xp``: numpy on the CPU, cupy on the GPU).
 
@@ -46,11 +46,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .preprocessing import cache_sized_chunks, checked_batches
-from .progress import batch_bar
+from .engine.passes import Project, TransposedProduct
 
-#: Rows summed in float32 before a float64 accumulator takes them over.
-FLUSH_ROWS = 2048
 #: Default sketch width l (columns of the Gaussian test matrix).
 DEFAULT_SKETCH_SIZE = 48
 #: Share of the patterns the range finder and the power step (passes 1 and 2) run on ...
@@ -117,49 +114,23 @@ def small_matrices(xp):
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def preprocessed_batches(
-    source, backend, pixels, transform: int, norm: int, shifts, work, n_patterns: int, progress=False, desc=""
-):
-    """Yield ``(start, stop, raw_batch, rows)``: each batch preprocessed into ``work``.
-
-    ``source()`` yields host ``(start, raw_batch)`` (e.g. ``checked_batches(dataset, b)``);
-    ``pixels`` are device arrays (pixel_y, pixel_x); ``shifts`` a device (n, 2) array or None;
-    ``work`` a device (batch_size, len(pixel_y)) float32 buffer, reused: ``rows`` is a view of
-    it, valid until the next batch.
-    """
-    pixel_y, pixel_x = pixels
-    with batch_bar(progress, n_patterns, desc) as bar:
-        for start, batch in cache_sized_chunks(backend, backend.device_batches(source()), work.shape[1]):
-            stop = start + batch.shape[0]
-            rows = work[: batch.shape[0]]
-            batch_shifts = None if shifts is None else shifts[start:stop]
-            backend.preprocess(batch, batch_shifts, pixel_y, pixel_x, transform, norm, rows)
-            yield start, stop, batch, rows
-            bar.update(batch.shape[0])
-
-
 def streaming_sketch(
-    dataset,
-    backend,
-    pixels,
-    transform: int,
-    norm: int,
-    shifts,
-    batch_size: int,
+    executor,
+    recipe,
     *,
     sketch_size: int = DEFAULT_SKETCH_SIZE,
     random_state: int | None = 0,
     min_sample: int = MIN_SAMPLE,
     progress: bool = False,
-    source=None,
     axes=None,
 ) -> Sketch:
-    """Randomized PCA of the preprocessed patterns in three streaming passes (see the module).
+    """Randomized PCA of the preprocessed patterns in three passes of ``executor`` (see the module).
 
     Parameters
     ----------
-    pixels : (pixel_y, pixel_x) device int32 arrays of the kept pixels (m of them).
-    shifts : (n, 2) float32 device array or None.
+    executor : a ``gpu4d.engine`` executor over the scan (inline or distributed).
+    recipe : ``gpu4d.engine.RowRecipe``: the kept pixels (m of them), transform, normalization
+        and shifts that make the feature rows.
     sketch_size : l, the number of axes kept (capped at the sample's size and at m).
     random_state : seeds the test matrix and the sample of passes 1 and 2.
     min_sample : least number of patterns passes 1 and 2 run on (``SAMPLE_SHARE`` of the
@@ -167,48 +138,25 @@ def streaming_sketch(
     axes : optional ``f(sample_singular_values (l,)) -> c``: project the patterns onto the c
         leading principal axes of the sample only (pass 3 then costs c/l of a full
         projection); by default onto all l axes of span(P).
-    source : callable giving, at each call, an iterator of host ``(start, raw_batch)`` over the
-        scan in batches of at most ``batch_size``; by default ``checked_batches(dataset, ...)``.
     """
-    xp = backend.xp
-    n = dataset.n_patterns
-    m = int(pixels[0].shape[0])
-    if source is None:
-
-        def source():
-            return checked_batches(dataset, batch_size)
-
+    ctx = executor.context(recipe)
+    xp, backend = ctx.xp, ctx.backend
+    n = executor.dataset.n_patterns
+    m = recipe.n_features
     sample = sample_rows(n, random_state, min_sample)
     s = int(sample.size)
     width = int(min(sketch_size, s, m))
     omega = backend.to_device(_gaussian((m, width), random_state))
-    work = xp.empty((batch_size, m), np.float32)
-    if s == n:
-        sample_source, sample_shifts = source, shifts
-    else:
-
-        def sample_source():
-            return _rows_in_sample(source(), sample)
-
-        sample_shifts = None if shifts is None else shifts[backend.to_device(sample)]
-
-    def batches(which, label):
-        if which == "sample":
-            return preprocessed_batches(
-                sample_source, backend, pixels, transform, norm, sample_shifts, work, s, progress, label
-            )
-        return preprocessed_batches(source, backend, pixels, transform, norm, shifts, work, n, progress, label)
+    in_sample = None if s == n else sample
 
     # pass 1, on the sample: Y = Xs Omega; Q = orth(Y - 1 ybar), its columns centred
-    y = xp.empty((s, width), np.float32)
-    for start, stop, _, rows in batches("sample", "sketch 1/3 (sample)"):
-        xp.matmul(rows, omega, out=y[start:stop])
+    y = executor.run(Project(omega, "sketch 1/3 (sample)", in_sample), recipe, progress)
     q = _orthonormal(xp, y - y.mean(axis=0, dtype=np.float64)[None, :]).astype(np.float32)
     del y, omega
 
     # pass 2, on the sample, the power step: W = Xs^T Q = Xsc^T Q (1^T Q = 0, so the sample's
     # mean never needs to be subtracted); P R = W
-    w = _transposed_product(backend, batches("sample", "sketch 2/3 (sample)"), q, m)
+    w = executor.run(TransposedProduct(q, "sketch 2/3 (sample)", in_sample), recipe, progress)
     p, r = _orthonormal(xp, w, with_r=True)
     p = p.astype(np.float32)
     del q, w
@@ -222,38 +170,14 @@ def streaming_sketch(
         sample_singular_values = np.asarray(_to_host(s_sample), np.float64) * np.sqrt(n / s)
         kept = int(axes(sample_singular_values))
         p = (p.astype(np.float64) @ vt.T[:, :kept]).astype(np.float32)
-        width = kept
 
     # pass 3, every pattern: Z = Xc P = X P - 1 (mu^T P), exact coordinates in span(P); as
     # mu^T P is the column mean of X P, neither the mean pattern nor Xc is needed
-    z = xp.empty((n, width), np.float32)
-    for start, stop, _, rows in batches("all", "sketch 3/3"):
-        xp.matmul(rows, p, out=z[start:stop])
-    del work
+    z = executor.run(Project(p, "sketch 3/3"), recipe, progress)
     z -= z.mean(axis=0, dtype=np.float64).astype(np.float32)[None, :]
     sketch = _finish(xp, z, p)
     sketch.sample_singular_values = sample_singular_values
     return sketch
-
-
-def _transposed_product(backend, batches, q, m: int):
-    """``X^T Q`` (m, l) float64 over preprocessed ``batches`` of X, Q's rows in step.
-
-    float32 products summed into a float32 partial per batch of raw patterns (in place: one
-    BLAS call per chunk on the CPU), folded into the float64 total every FLUSH_ROWS rows.
-    """
-    xp = backend.xp
-    total = xp.zeros((m, q.shape[1]), np.float64)
-    partial = xp.zeros((m, q.shape[1]), np.float32, order="F")
-    rows_in_partial = 0
-    for start, stop, _, rows in batches:
-        backend.add_transposed_product(partial, rows, q[start:stop])
-        rows_in_partial += stop - start
-        if rows_in_partial >= FLUSH_ROWS:
-            total += partial
-            partial.fill(0)
-            rows_in_partial = 0
-    return total + partial
 
 
 def sample_rows(n: int, random_state: int | None, min_sample: int = MIN_SAMPLE) -> np.ndarray:
@@ -265,14 +189,6 @@ def sample_rows(n: int, random_state: int | None, min_sample: int = MIN_SAMPLE) 
     # a stream of its own: the sample does not change the test matrix drawn from random_state
     rng = np.random.default_rng(None if random_state is None else [random_state, 1])
     return np.sort(rng.choice(n, size=size, replace=False))
-
-
-def _rows_in_sample(host_batches, sample: np.ndarray):
-    """``(position in the sample, raw rows of the batch in the sample)`` for each host batch."""
-    for start, batch in host_batches:
-        first, last = np.searchsorted(sample, [start, start + batch.shape[0]])
-        if last > first:
-            yield int(first), batch[sample[first:last] - start]
 
 
 def in_memory_sketch(

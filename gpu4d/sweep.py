@@ -17,10 +17,11 @@ The default (reduced) mode costs about one full-dimensional fit for the whole sw
    (the patterns that share its label at every k), from which every k's sums follow;
 4. scores for every k (``gpu4d.scores``) and the suggested k.
 
-The raw batches are read from the file once and kept in host memory between passes when they
-fit (``RAW_CACHE_BYTES``, in their own dtype); otherwise each pass reads the file again.
+Every pass runs on the engine (``gpu4d.engine``): in this process, where the raw patterns are
+read from the file once and kept in host memory between passes when they fit
+(``engine.inline.RAW_CACHE_BYTES``, in their own dtype), or on a Dask cluster (``scheduler``).
 
-``exact=True`` builds the full feature matrix (``build_features``) and fits every k with the
+``exact=True`` builds the full feature matrix (an ``engine.passes.Project`` pass) and fits every k with the
 backend's full-dimensional KMeans (scikit-learn / cuML) instead; the centroids, mean patterns
 and scores are computed the same way.
 """
@@ -28,9 +29,7 @@ and scores are computed the same way.
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
-import os
 import re
 import time
 import warnings
@@ -42,15 +41,13 @@ import numpy as np
 from .backend import get_backend
 from .dataset import open_dataset
 from .errors import Gpu4dWarning, InputError
-from .kernels import pixel_math
 from .pipeline import PreprocessingOptions, _check_kmeans_parameters
 from .defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
-from .preprocessing import (
-    build_features,
-    checked_batches,
-    resolve_batch_size,
-)
-from .progress import StageTimer, batch_bar, stage_spinner
+from .engine import RowRecipe, raw_cache_budget
+from .engine.passes import LabelSums, Project
+from .executors import make_executor, requested_scheduler
+from .preprocessing import resolve_batch_size
+from .progress import StageTimer, stage_spinner
 from .relabel import consistent_labels
 from .result import ClusterResult
 from .scores import (
@@ -73,8 +70,6 @@ DEFAULT_VARIANCE_TARGET = 0.95
 #: regions merge or split; KMeans costs little more there.
 MIN_COMPONENTS = 16
 MAX_COMPONENTS = 64
-#: Raw patterns a sweep may keep in host memory between its passes (bytes); see _RawBatches.
-RAW_CACHE_BYTES = 1 << 30
 #: Descriptions of where each score is computed (written to sweep.json).
 SCORE_SPACES = {
     "inertia": "full preprocessed space, exact: sum of squared distances of the preprocessed "
@@ -310,6 +305,7 @@ def sweep(
     sketch_size: int = DEFAULT_SKETCH_SIZE,
     variance_target: float = DEFAULT_VARIANCE_TARGET,
     silhouette_samples: int = DEFAULT_SILHOUETTE_SAMPLES,
+    scheduler=None,
 ) -> SweepResult:
     """Cluster a scan for every k in ``ks``, score the clusterings and suggest k.
 
@@ -331,6 +327,10 @@ def sweep(
     sketch_size : l, the width of the randomized PCA (its number of axes).
     variance_target : see ``n_components``.
     silhouette_samples : size of the fixed random subsample of the silhouette.
+    scheduler : a Dask scheduler address (``"tcp://host:8786"``) or ``distributed.Client``:
+        run the passes over the scan on its workers (each opens the file itself; ``data`` must
+        be a file path), with ``backend`` on each worker; the client merges the partials and
+        fits the regions on its CPU. By default ``DASK_SCHEDULER_ADDRESS`` if set, else inline.
 
     Returns
     -------
@@ -358,7 +358,9 @@ def sweep(
     ks_list = parse_ks(DEFAULT_KS if default_ks else ks)
     options = PreprocessingOptions.parse(mask=mask, normalize=normalize, transform=transform, align=align)
     _check_sweep_options(n_components, sketch_size, variance_target, silhouette_samples)
-    engine = get_backend(backend)
+    scheduler = requested_scheduler(scheduler)
+    # with a scheduler the workers run ``backend``; the client only merges and fits small arrays
+    engine = get_backend("cpu" if scheduler is not None else backend)
     xp = engine.xp
     timer = StageTimer()
 
@@ -382,63 +384,62 @@ def sweep(
 
         _check_device_memory(engine, dataset, n_kept)
 
-    shifts = centres = None
-    align_info = None
-    if options.align is not None:
-        with timer.stage("align"):
-            detector_mask, centres, shifts, align_info = options.alignment(
-                dataset, engine, detector_mask, mean, batch, progress
-            )
-        pixels = detector_mask.kept_pixels()
+    with make_executor(
+        dataset, engine, batch, scheduler=scheduler, cache_budget=0 if exact else raw_cache_budget(),
+        backend_name=backend,
+    ) as executor:
+        shifts = centres = None
+        align_info = None
+        if options.align is not None:
+            with timer.stage("align"):
+                detector_mask, centres, shifts, align_info = options.alignment(
+                    dataset, engine, detector_mask, mean, batch, progress, executor=executor
+                )
+            pixels = detector_mask.kept_pixels()
 
-    source = _RawBatches(dataset, batch, 0 if exact else raw_cache_budget())
-    pixels_dev = tuple(engine.to_device(p) for p in pixels)
-    shifts_dev = None if shifts is None else engine.to_device(shifts)
-    features = None
-    n_passes = 0
-    if exact:
-        with timer.stage("preprocess"):
-            features = build_features(
-                dataset, engine, pixels, options.transform, options.norm, shifts, batch, progress
+        recipe = RowRecipe(pixels[0], pixels[1], options.transform, options.norm, shifts)
+        features = None
+        n_passes = 0
+        if exact:
+            with timer.stage("preprocess"):
+                features = executor.run(Project(None, "preprocess", n_features=n_kept), recipe, progress)
+                if executor.local:  # the final pass reads the stored rows; workers compute theirs
+                    recipe = dataclasses.replace(recipe, features=features)
+                n_passes += 1
+            with timer.stage("sketch"):
+                sketch = in_memory_sketch(features, engine, sketch_size=sketch_size, random_state=random_state)
+        else:
+            with timer.stage("sketch"):
+                # the components are chosen on the sample's estimate of the variances, and only
+                # they are projected (see ``streaming_sketch``)
+                sketch = streaming_sketch(
+                    executor, recipe, sketch_size=sketch_size, random_state=random_state, progress=progress,
+                    axes=lambda values: _n_components(values, n_components, variance_target),
+                )
+                n_passes += 3
+        # reduced mode projected just the chosen components
+        n_comp = _n_components(sketch.singular_values, n_components, variance_target) if exact else sketch.width
+        z = xp.ascontiguousarray(sketch.scores[:, :n_comp])
+
+        # the regions are found in z smoothed over the scan, edges kept (``smooth_over_scan``)
+        z_regions = None if exact else smooth_over_scan(xp, z, dataset.scan_shape)
+        with timer.stage("kmeans"):
+            fits, kmeans_seconds, tree = _fit_every_k(
+                engine, ks_list, z_regions, features, n_init, max_iter, tol, random_state, progress
             )
+
+        labels_all = np.stack([fits[k][0] for k in ks_list], axis=1)  # (n, K)
+        confidence = {}
+        if tree is not None:
+            with timer.stage("confidence"):
+                z_host = engine.to_host(z_regions)
+                confidence = {k: tree.confidence(z_host, k).reshape(dataset.scan_shape) for k in ks_list}
+        with timer.stage("final_pass"):
+            totals = _final_pass(executor, recipe, engine, labels_all, ks_list, progress)
             n_passes += 1
-        with timer.stage("sketch"):
-            sketch = in_memory_sketch(features, engine, sketch_size=sketch_size, random_state=random_state)
-    else:
-        with timer.stage("sketch"):
-            # the components are chosen on the sample's estimate of the variances, and only
-            # they are projected (see ``streaming_sketch``)
-            sketch = streaming_sketch(
-                dataset, engine, pixels_dev, options.transform, options.norm, shifts_dev, batch,
-                sketch_size=sketch_size, random_state=random_state, progress=progress, source=source,
-                axes=lambda values: _n_components(values, n_components, variance_target),
-            )
-            n_passes += 3
-    # reduced mode projected just the chosen components
-    n_comp = _n_components(sketch.singular_values, n_components, variance_target) if exact else sketch.width
-    z = xp.ascontiguousarray(sketch.scores[:, :n_comp])
-
-    # the regions are found in z smoothed over the scan, edges kept (``smooth_over_scan``)
-    z_regions = None if exact else smooth_over_scan(xp, z, dataset.scan_shape)
-    with timer.stage("kmeans"):
-        fits, kmeans_seconds, tree = _fit_every_k(
-            engine, ks_list, z_regions, features, n_init, max_iter, tol, random_state, progress
-        )
-
-    labels_all = np.stack([fits[k][0] for k in ks_list], axis=1)  # (n, K)
-    confidence = {}
-    if tree is not None:
-        with timer.stage("confidence"):
-            z_host = engine.to_host(z_regions)
-            confidence = {k: tree.confidence(z_host, k).reshape(dataset.scan_shape) for k in ks_list}
-    with timer.stage("final_pass"):
-        totals = _final_pass(
-            source, dataset, engine, labels_all, ks_list, pixels_dev, options.transform, options.norm,
-            shifts_dev, batch, features, progress,
-        )
-        n_passes += 1
-    raw_kept = bool(source.keep)
-    del features, source
+        raw_kept = executor.raw_kept
+        execution = executor.describe()
+    del features, recipe
 
     with timer.stage("scores"), small_matrices(xp):
         scored_in = z if z_regions is None else z_regions  # where the regions were found
@@ -473,6 +474,7 @@ def sweep(
         "variance_target": variance_target,
         "silhouette_samples": min(silhouette_samples, n),
         "raw_patterns_kept_in_memory": raw_kept,
+        "execution": execution,
     }
     common = {
         "backend": engine.name,
@@ -634,56 +636,6 @@ def _check_sweep_options(n_components, sketch_size, variance_target, silhouette_
         raise InputError(f"variance_target={variance_target!r} should be a number in (0, 1]")
 
 
-class _RawBatches:
-    """The scan's raw batches for the passes of a sweep, read once when they fit in memory.
-
-    Calling it gives an iterator of host ``(start, batch)`` over the scan. The first pass reads
-    the dataset; if the raw patterns (in their own dtype: uint8 data takes a quarter of
-    float32) fit in ``budget`` bytes, they are kept and later passes read them from memory;
-    otherwise every pass reads the dataset again.
-    """
-
-    def __init__(self, dataset, batch_size: int, budget: int):
-        self.dataset = dataset
-        self.batch_size = batch_size
-        raw_bytes = dataset.n_patterns * math.prod(dataset.detector_shape) * dataset.dtype.itemsize
-        self.keep = raw_bytes <= budget and not dataset.reads_cheaply
-        self._kept = None
-
-    def __call__(self):
-        if self._kept is not None:
-            return self._replay()
-        return self._read()
-
-    def _replay(self):
-        for start in range(0, self._kept.shape[0], self.batch_size):
-            yield start, self._kept[start : start + self.batch_size]
-
-    def _read(self):
-        # one allocation for the whole cache (huge pages where the OS gives them): storing
-        # 47 separate batches page-faulted 645 MB of fresh memory in 1.8 s against 0.4 s
-        kept = np.empty((self.dataset.n_patterns, *self.dataset.detector_shape), self.dataset.dtype) if self.keep else None
-        for start, batch in checked_batches(self.dataset, self.batch_size):
-            if kept is not None:
-                kept[start : start + batch.shape[0]] = batch
-                batch = kept[start : start + batch.shape[0]]
-            yield start, batch
-        if kept is not None:
-            self._kept = kept
-
-
-def raw_cache_budget() -> int:
-    """Bytes of raw patterns a sweep may keep in memory: ``RAW_CACHE_BYTES``, at most a quarter
-    of the memory available now."""
-    budget = RAW_CACHE_BYTES
-    try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        budget = min(budget, available // 4)
-    except (ValueError, OSError, AttributeError):  # not on every platform
-        pass
-    return int(budget)
-
-
 @dataclass
 class _Totals:
     """Per-k results of the final pass, on the host (float64)."""
@@ -696,27 +648,20 @@ class _Totals:
     total_variance: float  # sum_i ||x_i - mean||^2: the inertia of one cluster
 
 
-def _final_pass(
-    source, dataset, engine, labels_all, ks, pixels_dev, transform, norm, shifts_dev, batch_size, features,
-    progress,
-) -> _Totals:
-    """One streaming pass: per-cluster sums of preprocessed and raw rows for every k at once.
+def _final_pass(executor, recipe, engine, labels_all, ks, progress) -> _Totals:
+    """One pass: per-cluster sums of preprocessed and raw rows for every k at once.
 
     The clusters of all ks are numbered together (column ``offset_k + label`` of a stacked
     (n, sum(ks)) one-hot matrix H). Patterns that share their label at every k form an "atom"
     (the coarsest common refinement of the clusterings), and H = A M with A the atoms' one-hot
-    matrix and M (n_atoms, sum(ks)) 0/1. Each batch adds its preprocessed and its raw rows to
-    the sums of their atom (``backend.add_label_sums``: one addition per value), or, when
-    there are more atoms than clusters, to the sums of their K clusters (K additions); M is
-    applied once at the end. With ``features`` (exact mode) the preprocessed rows are read from it.
+    matrix and M (n_atoms, sum(ks)) 0/1. Each pattern's preprocessed and raw rows are added to
+    the sums of their atom (``engine.passes.LabelSums``: one addition per value), or, when there
+    are more atoms than clusters, to the sums of their K clusters (K additions); M is applied
+    once at the end. In exact mode the recipe reads the preprocessed rows from the stored matrix.
     """
-    xp = engine.xp
-    n = dataset.n_patterns
-    qy, qx = dataset.detector_shape
-    m = int(pixels_dev[0].shape[0])
+    n = labels_all.shape[0]
     offsets = np.concatenate([[0], np.cumsum(ks)[:-1]]).astype(np.int64)
     total = int(sum(ks))
-    stacked = labels_all.astype(np.int64) + offsets[None, :]  # (n, K) columns of H
     atoms, atom_of = _atoms(labels_all, ks)
     # by atom (one addition per value, not K) unless there are more atoms than clusters, whose
     # sums would then take more memory than the clusters' own
@@ -726,39 +671,15 @@ def _final_pass(
         expand = np.zeros((width, total), np.float64)  # M
         expand[np.arange(width)[:, None], atoms.astype(np.int64) + offsets[None, :]] = 1.0
     else:
-        columns, width, expand = stacked, total, None
-    columns = engine.to_device(np.ascontiguousarray(columns, dtype=np.int32))
-    all_y, all_x = np.indices((qy, qx), dtype=np.int32)
-    raw_pixels = (engine.to_device(all_y.ravel()), engine.to_device(all_x.ravel()))
-    sums_pre = xp.zeros((width, m), np.float64)
-    column_squares = xp.zeros(m, np.float64)
-    sums_raw = xp.zeros((width, qy * qx), np.float64)
-    work_raw = None if shifts_dev is None else xp.empty((batch_size, qy * qx), np.float32)
-    work_pre = None if features is not None else xp.empty((batch_size, m), np.float32)
-    with batch_bar(progress, n, "centroids, all k") as bar:
-        for start, raw in engine.device_batches(source()):
-            b = raw.shape[0]
-            stop = start + b
-            batch_shifts = None if shifts_dev is None else shifts_dev[start:stop]
-            if features is None:
-                rows = work_pre[:b]
-                engine.preprocess(raw, batch_shifts, pixels_dev[0], pixels_dev[1], transform, norm, rows)
-            else:
-                rows = features[start:stop]
-            engine.add_label_sums(rows, columns[start:stop], sums_pre, column_squares)
-            if batch_shifts is None:  # the raw patterns, converted by the kernel
-                patterns = raw.reshape(b, -1)
-            else:
-                patterns = work_raw[:b]
-                engine.preprocess(
-                    raw, batch_shifts, raw_pixels[0], raw_pixels[1],
-                    pixel_math.TRANSFORM_NONE, pixel_math.NORM_NONE, patterns,
-                )
-            engine.add_label_sums(patterns, columns[start:stop], sums_raw)
-            bar.update(b)
-    engine.synchronize()
+        columns = labels_all.astype(np.int64) + offsets[None, :]  # (n, K) columns of H
+        width, expand = total, None
+    columns = np.ascontiguousarray(columns, dtype=np.int32)
+    sums_pre, column_squares, sums_raw = executor.run(
+        LabelSums(columns, width, "centroids, all k"), recipe, progress
+    )
     sums_pre = engine.to_host(sums_pre)
     sums_raw = engine.to_host(sums_raw)
+    column_squares = engine.to_host(column_squares)
     if expand is not None:  # H^T X = M^T (A^T X)
         sums_pre = expand.T @ sums_pre
         sums_raw = expand.T @ sums_raw

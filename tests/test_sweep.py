@@ -16,6 +16,7 @@ from gpu4d.dataset import open_dataset
 from gpu4d.errors import InputError
 from gpu4d.preprocessing import NORMALIZATIONS, TRANSFORMS
 from gpu4d.scores import SEPARATION_THRESHOLD, inertia_drops, min_separation, suggest_k
+from gpu4d.engine import InlineExecutor, RowRecipe
 from gpu4d.sketch import streaming_sketch
 from gpu4d.sweep import folder_name, parse_ks
 from gpu4d.synthetic import make_scan
@@ -70,11 +71,9 @@ class CountingArray:
 def sketch_of(data, *, shifts=None, **options):
     """``streaming_sketch`` of every pixel of ``data`` (ny, nx, qy, qx), no transform or norm."""
     pixels = tuple(a.astype(np.int32).ravel() for a in np.indices(data.shape[2:]))
-    return streaming_sketch(
-        dataset=open_dataset(data), backend=get_backend("cpu"), pixels=pixels,
-        transform=TRANSFORMS["none"], norm=NORMALIZATIONS["none"], shifts=shifts, batch_size=37,
-        **options,
-    )
+    executor = InlineExecutor(open_dataset(data), get_backend("cpu"), 37)
+    recipe = RowRecipe(pixels[0], pixels[1], TRANSFORMS["none"], NORMALIZATIONS["none"], shifts)
+    return streaming_sketch(executor, recipe, **options)
 
 
 @pytest.fixture(scope="module")

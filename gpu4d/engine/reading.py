@@ -1,0 +1,45 @@
+"""Reading a scan's patterns for a pass: checked for non-finite values, bad pixels read as 0."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..dataset import Dataset
+from ..errors import InputError
+
+
+def check_finite(batch: np.ndarray, dataset: Dataset, start: int) -> None:
+    """Reject NaN/Inf with the scan position of the first bad pattern."""
+    if batch.dtype.kind != "f":
+        return
+    finite = np.isfinite(batch).reshape(batch.shape[0], -1).all(axis=1)
+    if not finite.all():
+        index = start + int(np.argmin(finite))
+        y, x = divmod(index, dataset.scan_shape[1])
+        raise InputError(
+            f"{dataset.source}: the pattern at scan position (y={y}, x={x}) contains NaN or Inf "
+            "values; clean or crop the data first"
+        )
+
+
+def read_checked(dataset: Dataset, start: int, stop: int) -> np.ndarray:
+    """Patterns ``start:stop``, checked for non-finite values, ``dataset.zeroed_pixels`` read as 0.
+
+    Why zero them and not only mask them: alignment samples every pattern at shifted
+    positions, so a hot pixel left in the raw pattern would land beside its masked position,
+    somewhere else in every pattern, and be clustered as a feature of the descan.
+    """
+    batch = dataset.read_patterns(start, stop)
+    check_finite(batch, dataset, start)
+    if dataset.zeroed_pixels is not None:
+        zeroed = np.nonzero(dataset.zeroed_pixels)
+        if zeroed[0].size:
+            batch = np.array(batch)  # a copy: the input is never written
+            batch[:, zeroed[0], zeroed[1]] = 0
+    return batch
+
+
+def checked_batches(dataset: Dataset, batch_size: int):
+    """``(start, patterns)`` over the whole scan, ``batch_size`` at a time, as ``read_checked``."""
+    for start in range(0, dataset.n_patterns, batch_size):
+        yield start, read_checked(dataset, start, min(start + batch_size, dataset.n_patterns))
