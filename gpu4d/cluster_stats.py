@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, OutputError
-from .preprocessing import checked_batches
+from .backend import get_backend
+from .engine import InlineExecutor, RowRecipe, read_checked
+from .engine.passes import ShiftedMoments
 
 #: float64 work space one batch may take.
 BATCH_BYTES = 64 * 2**20
@@ -53,7 +55,7 @@ def cluster_statistics(
     Parameters
     ----------
     dataset : gpu4d.Dataset
-        Read with ``checked_batches`` (its ``zeroed_pixels`` read as 0).
+        Read by the engine's pass (its ``zeroed_pixels`` read as 0).
     labels : (ny, nx) or (n,) ints in ``0 .. n_clusters - 1``, in scan order.
     batch_size : patterns per batch; by default about 64 MiB of float64.
     shifts : (n, 2) float32, optional
@@ -74,22 +76,13 @@ def cluster_statistics(
     pixels = qy * qx
     if batch_size is None:
         batch_size = max(1, BATCH_BYTES // (8 * pixels))
-    centre = np.zeros((n_clusters, pixels)) if reference is None else np.asarray(reference, np.float64).reshape(n_clusters, pixels)
-    sums = np.zeros((n_clusters, pixels))
-    squares = np.zeros((n_clusters, pixels))
-    unset = np.full(n_clusters, reference is None)  # clusters still without a reference
-    shift = None if shifts is None else _Shifter(shifts, (qy, qx), batch_size)
-    for start, batch in checked_batches(dataset, batch_size):
-        b = batch.shape[0]
-        rows = batch.reshape(b, pixels) if shift is None else shift(batch, start)
-        own = labels[start : start + b]
-        if unset.any():
-            _first_patterns_as_reference(centre, unset, own, rows)
-        deviation = rows.astype(np.float64) - centre[own]
-        one_hot = np.zeros((b, n_clusters))
-        one_hot[np.arange(b), own] = 1.0
-        sums += one_hot.T @ deviation
-        squares += one_hot.T @ (deviation * deviation)
+    if reference is None:
+        centre = _first_patterns(dataset, labels, n_clusters)
+    else:
+        centre = np.asarray(reference, np.float64).reshape(n_clusters, pixels)
+    shifts = None if shifts is None else np.ascontiguousarray(shifts, np.float32)
+    executor = InlineExecutor(dataset, get_backend("cpu"), batch_size)
+    sums, squares = executor.run(ShiftedMoments(labels, centre), RowRecipe.raw(shifts))
     count = np.bincount(labels, minlength=n_clusters).astype(np.int64)
     per = np.maximum(count, 1)[:, None]
     mean_deviation = sums / per
@@ -100,36 +93,14 @@ def cluster_statistics(
     return ClusterStatistics(mean.reshape(shape), np.sqrt(variance).reshape(shape), count)
 
 
-def _first_patterns_as_reference(centre, unset, own, rows) -> None:
-    """The first pattern of each cluster met for the first time in this batch becomes its
-    reference (any member is within the cluster's spread of its mean)."""
-    present, first = np.unique(own, return_index=True)
-    new = unset[present]
-    centre[present[new]] = rows[first[new]]
-    unset[present[new]] = False
-
-
-class _Shifter:
-    """Raw patterns shifted by their descan shifts, as the clustering shifted them."""
-
-    def __init__(self, shifts, detector_shape, batch_size):
-        from .backend import get_backend
-
-        self.engine = get_backend("cpu")
-        self.shifts = np.ascontiguousarray(shifts, np.float32)
-        all_y, all_x = np.indices(detector_shape, dtype=np.int32)
-        self.pixel_y, self.pixel_x = all_y.ravel(), all_x.ravel()
-        self.work = np.empty((batch_size, all_y.size), np.float32)
-
-    def __call__(self, batch, start):
-        from .kernels import pixel_math
-
-        out = self.work[: batch.shape[0]]
-        self.engine.preprocess(
-            batch, self.shifts[start : start + batch.shape[0]], self.pixel_y, self.pixel_x,
-            pixel_math.TRANSFORM_NONE, pixel_math.NORM_NONE, out,
-        )
-        return out
+def _first_patterns(dataset, labels, n_clusters: int) -> np.ndarray:
+    """Each cluster's first pattern (raw, unshifted: any member is within the cluster's spread
+    of its mean, which is all the reference needs), zeros for an empty cluster."""
+    present, first = np.unique(labels, return_index=True)
+    centre = np.zeros((n_clusters, int(np.prod(dataset.detector_shape))))
+    for cluster, index in zip(present, first):
+        centre[cluster] = read_checked(dataset, int(index), int(index) + 1).reshape(-1)
+    return centre
 
 
 # ------------------------------------------------------------------------ of a ClusterResult

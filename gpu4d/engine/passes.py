@@ -2,7 +2,8 @@
 
 Per-pattern rows (``RowsPass``): ``Project`` (X B, or X itself), ``BeamCentres``, ``Distances``.
 Sums over the patterns (``SumPass``, float64): ``TransposedProduct`` (X^T Q), ``LabelSums``
-(per-label sums of the preprocessed and the raw patterns, and the squares of the preprocessed).
+(per-label sums of the preprocessed and the raw patterns, and the squares of the preprocessed),
+``ShiftedMoments`` (per-label sums of raw deviations from a reference, and of their squares).
 """
 
 from __future__ import annotations
@@ -93,6 +94,26 @@ class LabelSums(SumPass):
         total_present = None if total is None else tuple(t for t in total if t is not None)
         merged = iter(super().reduce(ctx, total_present, part_offset, present))
         return tuple(None if p is None else next(merged) for p in partial)
+
+
+class ShiftedMoments(SumPass):
+    """Per-label sums of ``d = x - c[label]`` and ``d**2`` (k, qy * qx) float64 over the raw
+    (aligned) patterns, ``c`` (k, qy * qx) a reference near each label's mean: the shifted data
+    keep ``E[d**2] - E[d]**2`` free of the cancellation raw sums of squares suffer."""
+
+    def __init__(self, labels, reference, label: str = "cluster statistics"):
+        self.labels = np.ascontiguousarray(labels, np.intp)
+        self.reference = np.ascontiguousarray(reference, np.float64)
+        self.label = label
+
+    def map(self, ctx, part):
+        xp = ctx.xp
+        own = ctx.on_device(self.labels)[ctx.device_indices(part.indices)]
+        k = self.reference.shape[0]
+        deviation = ctx.raw_rows(part).astype(np.float64) - ctx.on_device(self.reference)[own]
+        one_hot = xp.zeros((part.size, k))
+        one_hot[xp.arange(part.size), own] = 1.0
+        return (one_hot.T @ deviation, one_hot.T @ (deviation * deviation))
 
 
 class BeamCentres(RowsPass):
