@@ -205,7 +205,7 @@ def open_dataset(source, *, reader: str | None = None, scan_shape=None) -> Datas
         if reader is not None:
             raise InputError(f"reader={reader!r} applies to files only, not to in-memory data")
         if _is_hyperspy_signal(source):
-            dataset = _from_signal(source, "<HyperSpy signal>", scan_shape)
+            dataset = _from_signal(source, f"<HyperSpy {type(source).__name__}>", scan_shape)
         elif hasattr(source, "shape") and hasattr(source, "dtype"):
             dataset = _from_array(source, f"<{type(source).__module__.split('.')[0]} array>", scan_shape)
         else:
@@ -479,6 +479,12 @@ def _from_signal(signal, source: str, scan_shape=None, why_flat: str | None = No
 def _axis(hs_axis, default_name: str) -> Axis:
     name = hs_axis.name if isinstance(hs_axis.name, str) and hs_axis.name else default_name
     units = hs_axis.units if isinstance(hs_axis.units, str) and hs_axis.units else "px"
+    if not getattr(hs_axis, "is_uniform", True):  # a non-uniform axis has no one scale to keep
+        warnings.warn(
+            f"HyperSpy axis {name!r} is non-uniform; gpu4d keeps only uniform calibrations and "
+            "reads it in pixels", Gpu4dWarning, stacklevel=2,
+        )
+        return Axis(name, int(hs_axis.size))
     scale = float(hs_axis.scale)
     if not (np.isfinite(scale) and scale > 0):  # a broken calibration: fall back to pixels
         return Axis(name, int(hs_axis.size))

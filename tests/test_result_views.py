@@ -152,7 +152,7 @@ class _Tables(HTMLParser):
 def test_result_html_holds_k_shapes_sizes_inertia_and_backend(result):
     summary, clusters = _Tables(result._repr_html_()).tables
     rows = dict(summary)
-    assert rows["source"] == "<HyperSpy signal>"
+    assert rows["source"] == "<HyperSpy Signal2D>"
     assert rows["clusters k"] == "3"
     assert rows["scan (ny, nx)"] == "20 x 24 (step 2.5 nm)"
     assert rows["detector (qy, qx)"] == "32 x 32 (step 0.05 1/nm)"
