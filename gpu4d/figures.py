@@ -13,6 +13,7 @@ display. Files are written atomically (:func:`gpu4d.atomic.atomic_write`).
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,7 @@ from gpu4d.atomic import atomic_write
 __all__ = [
     "UNSCANNED_COLOUR",
     "save_figure",
+    "png_bytes",
     "label_colours",
     "make_label_map_figure",
     "plot_label_map",
@@ -114,11 +116,21 @@ def save_figure(fig: Figure, path: PathLike) -> Path:
     """Write ``fig`` to ``path`` atomically, in the format of its suffix (PNG if none)."""
     path = Path(path)
     fmt = path.suffix[1:].lower() or "png"
+    atomic_write(path, lambda fh: fig.savefig(fh, format=fmt, dpi=DPI, **_trim(fig)))
+    return path
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """``fig`` as the PNG bytes ``save_figure`` writes (what a notebook shows)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, **_trim(fig))
+    return buffer.getvalue()
+
+
+def _trim(fig: Figure) -> dict:
     # A tight box trims the margin constrained layout leaves around fixed-aspect images; a
     # figure laid out by hand (no layout engine) has none and is drawn once, not twice.
-    tight = {"bbox_inches": "tight", "pad_inches": 0.1} if fig.get_layout_engine() is not None else {}
-    atomic_write(path, lambda fh: fig.savefig(fh, format=fmt, dpi=DPI, **tight))
-    return path
+    return {"bbox_inches": "tight", "pad_inches": 0.1} if fig.get_layout_engine() is not None else {}
 
 
 def _grid_shape(n: int) -> tuple[int, int]:

@@ -31,9 +31,24 @@ def result_figure_names(result) -> list[str]:
     return names
 
 
+def notebook_figure(fig):
+    """``fig`` with a PNG display of its own: gpu4d builds figures without pyplot, and IPython
+    registers its inline display of figures only once pyplot is imported (until then a
+    notebook would show ``Figure(640x480)``). Not in pyplot's list, it is shown once."""
+    from .figures import png_bytes
+
+    fig._repr_png_ = lambda: png_bytes(fig)
+    return fig
+
+
 def result_figure(result, kind: str = "labels"):
     """The matplotlib Figure ``kind`` of ``result`` (see ``result_figure_names``), as its PNG
-    file draws it."""
+    file draws it, displayable in notebooks (``notebook_figure``)."""
+    _check_kind(kind, result_figure_names(result))
+    return notebook_figure(_build_result_figure(result, kind))
+
+
+def _build_result_figure(result, kind: str):
     from .figures import (
         make_centre_map_figure,
         make_confidence_map_figure,
@@ -42,7 +57,6 @@ def result_figure(result, kind: str = "labels"):
     )
     from .result import LOW_CONFIDENCE
 
-    _check_kind(kind, result_figure_names(result))
     if kind == "labels":
         y_axis, x_axis = result.scan_axes
         calibrated = y_axis.units != "px"
@@ -70,13 +84,13 @@ def result_figure(result, kind: str = "labels"):
 def sweep_figure(sweep, kind: str = "scores"):
     """The matplotlib Figure ``kind`` of a ``SweepResult``: ``"scores"`` (the score curves, the
     suggested k marked) or ``"label_maps"`` (the map of every k), as ``scores.png`` and
-    ``label_maps.png`` draw them."""
+    ``label_maps.png`` draw them, displayable in notebooks."""
     from .figures import make_label_map_grid_figure, make_score_curves_figure
 
     _check_kind(kind, SWEEP_FIGURES)
     if kind == "scores":
-        return make_score_curves_figure(sweep.ks, sweep.scores, suggested_k=sweep.suggested_k)
-    return make_label_map_grid_figure(sweep.labels)
+        return notebook_figure(make_score_curves_figure(sweep.ks, sweep.scores, suggested_k=sweep.suggested_k))
+    return notebook_figure(make_label_map_grid_figure(sweep.labels))
 
 
 def _check_kind(kind, names) -> None:

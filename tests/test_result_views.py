@@ -101,6 +101,21 @@ def test_saved_pngs_are_the_plotted_figures(result, tmp_path):
         np.testing.assert_array_equal(imread(tmp_path / f"{kind}.png"), imread(tmp_path / "out" / f"{kind}.png"))
 
 
+def test_a_notebook_shows_the_plotted_figures_as_the_png_files(result, swept, tmp_path):
+    # IPython's inline display of figures is registered only once pyplot is imported; gpu4d's
+    # figures bring their own, so a cell ending in result.plot() shows the image either way
+    import io
+
+    from IPython.core.formatters import DisplayFormatter
+
+    result.save(tmp_path / "out")
+    swept.save(tmp_path / "sweep")
+    for figure, saved in ((result.plot(), "out/labels.png"), (swept.plot(), "sweep/scores.png")):
+        shown, _ = DisplayFormatter().format(figure)
+        assert shown["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
+        np.testing.assert_array_equal(imread(io.BytesIO(shown["image/png"])), imread(tmp_path / saved))
+
+
 def test_sweep_plot_scores_and_label_maps(swept):
     fig = swept.plot()
     assert len([ax for ax in fig.axes if ax.lines]) == len(swept.scores)
