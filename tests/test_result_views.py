@@ -215,3 +215,29 @@ def test_explore_cmap_of_the_navigator_is_the_label_colours(result):
     image = shown._plot.navigator_plot.ax.images[0]
     for label in range(3):
         assert image.cmap(image.norm(label)) == pytest.approx(to_rgba(label_colours(3)[label]))
+
+
+def test_explore_of_a_big_scan_never_builds_the_cube(result):
+    # a (128, 256) scan of (128, 128) patterns: a 2 GiB cube of float32 if it were built
+    import dataclasses
+    import tracemalloc
+
+    from gpu4d.views import EXPLORE_CHUNK_BYTES
+
+    rng = np.random.default_rng(0)
+    big = dataclasses.replace(
+        result, labels=rng.integers(0, 3, (128, 256)).astype(np.int32),
+        mean_patterns=rng.random((3, 128, 128)).astype(np.float32), confidence=None,
+    )
+    tracemalloc.start()
+    try:
+        shown = big.explore()
+        shown.axes_manager.indices = (200, 100)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert shown.data.nbytes == 2 * 2**30
+    assert np.prod(shown.data.chunksize) * 4 <= EXPLORE_CHUNK_BYTES
+    assert peak < 4 * EXPLORE_CHUNK_BYTES  # a chunk or two, never the cube
+    pattern = shown._plot.signal_plot.ax.images[0]
+    np.testing.assert_array_equal(np.asarray(pattern.get_array()), big.mean_patterns[big.labels[100, 200]])
