@@ -402,7 +402,7 @@ def sweep(
         n_passes = 0
         if exact:
             with timer.stage("preprocess"):
-                features = executor.run(Project(None, "preprocess", n_features=n_kept), recipe, progress)
+                features = executor.run(Project(None, "preprocess", n_features=recipe.n_features), recipe, progress)
                 if executor.local:  # the final pass reads the stored rows; workers compute theirs
                     recipe = dataclasses.replace(recipe, features=features)
                 n_passes += 1

@@ -178,7 +178,7 @@ class DaskExecutor:
         ]
         waiting, next_index = {}, 0
         with batch_bar(progress, n_rows, pass_.label) as bar:
-            for future in as_completed(futures):
+            for future in as_completed(futures, loop=self.client.loop):
                 index, offset, partial, address, n = future.result()
                 future.release()
                 self.patterns_per_worker[address] += n
