@@ -235,3 +235,22 @@ def test_stream_batches_delivers_every_batch_in_order():
     host = [(i * 5, np.full((5, 4, 3), i, np.uint8)) for i in range(7)]
     seen = [(start, int(batch[0, 0, 0])) for start, batch in backend.device_batches(iter(host))]
     assert seen == [(i * 5, i) for i in range(7)]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("dask_cuda") is None, reason="dask-cuda is not installed")
+def test_dask_cuda_workers_give_the_inline_gpu_result(tmp_path):
+    """One dask-cuda worker per GPU, the GPU backend on each: the inline GPU run's clustering (the
+    client fits the regions on its CPU, the inline run on the GPU: up to float32 rounding)."""
+    from dask_cuda import LocalCUDACluster
+    from distributed import Client
+
+    path = tmp_path / "scan.npy"
+    np.save(path, make_scan((30, 34), (48, 48), dtype="uint16", seed=3).data)
+    inline = gpu4d.sweep(str(path), "2:5", backend="gpu", batch_size=128)
+    with LocalCUDACluster() as cluster, Client(cluster) as client:
+        on_dask = gpu4d.sweep(str(path), "2:5", backend="gpu", batch_size=128, scheduler=client)
+    for k in inline.ks:
+        assert ari(on_dask[k].labels, inline[k].labels) >= 0.99
+        assert on_dask[k].inertia == pytest.approx(inline[k].inertia, rel=1e-3)
+    execution = on_dask.parameters["execution"]
+    assert execution["worker_backend"] == "gpu" and execution["workers"] >= 1
