@@ -395,7 +395,10 @@ def _blockfile_patterns(path: Path, header: dict, shape: tuple[int, int, int, in
 def _hyperspy_load(path: Path, reader: str | None):
     import hyperspy.api as hs
 
-    kwargs = {"lazy": True}
+    # signal_type "": a plain signal; the file's type (e.g. electron_diffraction) would make
+    # HyperSpy import the extension that registers it (pyxem: +6 s per load), for nothing
+    # gpu4d reads (the data and its axes)
+    kwargs = {"lazy": True, "signal_type": ""}
     if reader:
         kwargs["reader"] = reader
     with _quiet_hyperspy():
