@@ -142,12 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
         "0 complete, 2 error (malformed stream, bad argument; what arrived is saved), "
         "3 incomplete (the stream ended early; the partial result is saved), 130 Ctrl-C "
         "(the partial result is saved). The refinement is one Lloyd run from the live centroids "
-        "(--n-init does not apply; --reader neither).",
+        "(--n-init does not apply; --reader neither). With --model DIR the frames are classified "
+        "against that saved result instead, as they arrive (its mask, preprocessing and centroids; "
+        "no refitting), and the folder receives what 'gpu4d classify' writes.",
     )
     live.add_argument(
         "source", help="merlin://HOST[:PORT] (data port, default 6342) or a .mib being written"
     )
-    live.add_argument("-k", "--n-clusters", type=int, required=True, help="number of clusters")
+    live.add_argument("-k", "--n-clusters", type=int, default=None,
+                      help="number of clusters (required without --model)")
+    live.add_argument("--model", default=None, metavar="DIR",
+                      help="classify the frames with this results folder's model as they arrive "
+                      "(its mask, preprocessing and centroids; no refitting) instead of clustering")
     add_scan_option(live, required=True)
     add_preprocessing_options(live)
     add_run_options(live)
@@ -442,14 +448,20 @@ def run_live(args) -> int:
         raise InputError("--reader does not apply to live sources")
     scan_shape = parse_scan_shape(args.scan, name="--scan")
     check_source(args.source)  # a malformed URL fails here, before a results folder exists
+    if args.model is None and args.n_clusters is None:
+        raise InputError("-k/--n-clusters is required without --model")
+    options = {"backend": args.backend, "batch_size": args.batch_size, "spill_dir": args.spill_dir}
+    if args.model is None:
+        options.update(mask=args.mask, normalize=args.normalize, transform=args.transform,
+                       align=_align_option(args.align), random_state=args.seed, init_frames=args.init_frames)
+    else:
+        _refuse_with_model(args)
     run = LiveRun(
-        args.source, args.n_clusters, scan_shape,
+        args.source, args.n_clusters, scan_shape, model=args.model,
         out=args.out, overwrite=args.overwrite, figures=not args.no_figures,
         snapshot_every_s=args.snapshot_every, display=not args.quiet, max_lag_frames=args.max_lag,
         timeout_s=args.timeout, refine=not args.no_refine, max_iter=args.max_iter, tol=args.tol,
-        mask=args.mask, normalize=args.normalize, transform=args.transform, align=_align_option(args.align),
-        backend=args.backend, random_state=args.seed, batch_size=args.batch_size,
-        init_frames=args.init_frames, spill_dir=args.spill_dir,
+        **options,
     )
     start = time.perf_counter()
     outcome = run.run()
@@ -461,12 +473,25 @@ def run_live(args) -> int:
         f"{progress['frames_processed']} processed, {progress['rate_fps']:.0f} frames/s, "
         f"largest lag {progress['max_lag_frames_seen']} frames; {outcome.status}"
     )
+    if args.model is not None:
+        print(f"  model    {args.model} (classified live, no refitting)")
     if outcome.out is not None and outcome.status != "complete":
         print(f"  results  {outcome.out} (partial)")
     if outcome.message:
         print(f"gpu4d: {'error' if outcome.exit_code == EXIT_ERROR else outcome.status}: "
               f"{' '.join(outcome.message.split())}", file=sys.stderr)
     return outcome.exit_code
+
+
+def _refuse_with_model(args) -> None:
+    """With --model, the model's preprocessing is used: a preprocessing option given too is an
+    error, not silently ignored."""
+    given = {"--mask": args.mask != "auto", "--normalize": args.normalize != "max",
+             "--transform": args.transform != DEFAULT_TRANSFORM, "--align": args.align != DEFAULT_ALIGN,
+             "--init-frames": args.init_frames is not None}
+    for name, differs in given.items():
+        if differs:
+            raise InputError(f"{name} does not apply with --model: the model's preprocessing is used")
 
 
 def print_result(result, out, seconds: float) -> None:

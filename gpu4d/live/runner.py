@@ -13,6 +13,11 @@ When the scan ends the centroids are refined by Lloyd over every frame and the f
 the same result files as ``gpu4d cluster`` (plus ``progress.json``). If it ends early, the
 partial result (live labels, -1 where no frame arrived) is saved instead.
 
+Given a model (``model=``, a results folder or a ``ClusterResult``), the loop classifies the
+frames against it instead (:class:`~gpu4d.live.classifier.LiveClassifier`: the model's
+preprocessing, nearest centroid with confidence, no refitting) and the folder receives what
+``gpu4d classify`` writes.
+
 Exit codes (``LiveOutcome.exit_code``, returned by ``gpu4d live``)
 -------------------------------------------------------------------
 0
@@ -42,6 +47,7 @@ import numpy as np
 
 from gpu4d.errors import Gpu4dError, InputError
 from gpu4d.live._base import StreamIncomplete
+from gpu4d.live.classifier import LiveClassifier
 from gpu4d.live.clusterer import LiveClusterer
 
 __all__ = [
@@ -109,10 +115,16 @@ class LiveRun:
     source : str, path, FrameSource, array or iterable
         What :func:`gpu4d.live.open_source` opens: ``"merlin://HOST:PORT"``, a ``.mib`` (being
         written), a source, an array or an iterable of frames or batches.
-    n_clusters : int
+    n_clusters : int, optional
+        k; required without a model, else the model's (another value is an InputError).
     scan_shape : (int, int)
         ``(ny, nx)``; ``ny * nx`` frames are expected (a Merlin or ``.mib`` source stops after
         them; further frames of an iterable are not read).
+    model : path or ClusterResult, optional
+        Classify the frames with this model (``gpu4d.load_result``) instead of clustering them:
+        see :class:`~gpu4d.live.classifier.LiveClassifier`. Only ``backend``, ``batch_size``,
+        ``spill_dir`` and ``max_in_memory_bytes`` apply then; ``refine`` does nothing. Frames
+        whose detector shape is not the model's end the run with an error naming both.
     out : path, optional
         Results folder: snapshots while running, then the final result. None: nothing written.
     overwrite : bool
@@ -161,9 +173,10 @@ class LiveRun:
     def __init__(
         self,
         source,
-        n_clusters: int,
-        scan_shape: tuple[int, int],
+        n_clusters: int | None = None,
+        scan_shape: tuple[int, int] | None = None,
         *,
+        model=None,
         out=None,
         overwrite: bool = False,
         figures: bool = True,
@@ -178,7 +191,15 @@ class LiveRun:
         warm_up: bool = True,
         **clusterer_options,
     ) -> None:
-        self.clusterer = LiveClusterer(n_clusters, scan_shape, **clusterer_options)
+        if scan_shape is None:
+            raise InputError("scan_shape=(ny, nx) is required: a live source does not say it.")
+        if model is None:
+            if n_clusters is None:
+                raise InputError("n_clusters is required without a model.")
+            self.clusterer = LiveClusterer(n_clusters, scan_shape, **clusterer_options)
+        else:
+            self.clusterer = _classifier(model, n_clusters, scan_shape, clusterer_options)
+        self.model = model
         n = self.clusterer.n_frames
         if max_lag_frames is None:
             max_lag_frames = n
@@ -268,6 +289,9 @@ class LiveRun:
             self.clusterer.warm_up()
         try:
             self.source = self._open_source()
+            shape = getattr(self.source, "detector_shape", None)
+            if shape is not None and isinstance(self.clusterer, LiveClassifier):
+                self.clusterer.check_detector_shape(shape)  # known before the first frame
         except Gpu4dError as exc:
             self._error = exc
             return
@@ -487,8 +511,9 @@ class LiveRun:
             pass
 
     def _input_files(self) -> list[str]:
-        """A .mib being written is an input: the results folder must never hold it."""
-        candidates = [self._source_spec, self._mask_spec]
+        """A .mib being written (and a model folder) is an input: the results folder must
+        never hold it."""
+        candidates = [self._source_spec, self._mask_spec, self.model]
         return [os.fspath(c) for c in candidates
                 if isinstance(c, (str, os.PathLike)) and os.fspath(c) and Path(c).exists()]
 
@@ -572,9 +597,27 @@ class LiveRun:
         return self.out
 
 
-def run_live(source, n_clusters: int, scan_shape: tuple[int, int], **options) -> LiveOutcome:
-    """Cluster a scan from a live source; see :class:`LiveRun` for the options."""
+def run_live(source, n_clusters: int | None, scan_shape: tuple[int, int], **options) -> LiveOutcome:
+    """Cluster (or, with ``model=``, classify) a scan from a live source; see :class:`LiveRun`."""
     return LiveRun(source, n_clusters, scan_shape, **options).run()
+
+
+#: LiveRun options that a model replaces (its own preprocessing; nothing is fitted).
+_MODEL_FIXES = ("mask", "normalize", "transform", "align", "random_state", "init_frames")
+
+
+def _classifier(model, n_clusters, scan_shape, options: dict) -> LiveClassifier:
+    """The LiveClassifier of ``LiveRun(model=...)``, or an InputError for what contradicts it."""
+    for name in _MODEL_FIXES:
+        if name in options:
+            raise InputError(f"{name}={options[name]!r} does not apply with a model: the model's is used.")
+    classifier = LiveClassifier(model, scan_shape, **options)
+    if n_clusters is not None and n_clusters != classifier.n_clusters:
+        raise InputError(
+            f"n_clusters={n_clusters} differs from the model's n_clusters={classifier.n_clusters} "
+            f"({classifier.model_name}); leave it out or give {classifier.n_clusters}."
+        )
+    return classifier
 
 
 def _describe(source) -> str:
