@@ -8,7 +8,7 @@ in its own process and prints wall time, peak resident memory (the process's own
 ratios gpu4d / original. The original method is the paper's: HyperSpy load, reshape to float32,
 zero a disc over the direct beam, ``sklearn.preprocessing.normalize(norm="max")``,
 ``sklearn.cluster.KMeans`` with its default parameters (same k and seed). gpu4d runs with its
-defaults too (10 trial initialisations, see ``gpu4d.sklearn_kmeans``).
+defaults too (10 trial initialisations, see ``gpu4d.kmeans.full``).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Backends: what differs between the CPU and the GPU, chosen once and passed down.
 
 A backend holds the array module (numpy or cupy), the kernel engine (numba CPU kernels or
-numba CUDA kernels), the KMeans engine (scikit-learn; cuML, or CuPy without it) and the
+numba CUDA kernels), the KMeans engine (``gpu4d.kmeans``'s Lloyd; cuML when installed) and the
 host/device transfers. Everything above it (``gpu4d.pipeline``) is one code path.
 
 The GPU backend runs in three settings:
 
-* a real GPU: cupy arrays, CUDA kernels, cuML (or, without it, ``xp_kmeans``'s Lloyd on CuPy),
+* a real GPU: cupy arrays, CUDA kernels, cuML (or, without it, ``gpu4d.kmeans``'s Lloyd on CuPy),
   pinned double-buffered transfers (``_gpu``, which states the stream discipline);
 * numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``): the same CUDA kernels run on the CPU
   over numpy arrays that refuse to mix with host arrays, as CuPy's do (``simulated_xp``), and
@@ -19,11 +19,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import BackendUnavailable, InputError
+from .kmeans.core import KMeansFit
 
 BACKEND_NAMES = ("cpu", "gpu", "auto")
 GPU_INSTALL_HINT = (
@@ -32,18 +32,8 @@ GPU_INSTALL_HINT = (
 )
 
 
-@dataclass(frozen=True)
-class KMeansFit:
-    """A fitted KMeans, on the host."""
-
-    labels: np.ndarray  # (n,) int32
-    centers: np.ndarray  # (k, m) float32
-    inertia: float
-    n_iter: int
-
-
 class CpuBackend:
-    """numpy arrays, numba CPU kernels, scikit-learn KMeans."""
+    """numpy arrays, numba CPU kernels, gpu4d.kmeans's Lloyd with the numba assign-and-sum kernel."""
 
     name = "cpu"
     kernel_target = "cpu"
@@ -53,7 +43,7 @@ class CpuBackend:
     def describe(self) -> str:
         import numba
 
-        return f"CPU: numba {numba.__version__} kernels on {os.cpu_count()} cores, scikit-learn KMeans"
+        return f"CPU: numba {numba.__version__} kernels on {os.cpu_count()} cores, gpu4d KMeans (numba Lloyd kernel)"
 
     # transfers -----------------------------------------------------------------------------
     def to_device(self, array):
@@ -100,16 +90,21 @@ class CpuBackend:
         launch_label_sums_cpu(rows, labels, sums, column_squares)
 
     def assign_and_sum(self, dots, centre_norms, z):
-        """Nearest centres and the clusters' sums and sizes: ``xp_kmeans``'s Lloyd step."""
+        """Nearest centres and the clusters' sums and sizes: ``gpu4d.kmeans.core``'s Lloyd step."""
         from .kernels.lloyd import assign_and_sum_cpu
 
         return assign_and_sum_cpu(dots, centre_norms, z)
 
     # clustering ---------------------------------------------------------------------------
     def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state, init=None) -> KMeansFit:
-        from .sklearn_kmeans import sklearn_kmeans
+        """Full-dimensional KMeans (``gpu4d.kmeans.full``): the core's Lloyd with the numba
+        assign-and-sum kernel; scikit-learn's meaning of ``n_init``, ``tol`` and ``max_iter``."""
+        from .kmeans.full import full_kmeans
 
-        return sklearn_kmeans(features, n_clusters, n_init, max_iter, tol, random_state, init)
+        return full_kmeans(
+            np, features, n_clusters, n_init=n_init, max_iter=max_iter, tol=tol,
+            random_state=random_state, init=init, engine="xp", assign_and_sum=self.assign_and_sum,
+        )
 
 
 class GpuBackend(CpuBackend):
@@ -204,10 +199,16 @@ class GpuBackend(CpuBackend):
 
     def kmeans(self, features, n_clusters, *, n_init, max_iter, tol, random_state, init=None) -> KMeansFit:
         """Full-dimensional KMeans with the CPU's meaning of ``n_init``, ``tol`` and ``max_iter``
-        (``gpu4d.device_kmeans``): cuML's Lloyd when installed, else CuPy's."""
-        from .device_kmeans import device_kmeans
+        (``gpu4d.kmeans.full``): cuML's Lloyd when installed, else the core's on CuPy.
 
-        return device_kmeans(
+        The core's assignment runs in CuPy here (matrix products), as before, not in the CUDA
+        assign-and-sum kernel: that kernel adds every pixel of a point to its cluster's sums
+        with an atomic, one thread per point, which neighbouring points (mostly in the same
+        cluster) contend for when rows are a pattern wide; it is made for the narrow reduced
+        coordinates (sweep, regions). Not yet measured on a GPU."""
+        from .kmeans.full import full_kmeans
+
+        return full_kmeans(
             self.xp, features, n_clusters, n_init=n_init, max_iter=max_iter, tol=tol,
             random_state=random_state, init=init, engine=self.kmeans_engine,
         )
@@ -225,7 +226,7 @@ def gpu_problem() -> str | None:
 
     "Usable" means ``cupy.cuda.is_available()`` (cupy imports fine on a machine without a
     driver and only fails at the first allocation) and numba's CUDA support. Any CuPy build
-    (``cupy-cuda12x``, ``cupy-cuda13x``) will do; cuML is optional (``gpu4d.device_kmeans``).
+    (``cupy-cuda12x``, ``cupy-cuda13x``) will do; cuML is optional (``gpu4d.kmeans.full``).
     """
     if importlib.util.find_spec("cupy") is None:
         return "cupy is not installed"

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .scores import mahalanobis
-from .xp_kmeans import kmeans as xp_kmeans
-from .xp_kmeans import nearest
+from .kmeans.core import kmeans as xp_kmeans
+from .kmeans.core import nearest
 
 #: Atoms per cluster of the largest k asked for (and at least ``MIN_ATOMS``): enough that every
 #: region, the smallest included, gets atoms of its own and a gradient several atoms in a chain.
@@ -177,7 +177,7 @@ def fit_region_tree(
     n_atoms : atoms to start from; default ``max(ATOMS_PER_CLUSTER * max_k, MIN_ATOMS)``,
         at most n.
     min_region_share : clusters smaller than this share of the patterns are merged first.
-    max_iter, tol, assign_and_sum : for the atoms' KMeans (see ``gpu4d.xp_kmeans.kmeans``).
+    max_iter, tol, assign_and_sum : for the atoms' KMeans (see ``gpu4d.kmeans.core.kmeans``).
     """
     n = int(z.shape[0])
     m = min(n, n_atoms or max(ATOMS_PER_CLUSTER * max_k, MIN_ATOMS))

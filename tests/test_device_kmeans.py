@@ -1,6 +1,7 @@
-"""The GPU backend's full-dimensional KMeans (``gpu4d.device_kmeans``) on numpy and on the
-simulator's strict array module: the same meaning of n_init, tol and max_iter as the CPU's,
-checked against scikit-learn. (Its cuML engine needs a GPU: tests/test_gpu.py.)"""
+"""The GPU backend's full-dimensional KMeans (``gpu4d.kmeans.full`` in ``xp``, the assignment
+in ``xp`` rather than in a kernel) on numpy and on the simulator's strict array module: the same
+meaning of n_init, tol and max_iter as the CPU's, checked against scikit-learn. (Its cuML engine
+needs a GPU: tests/test_gpu.py.)"""
 
 import numpy as np
 import pytest
@@ -9,11 +10,10 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from gpu4d.simulated_xp import HostDeviceMixError, strict_numpy, to_device
-from gpu4d.device_kmeans import CUML_MIN_TOL, cuml_tolerance, device_kmeans
-from gpu4d.xp_kmeans import mean_feature_variance, row_squared_norms
-from gpu4d.sklearn_kmeans import sklearn_kmeans
+from gpu4d.kmeans.core import mean_feature_variance, row_squared_norms
+from gpu4d.kmeans.full import CUML_MIN_TOL, cuml_tolerance, full_kmeans
 
-from .test_sklearn_kmeans import blobs
+from .test_sklearn_kmeans import blobs, cpu_kmeans
 
 
 def matched_centres(a_labels, a_centres, b_labels, b_centres):
@@ -30,8 +30,8 @@ def test_device_kmeans_agrees_with_cpu_and_sklearn(module):
     x, truth = blobs(3, n=2500, m=120, k=5)
     xp = np if module == "numpy" else strict_numpy()
     features = x if module == "numpy" else to_device(x)
-    fit = device_kmeans(xp, features, 5, n_init=4, max_iter=300, tol=1e-4, random_state=0)
-    cpu = sklearn_kmeans(x, 5, 4, 300, 1e-4, 0)
+    fit = full_kmeans(xp, features, 5, n_init=4, max_iter=300, tol=1e-4, random_state=0)
+    cpu = cpu_kmeans(x, 5, 4, 300, 1e-4, 0)
     reference = KMeans(5, n_init=10, random_state=0).fit(x)
     assert type(fit.labels) is np.ndarray and fit.labels.dtype == np.int32
     assert adjusted_rand_score(truth, fit.labels) == 1.0
@@ -47,12 +47,12 @@ def test_tol_zero_runs_until_no_label_changes_and_init_is_one_run():
     # overlapping blobs, so Lloyd needs several iterations from a poor start
     x, _ = blobs(4, n=1500, m=30, k=4, spread=1.6)
     init = x[:4].copy()
-    fit = device_kmeans(np, x, 4, n_init=3, max_iter=500, tol=0.0, random_state=0, init=init)
+    fit = full_kmeans(np, x, 4, n_init=3, max_iter=500, tol=0.0, random_state=0, init=init)
     reference = KMeans(4, init=init, n_init=1, max_iter=500, tol=0.0).fit(x)
     assert adjusted_rand_score(reference.labels_, fit.labels) == 1.0
     assert fit.n_iter == reference.n_iter_
     assert fit.inertia == pytest.approx(reference.inertia_, rel=1e-5)
-    capped = device_kmeans(np, x, 4, n_init=3, max_iter=2, tol=0.0, random_state=0, init=init)
+    capped = full_kmeans(np, x, 4, n_init=3, max_iter=2, tol=0.0, random_state=0, init=init)
     assert capped.n_iter == 2
 
 
@@ -63,6 +63,12 @@ def test_cuml_gets_a_positive_tolerance_with_the_cpu_scale():
     x, _ = blobs(5, n=900, m=40)
     variance = mean_feature_variance(np, x, row_squared_norms(np, x))
     assert variance == pytest.approx(float(np.var(x.astype(np.float64), axis=0).mean()), rel=1e-5)
+
+
+def test_unknown_engine_is_refused():
+    x, _ = blobs(5, n=50, m=4)
+    with pytest.raises(ValueError, match="engine must be one of .*'sklearn'"):
+        full_kmeans(np, x, 2, n_init=1, max_iter=10, tol=1e-4, random_state=0, engine="sklearn")
 
 
 def test_strict_module_refuses_host_device_mixing():

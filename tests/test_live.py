@@ -25,9 +25,9 @@ from gpu4d.live import (
     EXIT_INTERRUPTED,
     LiveClusterer,
     LiveRun,
-    MiniBatchKMeans,
     match_centroids,
 )
+from gpu4d.kmeans.minibatch import MiniBatchKMeans
 from gpu4d.synthetic import make_scan
 
 from .mib_writer import acquisition_header, encode_frames

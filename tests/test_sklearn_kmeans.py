@@ -1,13 +1,13 @@
-"""Full-dimensional CPU KMeans: scikit-learn's Lloyd with float32 seeding and a copy-free
-tolerance, against scikit-learn run directly."""
+"""Full-dimensional CPU KMeans of exact mode (``gpu4d.kmeans.full`` with the numba
+assign-and-sum kernel, the CPU backend's ``kmeans``) against scikit-learn run directly."""
 
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from gpu4d.sklearn_kmeans import sklearn_kmeans
-from gpu4d.xp_kmeans import mean_feature_variance, row_squared_norms
+from gpu4d.backend import get_backend
+from gpu4d.kmeans.core import mean_feature_variance, row_squared_norms
 
 
 def blobs(seed=0, n=3000, m=300, k=5, spread=0.6):
@@ -16,6 +16,12 @@ def blobs(seed=0, n=3000, m=300, k=5, spread=0.6):
     truth = rng.integers(k, size=n)
     x = centres[truth] + rng.normal(0, spread, (n, m))
     return x.astype(np.float32), truth
+
+
+def cpu_kmeans(x, k, n_init, max_iter, tol, random_state, init=None):
+    return get_backend("cpu").kmeans(
+        x, k, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state, init=init
+    )
 
 
 def test_mean_feature_variance_equals_numpy():
@@ -27,41 +33,65 @@ def test_mean_feature_variance_equals_numpy():
     np.testing.assert_allclose(row_squared_norms(np, x), (x.astype(np.float64) ** 2).sum(1), rtol=1e-5)
 
 
-def test_tolerance_stops_lloyd_where_sklearn_stops():
+def test_same_init_same_fit_as_sklearn_and_tolerance_stops_where_sklearn_stops():
     # a loose tol, so that the tolerance (scaled by the mean feature variance, which gpu4d
-    # computes without copying the matrix), not strict convergence, ends the runs
+    # computes without copying the matrix), not strict convergence, ends the runs; tol=0 runs
+    # until no label changes
     x, _ = blobs(3, spread=4.0)
     init = x[:5].copy()
-    for tol in (0.05, 0.01, 1e-4):
-        ours = sklearn_kmeans(x, 5, n_init=1, max_iter=300, tol=tol, random_state=None, init=init)
+    for tol in (0.05, 0.01, 1e-4, 0.0):
+        ours = cpu_kmeans(x, 5, n_init=1, max_iter=300, tol=tol, random_state=None, init=init)
         theirs = KMeans(5, init=init, n_init=1, tol=tol).fit(x)
         assert ours.n_iter == theirs.n_iter_, tol
         np.testing.assert_array_equal(ours.labels, theirs.labels_)
         assert ours.inertia == pytest.approx(theirs.inertia_, rel=1e-5)
+        np.testing.assert_allclose(ours.centers, theirs.cluster_centers_, rtol=1e-4, atol=1e-4)
     # the loosest tolerance did stop early: the test would see a tolerance that is ignored
-    loose = sklearn_kmeans(x, 5, n_init=1, max_iter=300, tol=0.05, random_state=None, init=init)
-    strict = sklearn_kmeans(x, 5, n_init=1, max_iter=300, tol=0.0, random_state=None, init=init)
+    loose = cpu_kmeans(x, 5, n_init=1, max_iter=300, tol=0.05, random_state=None, init=init)
+    strict = cpu_kmeans(x, 5, n_init=1, max_iter=300, tol=0.0, random_state=None, init=init)
     assert loose.n_iter < strict.n_iter
 
 
-def test_sklearn_kmeans_matches_sklearn_and_leaves_features_unchanged():
+def test_an_empty_cluster_is_moved_as_sklearn_moves_it():
+    # one initial centre far from every point: its cluster is empty after the first assignment
+    # and takes the point farthest from its centre (scikit-learn's rule)
+    x, _ = blobs(6, n=800, m=20, k=3, spread=1.0)
+    init = np.concatenate([x[:3], np.full((1, 20), 50.0, np.float32)])
+    ours = cpu_kmeans(x, 4, n_init=1, max_iter=300, tol=0.0, random_state=None, init=init)
+    theirs = KMeans(4, init=init, n_init=1, tol=0.0).fit(x)
+    assert np.bincount(ours.labels, minlength=4).min() > 0
+    assert adjusted_rand_score(theirs.labels_, ours.labels) == 1.0
+    assert ours.inertia == pytest.approx(theirs.inertia_, rel=1e-5)
+
+
+def test_cpu_kmeans_matches_sklearn_and_leaves_features_unchanged():
     x, truth = blobs(3)
     before = x.copy()
-    fit = sklearn_kmeans(x, 5, n_init=3, max_iter=300, tol=1e-4, random_state=0)
+    fit = cpu_kmeans(x, 5, n_init=3, max_iter=300, tol=1e-4, random_state=0)
     reference = KMeans(5, n_init=3, random_state=0).fit(x)
     assert adjusted_rand_score(reference.labels_, fit.labels) >= 0.99
     assert adjusted_rand_score(truth, fit.labels) >= 0.99
     assert fit.inertia == pytest.approx(reference.inertia_, rel=1e-4)
     assert fit.labels.dtype == np.int32 and fit.centers.dtype == np.float32
-    np.testing.assert_allclose(x, before, atol=1e-5)  # centred in place, then restored
+    np.testing.assert_array_equal(x, before)  # only read
+
+
+def test_reported_inertia_is_the_float64_one_despite_large_norms():
+    # rows far from the origin: the float32 expansion ||z||^2 - 2 z.c + ||c||^2 that picks the
+    # labels loses digits there; the reported inertia must not
+    x, _ = blobs(7, n=2000, m=2000, k=3, spread=0.05)
+    x += 20.0
+    fit = cpu_kmeans(x, 3, n_init=2, max_iter=300, tol=1e-4, random_state=0)
+    difference = x.astype(np.float64) - fit.centers[fit.labels].astype(np.float64)
+    assert fit.inertia == pytest.approx(float((difference**2).sum()), rel=1e-6)
 
 
 def test_same_seed_same_result_and_init_is_used():
     x, _ = blobs(4)
-    a = sklearn_kmeans(x, 4, 2, 300, 1e-4, random_state=7)
-    b = sklearn_kmeans(x, 4, 2, 300, 1e-4, random_state=7)
+    a = cpu_kmeans(x, 4, 2, 300, 1e-4, random_state=7)
+    b = cpu_kmeans(x, 4, 2, 300, 1e-4, random_state=7)
     np.testing.assert_array_equal(a.labels, b.labels)
-    started = sklearn_kmeans(x, 4, 1, 1, 0.0, random_state=None, init=a.centers)
+    started = cpu_kmeans(x, 4, 1, 1, 0.0, random_state=None, init=a.centers)
     np.testing.assert_array_equal(started.labels, a.labels)
 
 
@@ -75,7 +105,7 @@ def test_subsampled_trials_find_a_small_cluster(seed):
     centres = rng.normal(0, 1, (4, 120))
     truth = np.repeat(np.arange(4), sizes)
     x = (centres[truth] + rng.normal(0, 0.8, (truth.size, 120))).astype(np.float32)
-    fit = sklearn_kmeans(x, 4, n_init=10, max_iter=300, tol=1e-4, random_state=seed)
+    fit = cpu_kmeans(x, 4, n_init=10, max_iter=300, tol=1e-4, random_state=seed)
     reference = KMeans(4, n_init=10, random_state=0).fit(x)
     assert adjusted_rand_score(truth, fit.labels) >= 0.99
     assert fit.inertia <= reference.inertia_ * (1 + 1e-4)

@@ -2,12 +2,9 @@
 
 Two layers:
 
-* :class:`MiniBatchKMeans` is scikit-learn's mini-batch KMeans update written once as array
-  code over an array module ``xp`` (numpy, or cupy on the GPU, so the update runs on the device
-  where the features already are): assignments from matmul distances, per-cluster sums from a
-  one-hot matmul, and the count-based learning rate (each centre is the running mean of every
-  point ever assigned to it). With ``counts`` starting at 0 and no reassignment it is exactly
-  ``sklearn.cluster.MiniBatchKMeans(reassignment_ratio=0).partial_fit``.
+* :class:`~gpu4d.kmeans.minibatch.MiniBatchKMeans` is scikit-learn's mini-batch KMeans update
+  over an array module ``xp`` (numpy, or cupy on the GPU, so the update runs on the device where
+  the features already are), in ``gpu4d.kmeans`` with the other KMeans steps.
 * :class:`LiveClusterer` turns raw frames into that update. It keeps every frame (for the exact
   refinement at the end); builds the detector mask (and the alignment reference) from the first
   frames; seeds the centroids with k-means++ and Lloyd over an initial buffer; then
@@ -46,6 +43,8 @@ import numpy as np
 from gpu4d.defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
 
 from gpu4d.errors import InputError
+from gpu4d.kmeans import core as kmeans_core
+from gpu4d.kmeans.minibatch import MiniBatchKMeans
 from gpu4d.live._base import FrameBatch
 
 __all__ = ["LiveClusterer", "MiniBatchKMeans", "match_centroids"]
@@ -84,9 +83,11 @@ RESEED_GROWTH = 2.0
 RESEED_SHARE = 0.1
 NOVEL_RESEED_SHARE = 0.3
 #: The re-seed's KMeans runs in the sample's top principal axes (at least this many), from
-#: SEED_N_INIT k-means++ starts and from the previous centroids.
+#: SEED_N_INIT k-means++ starts and from the previous centroids, each for at most SEED_MAX_ITER
+#: Lloyd iterations (it stops when no label changes).
 SEED_DIMENSIONS = 16
 SEED_N_INIT = 8
+SEED_MAX_ITER = 100
 #: The final re-seed (before the refinement) adds a uniform sample of this many frames (whose
 #: features take at most FINAL_SAMPLE_BYTES) and uses more starts in more axes.
 FINAL_UNIFORM_FRAMES = 1024
@@ -95,131 +96,6 @@ FINAL_N_INIT = 32
 FINAL_DIMENSIONS = 32
 #: Raw frames larger than this fraction of the physical memory go to a memory-mapped file.
 IN_MEMORY_FRACTION = 0.4
-
-
-# ------------------------------------------------------------------------------------ the update
-def _assign(xp, z, centers, center_norms=None):
-    """Labels (n,) int32 and squared distances (n,) float32 of the rows of ``z`` to their nearest
-    centre: ``||z||^2 - 2 z.c + ||c||^2`` from one (n, m) x (m, k) matmul, clipped at 0."""
-    if center_norms is None:
-        center_norms = xp.einsum("ij,ij->i", centers, centers)
-    scores = center_norms[None, :] - 2.0 * (z @ centers.T)  # (n, k)
-    labels = xp.argmin(scores, axis=1).astype(np.int32)
-    nearest = xp.take_along_axis(scores, labels[:, None].astype(np.int64), axis=1)[:, 0]
-    distances = xp.maximum(nearest + xp.einsum("ij,ij->i", z, z), 0.0)
-    return labels, distances
-
-
-class MiniBatchKMeans:
-    """Mini-batch KMeans over an array module (numpy or cupy): scikit-learn's update.
-
-    Parameters
-    ----------
-    n_clusters : int
-        k >= 1.
-    xp : module
-        ``numpy`` or ``cupy``; the data given to :meth:`partial_fit` lives there.
-
-    Attributes
-    ----------
-    cluster_centers_ : (k, m) float32 array of ``xp``
-    counts_ : (k,) float64 array of ``xp``
-        Points folded into each centre so far; a batch moves a centre by the share
-        ``batch points / counts_`` (scikit-learn's count-based learning rate).
-    n_steps_ : int
-        Mini-batch steps taken.
-
-    Notes
-    -----
-    scikit-learn also moves clusters with few points onto random points now and then
-    (``reassignment_ratio``); that makes labels jump, which a live display must avoid, so it is
-    left out here (``LiveClusterer`` re-seeds from its sample instead, matching identities).
-    With ``counts_`` starting at 0 the result equals
-    ``sklearn.cluster.MiniBatchKMeans(init=centers, reassignment_ratio=0).partial_fit``.
-    """
-
-    def __init__(self, n_clusters: int, *, xp=np) -> None:
-        self.n_clusters = n_clusters
-        self.xp = xp
-        self.cluster_centers_ = None
-        self.counts_ = None
-        self.n_steps_ = 0
-
-    def set_centers(self, centers, counts=None) -> MiniBatchKMeans:
-        """Start from centres (k, m); ``counts`` (k,) defaults to zeros (scikit-learn's start)."""
-        xp = self.xp
-        centers = xp.asarray(centers, dtype=np.float32)
-        if centers.ndim != 2 or centers.shape[0] != self.n_clusters:
-            raise InputError(
-                f"centers.shape={tuple(centers.shape)} should be (n_clusters={self.n_clusters}, m)."
-            )
-        self.cluster_centers_ = xp.array(centers, copy=True)
-        if counts is None:
-            self.counts_ = xp.zeros(self.n_clusters, np.float64)
-        else:
-            self.counts_ = xp.array(xp.asarray(counts, np.float64), copy=True)
-        return self
-
-    def predict(self, z):
-        """Labels (n,) int32 of the rows of ``z`` (n, m) under the current centres."""
-        return _assign(self.xp, z, self.cluster_centers_)[0]
-
-    def assign(self, z):
-        """Labels (n,) int32 and squared distances (n,) of the rows of ``z`` to their centres."""
-        return _assign(self.xp, z, self.cluster_centers_)
-
-    def update(self, z, labels, include=None) -> None:
-        """Fold the rows of ``z`` with their ``labels`` into the centres.
-
-        Each centre becomes the mean of every point ever folded into it:
-        ``c <- (c * count + sum of its new points) / (count + number of its new points)``,
-        the per-cluster sums coming from one (k, n) x (n, m) one-hot matmul. ``include`` (n,)
-        bool leaves rows out of the update (they are still labelled).
-        """
-        self.apply(*self.accumulate(z, labels, include))
-
-    def accumulate(self, z, labels, include=None):
-        """Per-cluster sums (k, m) float32 and counts (k,) float64 of rows of ``z`` (a batch may
-        be accumulated in parts, all assigned with the same centres, then applied once)."""
-        xp = self.xp
-        k = self.n_clusters
-        one_hot = (labels[:, None] == xp.arange(k, dtype=np.int32)[None, :]).astype(np.float32)
-        if include is not None:
-            one_hot *= include[:, None].astype(np.float32)
-        return one_hot.T @ z, one_hot.sum(axis=0, dtype=np.float64)
-
-    def apply(self, sums, batch_counts) -> None:
-        """One mini-batch step from accumulated ``sums`` and ``batch_counts``."""
-        xp = self.xp
-        centers = self.cluster_centers_
-        new_counts = self.counts_ + batch_counts
-        scale = xp.maximum(new_counts, 1.0)[:, None].astype(np.float32)
-        updated = (centers * self.counts_[:, None].astype(np.float32) + sums) / scale
-        self.cluster_centers_ = xp.where((batch_counts > 0)[:, None], updated, centers).astype(np.float32)
-        self.counts_ = new_counts
-        self.n_steps_ += 1
-
-    def partial_fit(self, z):
-        """One mini-batch step on ``z`` (n, m) float32.
-
-        Returns
-        -------
-        labels : (n,) int32 array of ``xp``
-            The assignments made before the update (as scikit-learn's are).
-        distances : (n,) float32 array of ``xp``
-            Squared distance of each point to the centre it was assigned to.
-        """
-        if self.cluster_centers_ is None:
-            raise InputError("MiniBatchKMeans: call set_centers before partial_fit.")
-        labels, distances = self.assign(z)
-        self.update(z, labels)
-        return labels, distances
-
-    def permute(self, order) -> None:
-        """Reorder the clusters: new cluster i is old cluster ``order[i]``."""
-        order = self.xp.asarray(np.asarray(order, np.int64))
-        self.cluster_centers_ = self.cluster_centers_[order]
-        self.counts_ = self.counts_[order]
 
 
 def match_centroids(previous, current) -> np.ndarray:
@@ -271,85 +147,6 @@ def _host(array) -> np.ndarray:
         return array
     get = getattr(array, "get", None)
     return get() if callable(get) else np.asarray(array)
-
-
-# ------------------------------------------------------------------------ weighted KMeans (small)
-def weighted_kmeans(x, weights, n_clusters: int, *, rng, n_init: int = 8, init=(), max_iter: int = 100):
-    """KMeans of a small weighted sample on the host: the best of k-means++ runs and given starts.
-
-    Parameters
-    ----------
-    x : (s, l) float64 numpy array
-    weights : (s,) float64, > 0
-    n_clusters : int
-    rng : numpy Generator
-    n_init : k-means++ (weighted: probability ~ weight * D^2) starts
-    init : iterable of (k, l) starting centres, each also run
-
-    Returns
-    -------
-    labels (s,) int64, centers (k, l) float64, inertia (weighted) float
-    """
-    x = np.asarray(x, np.float64)
-    weights = np.asarray(weights, np.float64)
-    best = None
-    starts = [np.array(c, np.float64) for c in init]
-    starts += [_kmeanspp(x, weights, n_clusters, rng) for _ in range(n_init)]
-    for centers in starts:
-        fit = _weighted_lloyd(x, weights, centers, max_iter)
-        if best is None or fit[2] < best[2] - 1e-12 * abs(best[2]):
-            best = fit
-    return best
-
-
-def _sq_dist(x, centers):
-    d = (x * x).sum(1)[:, None] - 2.0 * x @ centers.T + (centers * centers).sum(1)[None, :]
-    return np.maximum(d, 0.0)
-
-
-def _kmeanspp(x, weights, k, rng):
-    s = len(x)
-    centers = np.empty((k, x.shape[1]))
-    first = rng.choice(s, p=weights / weights.sum())
-    centers[0] = x[first]
-    closest = _sq_dist(x, centers[:1])[:, 0]
-    n_trials = 2 + int(np.log(k))
-    for c in range(1, k):
-        p = weights * closest
-        total = p.sum()
-        if total <= 0:
-            ids = rng.integers(s, size=n_trials)
-        else:
-            ids = rng.choice(s, size=n_trials, p=p / total)
-        cand = np.minimum(_sq_dist(x, x[ids]), closest[:, None])
-        pick = int(np.argmin((weights[:, None] * cand).sum(0)))
-        closest = cand[:, pick]
-        centers[c] = x[ids[pick]]
-    return centers
-
-
-def _weighted_lloyd(x, weights, centers, max_iter):
-    k = len(centers)
-    labels = None
-    for _ in range(max_iter):
-        d = _sq_dist(x, centers)
-        new = np.argmin(d, axis=1)
-        if labels is not None and np.array_equal(new, labels):
-            break
-        labels = new
-        wsum = np.bincount(labels, weights, minlength=k)
-        sums = np.zeros_like(centers)
-        np.add.at(sums, labels, x * weights[:, None])
-        empty = wsum <= 0
-        if empty.any():  # an empty cluster takes the worst-served points
-            own = d[np.arange(len(x)), labels] * weights
-            for c, i in zip(np.flatnonzero(empty), np.argsort(-own)):
-                sums[c], wsum[c] = x[i] * weights[i], weights[i]
-        centers = sums / wsum[:, None]
-    d = _sq_dist(x, centers)
-    labels = np.argmin(d, axis=1)
-    inertia = float((weights * d[np.arange(len(x)), labels]).sum())
-    return labels, centers, inertia
 
 
 # ------------------------------------------------------------------------------------- sample
@@ -929,23 +726,28 @@ class LiveClusterer:
         width = int(min(s, m, max(dimensions, 2 * k + 6)))
         sketch = in_memory_sketch(rows, backend, sketch_size=width, random_state=self._rng.integers(2**31))
         coords = _host(sketch.scores).astype(np.float64)
-        starts = []
+        start = None
         if previous is not None:
             mean = rows.mean(axis=0, dtype=np.float64).astype(np.float32)  # what the scores are centred on
-            starts.append(_host((previous - mean[None, :]) @ sketch.components).astype(np.float64))
-        labels, _, _ = weighted_kmeans(coords, weights, k, rng=self._rng, n_init=n_init, init=starts)
-        one_hot = (labels[:, None] == np.arange(k)[None, :]) * weights[:, None]
-        mass = one_hot.sum(axis=0)
-        centers = (backend.to_device(one_hot.T.astype(np.float32)) @ rows) / xp.asarray(
-            np.maximum(mass, 1e-12)[:, None].astype(np.float32)
+            start = _host((previous - mean[None, :]) @ sketch.components).astype(np.float64)
+        # a small weighted sample on the host, in float64; run until no label changes
+        labels = kmeans_core.kmeans(
+            np, coords, k, n_init=n_init, max_iter=SEED_MAX_ITER, tol=0.0, rng=self._rng,
+            warm_start=start, weights=np.asarray(weights, np.float64), dtype=np.float64,
+        ).labels
+        # lifted back: each cluster's weighted mean of the full rows
+        sums, mass = kmeans_core.cluster_sums(
+            xp, rows, backend.to_device(labels), k, weights=backend.to_device(np.asarray(weights, np.float32))
         )
+        mass = _host(mass)
+        centers = sums / xp.asarray(np.maximum(mass, 1e-12)[:, None].astype(np.float32))
         if previous is not None:
             centers = xp.where(xp.asarray(mass > 0)[:, None], centers, previous)
             order = match_centroids(previous, centers)
             centers = centers[xp.asarray(order)]
             relabel = np.argsort(order)
             labels, mass = relabel[labels], mass[order]
-        _, distances = _assign(xp, rows, centers)
+        _, distances = kmeans_core.assign(xp, rows, centers)
         distances = _host(distances)
         thresholds = np.full(k, np.inf)
         spread = np.quantile(distances, NOVELTY_QUANTILE) if s else np.inf
