@@ -12,10 +12,16 @@ For each detector size it prints the processing rate (frames processed per secon
 first frame to the last one processed: the sustained rate, refinement excluded), whether every
 frame arrived (no drops), the largest lag, the CPU time per frame, and the refinement time.
 
+With ``--model DIR`` (a results folder of the same detector size) or ``--model fit`` (a model
+clustered from a 24x24 synthetic scan of the same phases), every repeat also runs live
+classification against that model (``LiveRun(model=...)``: no refitting) on the same frames,
+from the same simulator, right after the live clustering, and prints both rates.
+
 Usage::
 
     python benchmarks/bench_live.py                    # 144x144 and 256x256
     python benchmarks/bench_live.py --size 144 --scan 100x100 --repeats 2
+    python benchmarks/bench_live.py --size 144 --scan 64x64 --model fit
 
 Needs ``pip install libertem-live``.
 
@@ -75,11 +81,21 @@ def warm_up(port: int) -> float:
     return time.perf_counter() - t
 
 
-def live_once(port: int, scan, k: int, out: Path, batch: int | None) -> dict:
+def fit_model(folder: Path, size: int, k: int, seed: int = 3) -> Path:
+    """A model of the acquisition's phases: ``gpu4d.cluster`` of a 24x24 scan of the same seed
+    (the same orientations in another layout), saved to ``folder``."""
+    import gpu4d
+
+    scan = make_scan(scan_shape=(24, 24), detector_shape=(size, size), seed=seed, dtype="uint16")
+    gpu4d.cluster(scan.data, k).save(folder, figures=False)
+    return folder
+
+
+def live_once(port: int, scan, k: int, out: Path, batch: int | None, model=None) -> dict:
     cpu0 = time.process_time()
     t0 = time.perf_counter()
-    run = LiveRun(f"merlin://127.0.0.1:{port}", k, scan, out=out, overwrite=True, display=False,
-                  snapshot_every_s=5.0, timeout_s=30.0, batch_size=batch)
+    run = LiveRun(f"merlin://127.0.0.1:{port}", None if model else k, scan, model=model, out=out,
+                  overwrite=True, display=False, snapshot_every_s=5.0, timeout_s=30.0, batch_size=batch)
     outcome = run.run()
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
@@ -101,11 +117,13 @@ def live_once(port: int, scan, k: int, out: Path, batch: int | None) -> dict:
     }
 
 
-def run(size: int, scan, k: int, repeats: int, batch: int | None) -> None:
+def run(size: int, scan, k: int, repeats: int, batch: int | None, model: str | None = None) -> None:
     n = scan[0] * scan[1]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         hdr = write_acquisition(tmp, size, scan)
+        if model == "fit":
+            model = fit_model(tmp / f"model_{size}", size, k)
         mb = hdr.with_suffix(".mib").stat().st_size / 1e6
         proc, port = start_simulator(hdr, "MEM")
         try:
@@ -131,6 +149,18 @@ def run(size: int, scan, k: int, repeats: int, batch: int | None) -> None:
                     flush=True,
                 )
                 print(f"         stage seconds {r['timings']}", flush=True)
+                if model is not None:
+                    c = live_once(port, scan, k, tmp / f"classified{i}", batch, model=model)
+                    missing = c["expected"] - c["frames"]
+                    print(
+                        f"  run {i} with the model: {c['status']}, {c['frames']}/{c['expected']} frames "
+                        f"({'no drops' if missing == 0 else f'{missing} MISSING'}), sustained {c['rate']:7.0f} "
+                        f"frames/s ({c['rate'] / max(r['rate'], 1e-9):.2f}x live clustering), largest lag "
+                        f"{c['max_lag']} frames, {1e6 * c['live_cpu_s'] / n:.0f} CPU-us/frame, saving "
+                        f"{c['finish_s']:.1f} s",
+                        flush=True,
+                    )
+                    print(f"         stage seconds {c['timings']}", flush=True)
         finally:
             proc.terminate()
             try:
@@ -146,6 +176,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-k", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--batch", type=int, default=None, help="mini-batch size (default: automatic)")
+    parser.add_argument("--model", default=None, metavar="DIR|fit",
+                        help="also classify the same frames live with this model (a results folder "
+                        "of the same detector size; 'fit': clustered from a synthetic scan of the "
+                        "same phases)")
     args = parser.parse_args(argv)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     for size in args.size:
@@ -153,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
             scan = tuple(int(v) for v in args.scan.lower().split("x"))
         else:
             scan = (128, 128) if size <= 144 else (64, 64)
-        run(size, scan, args.k, args.repeats, args.batch)
+        run(size, scan, args.k, args.repeats, args.batch, args.model)
     print(GPU_EXPECTATION, flush=True)
 
 

@@ -104,8 +104,13 @@ def test_live_labels_match_a_float64_nearest_centroid_reference(model_dir, scans
     with LiveClassifier(model, SECOND, batch_size=5) as live:
         for frame in frames:  # one by one, processed in odd chunks
             live.receive(frame)
-            if live.frames_received % 7 == 0:
+            if live.frames_received % 9 == 0:
                 live.process()
+        # labels first: the class sums wait until no frame is waiting
+        assert live.frames_processed == len(frames) - len(frames) % 9 < len(frames) and live.frames_summed == 0
+        live.process()  # classifies the last frames
+        assert live.frames_summed == 0
+        assert live.process() == 0 and live.frames_summed == len(frames)  # idle: the sums catch up
         result = live.finish()
     np.testing.assert_array_equal(result.labels.ravel(),
                                   cdist(features, model.centroids[:, kept].astype(np.float64)).argmin(axis=1))
@@ -131,6 +136,8 @@ def test_a_drifted_scan_is_shifted_frame_by_frame_onto_the_model_reference():
     # shifts differ by a fraction of a pixel, so labels may differ near a class boundary
     reference = gpu4d.classify(model, second.data)
     assert np.mean(result.labels == reference.labels) >= 0.99
+    for c in range(3):  # the class means, aligned onto the same reference beam
+        assert np.corrcoef(result.mean_patterns[c].ravel(), reference.mean_patterns[c].ravel())[0, 1] > 0.999
 
 
 def test_cli_live_with_a_model_on_a_mib_being_written(model_dir, scans, tmp_path, capsys):
@@ -237,3 +244,15 @@ def test_arguments_that_contradict_the_model(model_dir, tmp_path, capsys):
                  "--out", str(model_dir / "live"), "-q"])
     assert code == EXIT_ERROR and not (model_dir / "live").exists()
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("n, m, k", [(1, 1, 1), (97, 257, 3), (257, 97, 16)])
+def test_squared_distance_kernel_against_numpy_float64(n, m, k):
+    from gpu4d.kernels.distances import launch_squared_distances_cpu
+
+    rng = np.random.default_rng(n)
+    rows = rng.random((n, m), dtype=np.float32)
+    centres = rng.random((k, m))
+    got = launch_squared_distances_cpu(rows, centres, (centres**2).sum(axis=1))
+    expected = cdist(rows.astype(np.float64), centres, "sqeuclidean")
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * m)

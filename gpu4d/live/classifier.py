@@ -5,8 +5,10 @@
 ``ClusterResult``): no initial buffer, no KMeans, no re-seeding. Each batch of arrived frames
 is preprocessed with the model's mask, transform and normalization by the backend's fused kernel,
 its float64 distances to the model's centroids give the labels and the confidence
-(:func:`gpu4d.model.nearest_and_confidence`, as ``gpu4d.classify``), and its raw patterns are
-added to per-class running sums, from which the mean pattern of each class comes at the end.
+(:func:`gpu4d.model.nearest_and_confidence`, as ``gpu4d.classify``). Labels come first: the
+raw patterns of classified frames are added to per-class running sums (the mean patterns) when
+no frame is waiting, and the rest at the end, so a loop that cannot keep up spends its time on
+labels (on the CPU the sums cost about a fifth of a frame's classification).
 
 Alignment, when the model was aligned, differs from ``gpu4d.classify`` in one way: ``classify``
 measures the whole scan and fits a smooth descan field before shifting (the model's method,
@@ -110,7 +112,7 @@ class LiveClassifier:
         py, px = self.mask.kept_pixels()
         self._pixels = (to_device(py), to_device(px))
         # the distances as gpu4d.engine.passes.Distances computes them, in float64
-        centroids = np.asarray(model.centroids[:, py, px], np.float64)
+        centroids = np.ascontiguousarray(model.centroids[:, py, px], np.float64)
         self._centroids = to_device(centroids)
         self._centroid_norms = (self._centroids**2).sum(axis=1)
         bad = model.mask.bad_masked
@@ -143,6 +145,8 @@ class LiveClassifier:
         self._confidence = np.zeros(self.n_frames, np.float32)
         self._own = np.zeros(self.n_frames, np.float32)  # distance to the own centroid
         self._centres = None if self.plan is None else np.full((self.n_frames, 2), np.nan, np.float32)
+        self._shifts = None if self.plan is None else np.zeros((self.n_frames, 2), np.float32)
+        self._summed = 0  # frames [0, _summed) are in the class sums
         self._frames_shifted = 0
         self._sums = xp.zeros((self.n_clusters, self.detector_shape[0] * self.detector_shape[1]), np.float64)
         self._work = self._raw_work = None
@@ -214,12 +218,16 @@ class LiveClassifier:
     def process(self, max_frames: int | None = None, *, final: bool = False) -> int:
         """Classify received frames (at most about ``max_frames``); return how many.
 
-        ``final`` is accepted for LiveRun; a classifier has no initial buffer to wait for.
+        When no frame is waiting, adds (about ``max_frames``) classified frames to the class
+        sums instead: labels come first, the mean patterns' sums when there is time (and at
+        :meth:`finish`). ``final`` is accepted for LiveRun; there is no initial buffer.
         """
         with _one_blas_thread():
             done = 0
             while True:
                 available = self.frames_received - self.frames_processed
+                if available <= 0 and done == 0:
+                    self._add_to_sums(max_frames)
                 if available <= 0 or (max_frames is not None and done >= max_frames):
                     return done
                 n = min(available, self._chunk)
@@ -232,19 +240,28 @@ class LiveClassifier:
         """Nothing to relabel: the centroids never change."""
         return 0
 
+    @property
+    def frames_summed(self) -> int:
+        """Frames whose raw patterns are in the class sums (the mean patterns) so far."""
+        return self._summed
+
+    def _raw_chunk(self, start: int, stop: int) -> np.ndarray:
+        """Stored frames ``[start, stop)``, the model's dead and hot pixels read as 0 (as
+        ``classify`` reads them: a hot pixel must not be shifted into the patterns)."""
+        raw = self._store.frames[start:stop]
+        if self._zeroed is not None:
+            raw = np.array(raw)  # a copy: the store keeps what arrived
+            raw[:, self._zeroed[0], self._zeroed[1]] = 0
+        return raw
+
     def _classify(self, start: int, stop: int) -> None:
-        """Labels, confidence and class sums of frames ``[start, stop)``."""
+        """Labels, confidence (and the beam centres, when aligning) of frames ``[start, stop)``."""
         from gpu4d.model import nearest_and_confidence
 
         backend, n = self.backend, stop - start
-        xp = backend.xp
         if self._work is None or self._work.shape[0] < n:
-            self._work = xp.empty((max(n, self._chunk), self.mask.n_kept), np.float32)
-        raw = self._store.frames[start:stop]
-        if self._zeroed is not None:
-            raw = np.array(raw)  # a copy: the model's dead and hot pixels read as 0
-            raw[:, self._zeroed[0], self._zeroed[1]] = 0
-        for _, batch in backend.device_batches([(start, raw)]):
+            self._work = backend.xp.empty((max(n, self._chunk), self.mask.n_kept), np.float32)
+        for _, batch in backend.device_batches([(start, self._raw_chunk(start, stop))]):
             shifts = None
             if self.plan is not None:
                 t = time.perf_counter()
@@ -256,21 +273,47 @@ class LiveClassifier:
             backend.preprocess(batch, shifts, py, px, self._transform_code, self._norm_code, features)
             backend.synchronize()
             t = self._lap("preprocess", t)
-            f64 = features.astype(np.float64)
-            squared = (f64**2).sum(axis=1)[:, None] - 2.0 * f64 @ self._centroids.T + self._centroid_norms
-            distances = backend.to_host(xp.sqrt(xp.maximum(squared, 0.0)))
+            distances = backend.to_host(self._distances(features))
             labels, confidence = nearest_and_confidence(distances)
             own = distances[np.arange(n), labels].astype(np.float32)
-            t = self._lap("assign", t)
-            backend.add_label_sums(self._raw_rows(batch, shifts, n),
-                                   backend.to_device(np.ascontiguousarray(labels[:, None])), self._sums)
-            backend.synchronize()
-            self._lap("sums", t)
+            self._lap("assign", t)
         with self._lock:
             self._labels[start:stop] = labels
             self._confidence[start:stop] = confidence
             self._own[start:stop] = own
             self.frames_processed = stop
+
+    def _add_to_sums(self, max_frames: int | None = None) -> int:
+        """Add classified frames (about ``max_frames``; all when None) to the per-class sums of
+        their raw patterns, aligned by the shifts they were classified with; return how many."""
+        backend, done = self.backend, 0
+        t = time.perf_counter()
+        while self._summed < self.frames_processed and (max_frames is None or done < max_frames):
+            start = self._summed
+            stop = min(self.frames_processed, start + self._chunk)
+            n = stop - start
+            labels = backend.to_device(np.ascontiguousarray(self._labels[start:stop, None]))
+            for _, batch in backend.device_batches([(start, self._raw_chunk(start, stop))]):
+                backend.add_label_sums(self._raw_rows(batch, start, stop), labels, self._sums)
+            backend.synchronize()
+            self._summed = stop
+            done += n
+        self._lap("sums", t)
+        return done
+
+    def _distances(self, features):
+        """(n, k) float64 distances to the centroids: ``gpu4d.engine.passes.Distances``'s
+        formula; on the CPU in one numba pass over each row (``kernels.distances``, ~10x
+        numpy's float64 copy and dgemm), so the same labels as ``classify``."""
+        xp = self.backend.xp
+        if xp is np and self.backend.kernel_target == "cpu":
+            from gpu4d.kernels.distances import launch_squared_distances_cpu
+
+            squared = launch_squared_distances_cpu(features, self._centroids, self._centroid_norms)
+        else:
+            f64 = features.astype(np.float64)
+            squared = (f64**2).sum(axis=1)[:, None] - 2.0 * f64 @ self._centroids.T + self._centroid_norms
+        return xp.sqrt(xp.maximum(squared, 0.0))
 
     def _lap(self, stage: str, since: float) -> float:
         """Add the time since ``since`` to ``stage``; return now."""
@@ -278,14 +321,16 @@ class LiveClassifier:
         self.timings[stage] += now - since
         return now
 
-    def _raw_rows(self, batch, shifts, n: int):
-        """The batch's raw patterns as (n, qy * qx) rows, shifted onto the reference when
-        ``shifts`` is given (float32 then), as classify's mean patterns read them."""
-        if shifts is None:
+    def _raw_rows(self, batch, start: int, stop: int):
+        """The batch's raw patterns as (n, qy * qx) rows, shifted onto the reference as they
+        were for their classification (float32 then), as classify's mean patterns read them."""
+        n = stop - start
+        if self._shifts is None or not self._shifts[start:stop].any():
             return batch.reshape(n, -1)
         if self._raw_work is None or self._raw_work.shape[0] < n:
             self._raw_work = self.backend.xp.empty((max(n, self._chunk), self._sums.shape[1]), np.float32)
         out = self._raw_work[:n]
+        shifts = self.backend.to_device(self._shifts[start:stop])
         self.backend.preprocess(batch, shifts, *self._every_pixel, *self._raw_codes, out)
         return out
 
@@ -308,6 +353,7 @@ class LiveClassifier:
         shifts = shifts_from_centres(centres, self._reference)
         if self._threshold_px > 0:
             shifts[np.abs(shifts).max(axis=1) < self._threshold_px] = 0.0
+        self._shifts[start:stop] = shifts  # the class sums shift the raw patterns alike
         moved = int(np.count_nonzero(np.abs(shifts).max(axis=1) > 0))
         self._frames_shifted += moved
         return backend.to_device(shifts) if moved else None
@@ -357,6 +403,7 @@ class LiveClassifier:
         from gpu4d.result import ClusterResult
 
         self.process(final=True)
+        self._add_to_sums()
         n = self.frames_processed
         if n == 0:
             raise InputError("no frame arrived: nothing to classify.")
