@@ -253,17 +253,18 @@ def lloyd(
     centers = xp.asarray(centers, dtype=z.dtype)
     labels = None
     n_iter = 0
+    strict = False
     for n_iter in range(1, max_iter + 1):
         new_labels, sums, counts = _assign_and_sum(xp, z, centers, weights, assign_and_sum)
         new_centers = _update_centers(xp, z, squared_norms, new_labels, sums, counts, centers, weights)
         shift = float(((new_centers - centers) ** 2).sum(dtype=np.float64))
         centers = new_centers
-        if labels is not None and bool(xp.all(labels == new_labels)):
-            break  # strict convergence: the centres are the means of unchanged clusters
+        strict = labels is not None and bool(xp.all(labels == new_labels))
         labels = new_labels
-        if shift <= tol_abs:
-            break
-    labels, _ = assign(xp, z, centers, squared_norms=squared_norms)
+        if strict or shift <= tol_abs:
+            break  # strict convergence: the centres are the means of the unchanged clusters
+    if not strict:  # else the labels are already those of the centres (as in scikit-learn)
+        labels, _ = assign(xp, z, centers, squared_norms=squared_norms)
     return KMeansFit(labels=labels, centers=centers, inertia=inertia(xp, z, labels, centers, weights), n_iter=n_iter)
 
 
