@@ -150,10 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
         "source", help="merlin://HOST[:PORT] (data port, default 6342) or a .mib being written"
     )
     live.add_argument("-k", "--n-clusters", type=int, default=None,
-                      help="number of clusters (required without --model)")
+                      help="number of clusters (required without --model; default with it: the model's)")
     live.add_argument("--model", default=None, metavar="DIR",
                       help="classify the frames with this results folder's model as they arrive "
-                      "(its mask, preprocessing and centroids; no refitting) instead of clustering")
+                      "(its mask, preprocessing and centroids; no refitting) instead of clustering "
+                      "(default: none, cluster)")
     add_scan_option(live, required=True)
     add_preprocessing_options(live)
     add_run_options(live)

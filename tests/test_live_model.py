@@ -188,6 +188,23 @@ def test_cli_live_with_a_model_against_the_merlin_simulator(model_dir, scans, tm
         assert (out / name).is_file(), name
 
 
+def test_a_stream_that_ends_early_saves_the_frames_classified(model_dir, scans, tmp_path):
+    second = scans[1]
+    frames = frames_of(second)[:300]  # of 560
+    outcome = LiveRun(batches(frames, 64), scan_shape=SECOND, model=model_dir, out=tmp_path / "out",
+                      figures=True).run()
+    assert outcome.status == "incomplete" and outcome.exit_code == 3
+    result = outcome.result
+    labels = result.labels.ravel()
+    assert (labels[300:] == -1).all() and (labels[:300] >= 0).all()
+    assert (result.confidence.ravel()[300:] == 0).all()
+    assert result.cluster_sizes.sum() == 300
+    reference = gpu4d.classify(model_dir, second.data).labels.ravel()
+    np.testing.assert_array_equal(labels[:300], reference[:300])
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "labels.npy").ravel(), labels)
+    assert json.loads((tmp_path / "out" / "progress.json").read_text())["frames_received"] == 300
+
+
 def test_frames_of_another_detector_shape_end_the_run_naming_both_shapes(model_dir, tmp_path):
     small = make_scan((8, 8), (48, 48), n_grains=3, defect=False, seed=1).data.reshape(-1, 48, 48)
     outcome = LiveRun(batches(small, 16), scan_shape=(8, 8), model=model_dir, out=tmp_path / "out",
