@@ -138,6 +138,13 @@ def test_a_drifted_scan_is_shifted_frame_by_frame_onto_the_model_reference():
     assert np.mean(result.labels == reference.labels) >= 0.99
     for c in range(3):  # the class means, aligned onto the same reference beam
         assert np.corrcoef(result.mean_patterns[c].ravel(), reference.mean_patterns[c].ravel())[0, 1] > 0.999
+    # a summary without the window radius: the window comes from the beam radius, as when measured
+    del model.extra["alignment"]["window_radius_px"]
+    with LiveClassifier(model, SECOND) as again:
+        again.receive(frames_of(second))
+        older = again.finish()
+    assert older.extra["alignment"]["window_radius_px"] == pytest.approx(info["window_radius_px"])
+    np.testing.assert_array_equal(older.labels, result.labels)
 
 
 def test_cli_live_with_a_model_on_a_mib_being_written(model_dir, scans, tmp_path, capsys):

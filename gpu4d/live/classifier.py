@@ -124,8 +124,11 @@ class LiveClassifier:
             info = model.extra["alignment"]
             self._reference = tuple(float(v) for v in info["reference"])
             window = info.get("window_radius_px")
-            if window is None:
-                window = default_window_radius(info.get("beam_radius_px") or self.mask.describe()["beam"]["half_max_radius"])
+            if window is None:  # an older summary: the window from the beam's radius
+                radius = info.get("beam_radius_px") or (getattr(self.mask, "beam", None) or {}).get("half_max_radius")
+                if radius is None:
+                    raise InputError(f"{self.model_name}: its alignment records no beam radius to measure frames with")
+                window = default_window_radius(radius)
             self._window = float(window)
             self._threshold_px = AUTO_ALIGN_THRESHOLD_PX if self.plan == "auto" else 0.0
             every_y, every_x = np.indices(self.detector_shape, dtype=np.int32)
