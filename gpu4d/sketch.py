@@ -48,6 +48,8 @@ import numpy as np
 
 from .engine.passes import Project, TransposedProduct
 
+#: Variance, relative to the leading axis's, below which an axis holds only rounding.
+ROUNDING_VARIANCE = 1e-8
 #: Default sketch width l (columns of the Gaussian test matrix).
 DEFAULT_SKETCH_SIZE = 48
 #: Share of the patterns the range finder and the power step (passes 1 and 2) run on ...
@@ -94,13 +96,18 @@ def leading_axes(singular_values, target: float, minimum: int, maximum: int | No
     Bounded to ``[minimum, maximum]`` (``maximum`` defaults to the number of axes). The share is
     of the sketch's variance (``sum S**2`` over its l axes), not of the total: noise spread over
     thousands of pixels keeps the share of the total low whatever c is.
+
+    Axes whose variance is below ``ROUNDING_VARIANCE`` of the leading one hold float32 rounding
+    only (the data have fewer dimensions): they are never kept, whatever ``minimum`` says, since
+    distances judged against their near-zero spread would be noise.
     """
     width = len(singular_values)
     maximum = width if maximum is None else min(maximum, width)
     power = np.asarray(singular_values, np.float64) ** 2
     cumulative = np.cumsum(power) / max(power.sum(), np.finfo(float).tiny)
     count = int(np.searchsorted(cumulative, target - 1e-12) + 1)
-    return int(min(max(count, minimum), maximum))
+    real = max(1, int((power >= ROUNDING_VARIANCE * power.max()).sum())) if width else 0
+    return int(min(max(count, minimum), maximum, real))
 
 
 def small_matrices(xp):
@@ -123,6 +130,7 @@ def streaming_sketch(
     min_sample: int = MIN_SAMPLE,
     progress: bool = False,
     axes=None,
+    basis_blur: float | None = None,
 ) -> Sketch:
     """Randomized PCA of the preprocessed patterns in three passes of ``executor`` (see the module).
 
@@ -138,25 +146,35 @@ def streaming_sketch(
     axes : optional ``f(sample_singular_values (l,)) -> c``: project the patterns onto the c
         leading principal axes of the sample only (pass 3 then costs c/l of a full
         projection); by default onto all l axes of span(P).
+    basis_blur : optional sigma (scan pixels): find the axes of the patterns blurred over the
+        scan (``S X``, a Gaussian S) instead of X; the coordinates Z = Xc P stay the patterns'
+        own. Passes 1 and 2 then read every pattern (S needs each pattern's neighbours).
     """
     ctx = executor.context(recipe)
     xp, backend = ctx.xp, ctx.backend
     n = executor.dataset.n_patterns
     m = recipe.n_features
-    sample = sample_rows(n, random_state, min_sample)
+    scan_shape = executor.dataset.scan_shape
+    blur = (lambda a: a) if basis_blur is None else (lambda a: blur_over_scan(xp, a, scan_shape, basis_blur))
+    sample = np.arange(n) if basis_blur is not None else sample_rows(n, random_state, min_sample)
     s = int(sample.size)
     width = int(min(sketch_size, s, m))
     omega = backend.to_device(_gaussian((m, width), random_state))
     in_sample = None if s == n else sample
 
-    # pass 1, on the sample: Y = Xs Omega; Q = orth(Y - 1 ybar), its columns centred
-    y = executor.run(Project(omega, "sketch 1/3 (sample)", in_sample), recipe, progress)
+    # pass 1, on the sample: Y = Xs Omega; Q = orth(Y - 1 ybar), its columns centred. With
+    # basis_blur, S Xs Omega = S Y: the blur applies to the (n, l) product, not to X
+    y = blur(executor.run(Project(omega, "sketch 1/3" + (" (sample)" if s < n else ""), in_sample), recipe, progress))
     q = _orthonormal(xp, y - y.mean(axis=0, dtype=np.float64)[None, :]).astype(np.float32)
     del y, omega
 
     # pass 2, on the sample, the power step: W = Xs^T Q = Xsc^T Q (1^T Q = 0, so the sample's
-    # mean never needs to be subtracted); P R = W
-    w = executor.run(TransposedProduct(q, "sketch 2/3 (sample)", in_sample), recipe, progress)
+    # mean never needs to be subtracted); P R = W. With basis_blur, (S X)^T Q = X^T (S Q): S is
+    # symmetric away from the scan's edges
+    q_blurred = blur(q)
+    q_blurred -= q_blurred.mean(axis=0, dtype=np.float64).astype(np.float32)[None, :]  # keeps 1^T Q = 0
+    w = executor.run(TransposedProduct(q_blurred, "sketch 2/3" + (" (sample)" if s < n else ""), in_sample), recipe, progress)
+    del q_blurred
     p, r = _orthonormal(xp, w, with_r=True)
     p = p.astype(np.float32)
     del q, w
@@ -178,6 +196,26 @@ def streaming_sketch(
     sketch = _finish(xp, z, p)
     sketch.sample_singular_values = sample_singular_values
     return sketch
+
+
+def blur_over_scan(xp, values, scan_shape, sigma: float):
+    """``values`` (n, c), one row per pattern in scan order, blurred over the scan by a
+    Gaussian of ``sigma`` scan pixels (truncated at 2 sigma, edges repeated): float32 (n, c)."""
+    ny, nx = scan_shape
+    radius = max(1, int(round(2 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    grid = values.reshape(ny, nx, -1).astype(np.float32)
+    for axis, size in ((0, ny), (1, nx)):
+        padded = xp.concatenate(
+            [xp.repeat(xp.take(grid, [0], axis=axis), radius, axis=axis), grid,
+             xp.repeat(xp.take(grid, [size - 1], axis=axis), radius, axis=axis)], axis=axis,
+        )
+        out = xp.zeros_like(grid)
+        for offset, tap in enumerate(taps):
+            out += np.float32(tap) * xp.take(padded, xp.arange(offset, offset + size), axis=axis)
+        grid = out
+    return grid.reshape(ny * nx, -1)
 
 
 def sample_rows(n: int, random_state: int | None, min_sample: int = MIN_SAMPLE) -> np.ndarray:

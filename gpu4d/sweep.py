@@ -42,7 +42,7 @@ from .backend import get_backend
 from .dataset import open_dataset
 from .errors import Gpu4dWarning, InputError
 from .pipeline import PreprocessingOptions, _check_kmeans_parameters
-from .defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
+from .defaults import BASIS_BLUR_PX, DEFAULT_ALIGN, DEFAULT_TRANSFORM
 from .engine import RowRecipe, raw_cache_budget
 from .engine.passes import LabelSums, Project
 from .executors import make_executor, requested_scheduler
@@ -415,6 +415,7 @@ def sweep(
                 sketch = streaming_sketch(
                     executor, recipe, sketch_size=sketch_size, random_state=random_state, progress=progress,
                     axes=lambda values: _n_components(values, n_components, variance_target),
+                    basis_blur=BASIS_BLUR_PX,
                 )
                 n_passes += 3
         # reduced mode projected just the chosen components
@@ -605,7 +606,10 @@ def _components_info(sketch, n_comp, exact, n_components, variance_target, total
         "explained_variance_ratio_kept": float(ratio[:n_comp].sum()),
         "explained_variance_ratio_sketch": float(all_ratio.sum()),
         "explained_variance_ratio_sketch_axes": [float(v) for v in all_ratio],
-        "sketch_axes_variance": "exact" if sketch.sample_singular_values is None else "estimated on the sample",
+        "sketch_axes_variance": "exact" if sketch.sample_singular_values is None else (
+            f"of the patterns blurred over the scan (Gaussian, sigma {BASIS_BLUR_PX} px), where the "
+            "axes are found: below the patterns' own where blurring removes noise and edges"
+        ),
         "share_of_sketch_variance_kept": float(power[:n_comp].sum() / max(power.sum(), 1e-300)),
         "final_pass_sums": totals.n_sums,
         "kmeans_space": (

@@ -345,10 +345,13 @@ def test_sweep_json_and_folder_layout(result, tmp_path):
     components = summary["components"]
     assert len(components["explained_variance_ratio"]) == components["n_components"]
     assert len(components["explained_variance_ratio_sketch_axes"]) == components["sketch_size"]
-    # the exact variances of the regions' axes (3 for 4 regions) and their estimates agree
-    np.testing.assert_allclose(
-        components["explained_variance_ratio"][:3], components["explained_variance_ratio_sketch_axes"][:3], rtol=0.02
-    )
+    # the regions' axes (3 for 4 regions): the variances of the patterns blurred over the scan,
+    # where the axes are found, are those of the patterns less what blurring removes at the
+    # regions' edges (a Gaussian blur never adds variance); measured 0.90 of them
+    exact = np.array(components["explained_variance_ratio"][:3])
+    blurred = np.array(components["explained_variance_ratio_sketch_axes"][:3])
+    assert np.all(blurred <= exact * 1.02) and np.all(blurred >= 0.8 * exact), (blurred, exact)
+    assert "blurred" in components["sketch_axes_variance"]
     assert "silhouette" in summary["rule"] and "score_spaces" in summary
     for k in result.ks:
         sub = out / folder_name(k)
