@@ -91,11 +91,12 @@ def fit_model(folder: Path, size: int, k: int, seed: int = 3) -> Path:
     return folder
 
 
-def live_once(port: int, scan, k: int, out: Path, batch: int | None, model=None) -> dict:
+def live_once(port: int, scan, k: int, out: Path, batch: int | None, model=None, align=None) -> dict:
     cpu0 = time.process_time()
     t0 = time.perf_counter()
-    run = LiveRun(f"merlin://127.0.0.1:{port}", None if model else k, scan, model=model, out=out,
-                  overwrite=True, display=False, snapshot_every_s=5.0, timeout_s=30.0, batch_size=batch)
+    options = {"model": model} if model else {"align": align}
+    run = LiveRun(f"merlin://127.0.0.1:{port}", None if model else k, scan, out=out, overwrite=True,
+                  display=False, snapshot_every_s=5.0, timeout_s=30.0, batch_size=batch, **options)
     outcome = run.run()
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
@@ -117,7 +118,8 @@ def live_once(port: int, scan, k: int, out: Path, batch: int | None, model=None)
     }
 
 
-def run(size: int, scan, k: int, repeats: int, batch: int | None, model: str | None = None) -> None:
+def run(size: int, scan, k: int, repeats: int, batch: int | None, model: str | None = None,
+        align: str | None = None) -> None:
     n = scan[0] * scan[1]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -131,7 +133,7 @@ def run(size: int, scan, k: int, repeats: int, batch: int | None, model: str | N
             print(f"{size}x{size} U16, {n} frames ({mb:.0f} MB): simulator warm-up pass {n / w:.0f} frames/s",
                   flush=True)
             for i in range(repeats):
-                r = live_once(port, scan, k, tmp / f"out{i}", batch)
+                r = live_once(port, scan, k, tmp / f"out{i}", batch, align=align)
                 missing = r["expected"] - r["frames"]
                 drops = "no drops" if missing == 0 else f"{missing} MISSING"
                 per_frame = r["live_cpu_s"] / n
@@ -176,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-k", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--batch", type=int, default=None, help="mini-batch size (default: automatic)")
+    parser.add_argument("--align", default=None, metavar="METHOD",
+                        help="live clustering's align (auto, com, ...; default: none, LiveRun's); "
+                        "the classification aligns as its model says")
     parser.add_argument("--model", default=None, metavar="DIR|fit",
                         help="also classify the same frames live with this model (a results folder "
                         "of the same detector size; 'fit': clustered from a synthetic scan of the "
@@ -187,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
             scan = tuple(int(v) for v in args.scan.lower().split("x"))
         else:
             scan = (128, 128) if size <= 144 else (64, 64)
-        run(size, scan, args.k, args.repeats, args.batch, args.model)
+        run(size, scan, args.k, args.repeats, args.batch, args.model, args.align)
     print(GPU_EXPECTATION, flush=True)
 
 
