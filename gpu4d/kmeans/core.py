@@ -14,11 +14,15 @@ per-cluster sums, all optionally weighted.
 It follows scikit-learn's ``KMeans(init="k-means++", algorithm="lloyd")``: greedy k-means++
 with ``2 + log(k)`` local trials (probability ~ weight x D^2), ``tol`` relative to the mean
 per-feature variance, strict convergence when no label changes, empty clusters moved to the
-points farthest from their centre, a last assignment so that labels and centres agree.
+points farthest from their centre, a last assignment (unless no label changed) so that labels
+and centres agree. The inertia is summed from the differences in float64 (:func:`inertia`).
 
 The assignment half of a Lloyd iteration may run in a kernel: ``assign_and_sum`` is
 ``backend.assign_and_sum`` (``kernels.lloyd`` on the CPU, ``kernels.lloyd_cuda`` on the GPU);
-without it, or with weights (the kernels take none), it runs in ``xp`` (:func:`cluster_sums`).
+without it, or with weights (the kernels take none), it runs in ``xp`` (:func:`assign`,
+:func:`cluster_sums`). Callers pass the kernel for the sweep's and regions' coordinates and the
+CPU's full-dimensional fit; the GPU's full-dimensional fit keeps CuPy's matrix products
+(``backend.GpuBackend.kmeans`` says why).
 """
 
 from __future__ import annotations
