@@ -15,13 +15,15 @@ frame arrived (no drops), the largest lag, the CPU time per frame, and the refin
 With ``--model DIR`` (a results folder of the same detector size) or ``--model fit`` (a model
 clustered from a 24x24 synthetic scan of the same phases), every repeat also runs live
 classification against that model (``LiveRun(model=...)``: no refitting) on the same frames,
-from the same simulator, right after the live clustering, and prints both rates.
+from the same simulator, right after the live clustering, and prints both rates. ``--align
+auto`` gives the live clustering the CLI's default alignment (LiveRun's default is none), so
+both sides measure each frame's beam.
 
 Usage::
 
     python benchmarks/bench_live.py                    # 144x144 and 256x256
     python benchmarks/bench_live.py --size 144 --scan 100x100 --repeats 2
-    python benchmarks/bench_live.py --size 144 --scan 64x64 --model fit
+    python benchmarks/bench_live.py --size 144 --scan 64x64 --model fit --align auto
 
 Needs ``pip install libertem-live``.
 
