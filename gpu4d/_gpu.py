@@ -35,7 +35,7 @@ of streams.
    an array made during an earlier pass belongs to the compute stream's pool, and once read on
    the caller's stream and freed it may be handed to this pass.
 5. **cuML** runs on its own stream: the current stream is synchronized before a fit and the
-   device after it (``device_kmeans``); a fit happens a few times per run.
+   device after it (``gpu4d.kmeans.full``); a fit happens a few times per run.
 
 Integer data crosses PCIe as-is (uint8 is a quarter of float32) and is converted by the kernels.
 """
@@ -62,7 +62,7 @@ class Device:
         self._pinned = [None, None]
         self._staging = [None, None]
         self._done = [None, None]
-        #: "cuml" when cuML is installed (it is used), else "xp": ``xp_kmeans``'s Lloyd on CuPy
+        #: "cuml" when cuML is installed (it is used), else "xp": ``gpu4d.kmeans.core``'s Lloyd on CuPy
         self.kmeans_engine = kmeans_engine()
 
     def describe(self) -> str:
@@ -158,4 +158,4 @@ def kmeans_engine() -> str:
 def describe_kmeans_engine(engine: str) -> str:
     if engine == "cuml":
         return "cuML KMeans"
-    return "CuPy KMeans (gpu4d.xp_kmeans; cuML is not installed)"
+    return "CuPy KMeans (gpu4d.kmeans.core; cuML is not installed)"

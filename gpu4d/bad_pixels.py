@@ -28,7 +28,6 @@ import numpy as np
 from scipy import ndimage
 
 from .engine import check_finite
-from .preprocessing import MEAN_PATTERN_SAMPLE
 
 HOT_RATIO = 10.0
 #: A candidate is hot when it is isolated in at least this fraction of the frames checked
@@ -45,6 +44,10 @@ MAX_LISTED = 20
 
 _RING = np.ones((3, 3), bool)
 _RING[1, 1] = False
+
+
+#: Patterns averaged to find the beam for the mask (evenly spaced scan rows).
+MEAN_PATTERN_SAMPLE = 4096
 
 
 @dataclass

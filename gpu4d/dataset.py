@@ -73,7 +73,7 @@ class Dataset:
     source: str
     metadata: dict = field(default_factory=dict)
     #: (qy, qx) bool or None: detector pixels every pass reads as 0 (the dead and hot pixels
-    #: found, see ``gpu4d.preprocessing.checked_batches``)
+    #: found, see ``gpu4d.engine.read_checked``)
     zeroed_pixels: object = None
     #: ``(path, reader, scan_shape)`` with which another process opens the same scan (files
     #: only; None for data in memory): how Dask workers read it (``gpu4d.engine.distributed``)

@@ -11,8 +11,9 @@ import math
 
 import numpy as np
 
+from .bad_pixels import MEAN_PATTERN_SAMPLE, pattern_statistics
 from .dataset import Dataset
-from .engine import InlineExecutor, RowRecipe, check_finite
+from .engine import InlineExecutor, RowRecipe
 from .engine.passes import LabelSums, Project
 from .errors import InputError
 from .kernels import pixel_math
@@ -31,8 +32,6 @@ NORMALIZATIONS = {
 
 #: Host memory a CPU batch may take as float32 work space.
 CPU_BATCH_BYTES = 64 * 2**20
-#: Patterns averaged to find the beam for the mask (evenly spaced scan rows).
-MEAN_PATTERN_SAMPLE = 4096
 
 
 def option_code(table: dict[str, int], value, argument: str) -> int:
@@ -63,16 +62,9 @@ def resolve_batch_size(batch_size, dataset: Dataset, backend, n_features: int) -
 
 
 def mean_pattern(dataset: Dataset, max_patterns: int = MEAN_PATTERN_SAMPLE) -> np.ndarray:
-    """Mean pattern (qy, qx) float64 over evenly spaced scan rows (about ``max_patterns``)."""
-    ny, nx = dataset.scan_shape
-    n_rows = min(ny, max(1, max_patterns // nx))
-    rows = np.unique(np.linspace(0, ny - 1, n_rows).round().astype(int))
-    total = np.zeros(dataset.detector_shape, np.float64)
-    for row in rows:
-        patterns = dataset.read_patterns(row * nx, (row + 1) * nx)
-        check_finite(patterns, dataset, row * nx)
-        total += patterns.sum(axis=0, dtype=np.float64)
-    return total / (len(rows) * nx)
+    """Mean pattern (qy, qx) float64 over evenly spaced scan rows (about ``max_patterns``):
+    the mean of ``bad_pixels.pattern_statistics``, which reads those rows once."""
+    return pattern_statistics(dataset, max_patterns).mean
 
 
 def build_features(

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .scores import mahalanobis
-from .kmeans.core import kmeans as xp_kmeans
+from .kmeans.core import kmeans
 from .kmeans.core import nearest
 
 #: Atoms per cluster of the largest k asked for (and at least ``MIN_ATOMS``): enough that every
@@ -185,7 +185,7 @@ def fit_region_tree(
     if n > ATOM_SAMPLE:
         rows = np.sort(rng.choice(n, size=ATOM_SAMPLE, replace=False))
         sample = z[xp.asarray(rows)]
-    fit = xp_kmeans(
+    fit = kmeans(
         xp, sample, m, n_init=1, max_iter=max_iter, tol=tol, rng=rng, assign_and_sum=assign_and_sum
     )
     if sample is z:

@@ -7,7 +7,7 @@ The default (reduced) mode costs about one full-dimensional fit for the whole sw
    two passes over a random quarter of the patterns, one over all) instead of a stored (n, m)
    feature matrix;
 2. KMeans for every k on the first ``c`` principal coordinates (n, c), on the device
-   (``gpu4d.xp_kmeans``: numpy on the CPU, cupy on the GPU): k-means++ inits and a warm start
+   (``gpu4d.kmeans.core``: numpy on the CPU, cupy on the GPU): k-means++ inits and a warm start
    from the previous k going up, then, going down, a start from the next larger k's fit with
    its closest clusters merged (kept where its inertia is lower: k-means++ can miss a small
    region that a larger k found);

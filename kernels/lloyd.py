@@ -2,7 +2,7 @@
 and the sums and sizes of the clusters, in one pass over the points.
 
 The CUDA twin is ``kernels.lloyd_cuda``; both share ``kernels.kmeans_math``. The dot
-products with the centres come from a matrix product (``gpu4d.xp_kmeans``); what is left is
+products with the centres come from a matrix product (``gpu4d.kmeans.core``); what is left is
 what numpy does slowly on the sweep's (31k, 16) points: an argmin over a short axis and the one-hot product of the
 cluster sums took ~3 ms an iteration, this kernel with the product ~1.4 ms.
 

@@ -18,7 +18,7 @@ on every executor; other partitionings agree to float32 rounding.
 from .base import Part, Partition, Pass, RowsPass, SumPass, plan_partitions
 from .context import Context, RowRecipe
 from .inline import InlineExecutor, raw_cache_budget
-from .reading import check_finite, checked_batches, read_checked
+from .reading import check_finite, read_checked
 
 __all__ = [
     "Context",
@@ -30,7 +30,6 @@ __all__ = [
     "RowsPass",
     "SumPass",
     "check_finite",
-    "checked_batches",
     "plan_partitions",
     "raw_cache_budget",
     "read_checked",

@@ -37,9 +37,3 @@ def read_checked(dataset: Dataset, start: int, stop: int) -> np.ndarray:
             batch = np.array(batch)  # a copy: the input is never written
             batch[:, zeroed[0], zeroed[1]] = 0
     return batch
-
-
-def checked_batches(dataset: Dataset, batch_size: int):
-    """``(start, patterns)`` over the whole scan, ``batch_size`` at a time, as ``read_checked``."""
-    for start in range(0, dataset.n_patterns, batch_size):
-        yield start, read_checked(dataset, start, min(start + batch_size, dataset.n_patterns))
