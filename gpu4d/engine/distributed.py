@@ -11,6 +11,7 @@ has its tasks run again elsewhere by Dask; the partials are the same wherever th
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 
@@ -103,6 +104,10 @@ def _context(backend_name: str, recipe) -> Context:
     return cached[1]
 
 
+def _together(pass_, recipe):
+    return pass_, recipe
+
+
 def map_partition(source: DatasetSource, shared, partition, backend_name: str):
     """A worker's task: ``(partition index, offset, partial on the host, worker, patterns read)``."""
     pass_, recipe = shared
@@ -170,8 +175,12 @@ class DaskExecutor:
         ctx = self.context(recipe)
         n_rows = pass_.n_rows(self.dataset.n_patterns)
         total = pass_.start(ctx, n_rows)
-        # the pass and the recipe go to every worker once, not with each task
-        [shared] = self.client.scatter([(pass_, recipe)], broadcast=True, hash=False)
+        # the pass and the recipe go to the cluster once, not with each task, as a task that
+        # returns them: Dask recomputes a task whose result died with its worker, where
+        # scattered data would be lost with its holders ("lost dependencies")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Ll]arge object.*")
+            shared = self.client.submit(_together, pass_, recipe, pure=False)
         futures = [
             self.client.submit(map_partition, self.source, shared, partition, self.worker_backend, pure=False)
             for partition in self.partitions
