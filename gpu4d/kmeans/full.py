@@ -25,8 +25,11 @@ than the shift test on preprocessed patterns (their variance is well below 1). c
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
+from ..errors import Gpu4dWarning
 from . import core
 
 #: k-means++ candidates per seed. scikit-learn's default (2 + ln k) often puts two seeds in one
@@ -50,7 +53,8 @@ def full_kmeans(
 
     ``engine``: ``"xp"`` or ``"cuml"`` (see the module). ``assign_and_sum``: the assignment
     kernel for the ``"xp"`` engine (``backend.assign_and_sum``); None runs it in ``xp``.
-    ``features`` is only read: no second matrix of its size is made.
+    ``features`` is centred in place during the fit and restored (to float32 rounding): no
+    second matrix of its size is made.
 
     Returns
     -------
@@ -61,17 +65,35 @@ def full_kmeans(
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     fit = _cuml_fit if engine == "cuml" else _xp_fit
     features = xp.ascontiguousarray(features, dtype=np.float32)
-    squared_norms = core.row_squared_norms(xp, features)
-    tol_abs = float(tol) * core.mean_feature_variance(xp, features, squared_norms) if tol > 0 else 0.0
-    if init is None:
-        rng = np.random.default_rng(random_state)
-        init = _best_trial_centres(
-            xp, features, squared_norms, n_clusters, n_init, max_iter, tol_abs, rng, fit, assign_and_sum
+    # centred in place for the fit and restored after (scikit-learn's copy_x=False): distances
+    # ||x||^2 - 2 x.c + ||c||^2 of patterns that share a large common part cancel in float32
+    # until their labels are rounding noise (a DE movie's frames: Lloyd never converged)
+    mean = features.mean(axis=0, dtype=np.float64).astype(np.float32)
+    features -= mean
+    try:
+        squared_norms = core.row_squared_norms(xp, features)
+        tol_abs = float(tol) * core.mean_feature_variance(xp, features, squared_norms) if tol > 0 else 0.0
+        if init is None:
+            rng = np.random.default_rng(random_state)
+            init = _best_trial_centres(
+                xp, features, squared_norms, n_clusters, n_init, max_iter, tol_abs, rng, fit, assign_and_sum
+            )
+        else:
+            init = xp.asarray(init, dtype=np.float32) - mean
+        result = fit(xp, features, squared_norms, xp.asarray(init, dtype=np.float32), max_iter, tol_abs, assign_and_sum)
+    finally:
+        features += mean
+    labels = _host(result.labels).astype(np.int32)
+    distinct = int(np.unique(labels).size)
+    if distinct < n_clusters:
+        warnings.warn(
+            f"KMeans found only {distinct} distinct patterns for the {n_clusters} clusters asked for "
+            "(many patterns are identical after masking and normalizing); some clusters are empty",
+            Gpu4dWarning, stacklevel=3,
         )
-    result = fit(xp, features, squared_norms, xp.asarray(init, dtype=np.float32), max_iter, tol_abs, assign_and_sum)
     return core.KMeansFit(
-        labels=_host(result.labels).astype(np.int32),
-        centers=_host(result.centers).astype(np.float32),
+        labels=labels,
+        centers=_host(result.centers + mean).astype(np.float32),
         inertia=float(result.inertia),
         n_iter=int(result.n_iter),
     )
