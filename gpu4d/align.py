@@ -192,6 +192,17 @@ def measure_centres(
     return measure_centres_cpu(batch, centre=centre, window_radius=window, threshold=threshold)
 
 
+def backend_com_centres(backend, batch, *, centre, window_radius: float):
+    """``"com"`` centres (n, 2) of a batch on ``backend``'s device, with its kernels: the CUDA
+    kernel on the GPU backend (on the stream it launches on), the CPU kernel otherwise."""
+    if backend.kernel_target == "cuda":
+        return measure_centres_cuda(
+            batch, centre=centre, window_radius=window_radius,
+            stream=backend.kernel_stream(), threads_per_block=backend.threads_per_block,
+        )
+    return measure_centres_cpu(batch, centre=centre, window_radius=window_radius)
+
+
 def measure_centres_cpu(
     batch: np.ndarray,
     *,

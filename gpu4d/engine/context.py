@@ -122,3 +122,22 @@ class Context:
         if buffer is None or buffer.shape[0] < rows or buffer.shape[1] != columns:
             buffer = self._work[name] = self.xp.empty((rows, columns), np.float32)
         return buffer
+
+
+class ContextCache:
+    """One Context per recipe object (so device copies are made once per recipe), for one
+    backend; the ``limit`` most recent are kept (a Dask worker serves run after run)."""
+
+    def __init__(self, backend, limit: int = 8):
+        self.backend = backend
+        self.limit = limit
+        self._contexts: dict[int, tuple[object, Context]] = {}
+
+    def __call__(self, recipe=None) -> Context:
+        cached = self._contexts.pop(id(recipe), None)
+        if cached is None or cached[0] is not recipe:  # an id can be reused by a new object
+            cached = (recipe, Context(self.backend, recipe))
+        self._contexts[id(recipe)] = cached  # now the most recent
+        while len(self._contexts) > self.limit:
+            del self._contexts[next(iter(self._contexts))]
+        return cached[1]

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import InputError
 from ..progress import batch_bar
 from .base import Part, count, plan_partitions, rows_in_partition
-from .context import Context
+from .context import ContextCache
 from .reading import read_checked
 
 
@@ -61,10 +61,9 @@ class DatasetSource:
         return dataclasses.replace(dataset, zeroed_pixels=self.zeroed_pixels)
 
 
-# per worker process: the scans it has opened, its backends and contexts (kept across tasks,
+# per worker process: the scans it has opened and its contexts per backend (kept across tasks,
 # so a file is opened and the kernels' device copies made once per worker)
 _DATASETS: dict = {}
-_BACKENDS: dict = {}
 _CONTEXTS: dict = {}
 
 
@@ -90,18 +89,12 @@ def _opened(source: DatasetSource, address: str):
     return _DATASETS[key]
 
 
-def _context(backend_name: str, recipe) -> Context:
+def _context(backend_name: str, recipe):
     from ..backend import get_backend
 
-    if backend_name not in _BACKENDS:
-        _BACKENDS[backend_name] = get_backend(backend_name, warn=False)
-    key = (backend_name, id(recipe))
-    cached = _CONTEXTS.get(key)
-    if cached is None or cached[0] is not recipe:
-        if len(_CONTEXTS) >= 8:
-            _CONTEXTS.clear()
-        cached = _CONTEXTS[key] = (recipe, Context(_BACKENDS[backend_name], recipe))
-    return cached[1]
+    if backend_name not in _CONTEXTS:
+        _CONTEXTS[backend_name] = ContextCache(get_backend(backend_name, warn=False))
+    return _CONTEXTS[backend_name](recipe)
 
 
 def _together(pass_, recipe):
@@ -150,7 +143,7 @@ class DaskExecutor:
         self.worker_backend = worker_backend
         self.address = address or client.scheduler.address
         self.patterns_per_worker: Counter = Counter()
-        self._contexts: dict = {}
+        self.context = ContextCache(backend)  # context(recipe): one Context per recipe
 
     def describe(self) -> dict:
         return {
@@ -162,12 +155,6 @@ class DaskExecutor:
             "partitions": len(self.partitions),
             "partition_size": self.partition_size,
         }
-
-    def context(self, recipe=None) -> Context:
-        cached = self._contexts.get(id(recipe))
-        if cached is None or cached[0] is not recipe:
-            cached = self._contexts[id(recipe)] = (recipe, Context(self.backend, recipe))
-        return cached[1]
 
     def run(self, pass_, recipe=None, progress: bool = False):
         from distributed import as_completed

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..progress import batch_bar
 from .base import Part, plan_partitions, rows_in_partition
-from .context import Context
+from .context import ContextCache
 from .reading import read_checked
 
 #: Raw patterns an executor may keep in host memory between passes (bytes); see ``RawCache``.
@@ -79,7 +79,7 @@ class InlineExecutor:
         self.partitions = plan_partitions(dataset.n_patterns, partition_size)
         self.partition_size = int(partition_size)
         self._cache = RawCache(dataset, cache_budget)
-        self._contexts: dict[int, tuple[object, Context]] = {}
+        self.context = ContextCache(backend)  # context(recipe): one Context per recipe
 
     @property
     def raw_kept(self) -> bool:
@@ -88,13 +88,6 @@ class InlineExecutor:
 
     def describe(self) -> dict:
         return {"executor": self.name, "partitions": len(self.partitions), "partition_size": self.partition_size}
-
-    def context(self, recipe=None) -> Context:
-        """The context of ``recipe`` (one per recipe object, so device copies are made once)."""
-        cached = self._contexts.get(id(recipe))
-        if cached is None or cached[0] is not recipe:
-            cached = self._contexts[id(recipe)] = (recipe, Context(self.backend, recipe))
-        return cached[1]
 
     def run(self, pass_, recipe=None, progress: bool = False):
         """Run ``pass_`` over the scan and return its result."""

@@ -129,19 +129,13 @@ class BeamCentres(RowsPass):
         self.window = float(window)
 
     def map(self, ctx, part):
-        from ..align import measure_centres_cpu, measure_centres_cuda, xcorr_centres
+        from ..align import backend_com_centres, xcorr_centres
 
-        backend = ctx.backend
         if self.method == "xcorr":
             return xcorr_centres(
-                part.raw, centre=self.reference, radius=self.radius, window_radius=self.window, xp=backend.xp
+                part.raw, centre=self.reference, radius=self.radius, window_radius=self.window, xp=ctx.xp
             )
-        if backend.kernel_target == "cuda":
-            return measure_centres_cuda(
-                part.raw, centre=self.reference, window_radius=self.window,
-                stream=backend.kernel_stream(), threads_per_block=backend.threads_per_block,
-            )
-        return measure_centres_cpu(part.raw, centre=self.reference, window_radius=self.window)
+        return backend_com_centres(ctx.backend, part.raw, centre=self.reference, window_radius=self.window)
 
 
 class Distances(RowsPass):

@@ -340,17 +340,12 @@ class LiveClassifier:
     def _measure_shifts(self, batch, start: int, stop: int):
         """Per-frame ``"com"`` beam centres of a device batch -> shifts onto the model's
         reference (on the device), or None when no frame of the batch is to be shifted."""
-        from gpu4d.align import measure_centres_cpu, measure_centres_cuda, shifts_from_centres
+        from gpu4d.align import backend_com_centres, shifts_from_centres
 
         backend = self.backend
-        if backend.kernel_target == "cuda":
-            centres = measure_centres_cuda(
-                batch, centre=self._reference, window_radius=self._window,
-                stream=backend.kernel_stream(), threads_per_block=backend.threads_per_block,
-            )
-        else:
-            centres = measure_centres_cpu(batch, centre=self._reference, window_radius=self._window)
-        centres = backend.to_host(centres)
+        centres = backend.to_host(
+            backend_com_centres(backend, batch, centre=self._reference, window_radius=self._window)
+        )
         self._centres[start:stop] = centres
         # a frame whose window holds no beam takes the median shift of its batch
         shifts = shifts_from_centres(centres, self._reference)

@@ -32,9 +32,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-import os
-import shutil
-import tempfile
 import threading
 import time
 
@@ -45,7 +42,7 @@ from gpu4d.defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
 from gpu4d.errors import InputError
 from gpu4d.kmeans import core as kmeans_core
 from gpu4d.kmeans.minibatch import MiniBatchKMeans
-from gpu4d.live._base import FrameBatch
+from gpu4d.live.frames import FrameStore, check_scan_shape
 
 __all__ = ["LiveClusterer", "MiniBatchKMeans", "match_centroids"]
 
@@ -94,8 +91,6 @@ FINAL_UNIFORM_FRAMES = 1024
 FINAL_SAMPLE_BYTES = 128 * 2**20
 FINAL_N_INIT = 32
 FINAL_DIMENSIONS = 32
-#: Raw frames larger than this fraction of the physical memory go to a memory-mapped file.
-IN_MEMORY_FRACTION = 0.4
 
 
 def match_centroids(previous, current) -> np.ndarray:
@@ -220,52 +215,6 @@ class _Sample:
 
 
 # ---------------------------------------------------------------------------------- frame store
-class _FrameStore:
-    """Every raw frame of the scan, in acquisition order: (n, qy, qx) of the source's dtype.
-
-    In memory, or in a ``.npy`` memory map in a temporary folder when the scan is large
-    (``np.lib.format.open_memmap``). Allocated at the first frames, when shape and dtype are known.
-    """
-
-    def __init__(self, n_frames: int, spill_dir=None, max_in_memory_bytes: int | None = None):
-        self.n_frames = n_frames
-        self.spill_dir = spill_dir
-        self.max_in_memory_bytes = max_in_memory_bytes
-        self.frames: np.ndarray | None = None
-        self.folder: str | None = None
-
-    def allocate(self, detector_shape: tuple[int, int], dtype: np.dtype) -> None:
-        nbytes = self.n_frames * math.prod(detector_shape) * np.dtype(dtype).itemsize
-        limit = self.max_in_memory_bytes
-        if limit is None:
-            limit = IN_MEMORY_FRACTION * _physical_memory()
-        shape = (self.n_frames, *detector_shape)
-        if nbytes <= limit:
-            self.frames = np.empty(shape, dtype)
-        else:
-            self.folder = tempfile.mkdtemp(prefix="gpu4d-live-", dir=self.spill_dir)
-            self.frames = np.lib.format.open_memmap(
-                os.path.join(self.folder, "frames.npy"), mode="w+", dtype=dtype, shape=shape
-            )
-
-    @property
-    def on_disk(self) -> bool:
-        return self.folder is not None
-
-    def close(self) -> None:
-        self.frames = None
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = None
-
-
-def _physical_memory() -> float:
-    try:
-        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return 8.0 * 2**30
-
-
 # ------------------------------------------------------------------------------- live clusterer
 @dataclasses.dataclass(frozen=True)
 class LiveState:
@@ -346,7 +295,7 @@ class LiveClusterer:
         from gpu4d.pipeline import _check_kmeans_parameters, _resolve_align
         from gpu4d.preprocessing import NORMALIZATIONS, TRANSFORMS, option_code
 
-        self.scan_shape = _check_scan_shape(scan_shape)
+        self.scan_shape = check_scan_shape(scan_shape)
         self.n_frames = self.scan_shape[0] * self.scan_shape[1]
         _check_kmeans_parameters(n_clusters, 1, 1, 0.0, random_state)
         if n_clusters > self.n_frames:
@@ -366,15 +315,12 @@ class LiveClusterer:
         init = default_init if init_frames is None else _positive_int(init_frames, "init_frames")
         self.init_frames = min(max(init, self.n_clusters), self.n_frames)
 
-        self._store = _FrameStore(self.n_frames, spill_dir, max_in_memory_bytes)
+        self._store = FrameStore(self.n_frames, spill_dir, max_in_memory_bytes)
         self._labels = np.full(self.n_frames, -1, np.int32)
         self._distances = np.zeros(self.n_frames, np.float32)
         self._centres = None  # (n, 2) float32 measured beam centres when aligning
         self._shifts = None
-        self.frames_received = 0
         self.frames_processed = 0
-        self.detector_shape: tuple[int, int] | None = None
-        self.dtype: np.dtype | None = None
         self.mask = None
         self.alignment: dict | None = None
         self._km: MiniBatchKMeans | None = None
@@ -425,52 +371,21 @@ class LiveClusterer:
 
         ``frames`` is a frame (qy, qx), a batch (b, qy, qx) or a :class:`FrameBatch`. Frames
         past the end of the scan are not kept. Safe to call from one receiving thread while
-        another calls :meth:`process`.
+        another calls :meth:`process` (``gpu4d.live.frames.FrameStore``).
         """
-        if isinstance(frames, FrameBatch):
-            start, frames = frames.start, frames.frames
-        frames = np.asarray(frames)
-        if frames.ndim == 2:
-            frames = frames[None]
-        if not frames.dtype.isnative:
-            frames = frames.astype(frames.dtype.newbyteorder("="))
-        if frames.dtype == np.float16:  # the kernels read no half precision
-            frames = frames.astype(np.float32)
-        if start is None:
-            start = self.frames_received
-        if start != self.frames_received:
-            raise InputError(
-                f"frames start at {start} but {self.frames_received} frames came before; "
-                "frames must arrive in order, none skipped or repeated."
-            )
-        if frames.ndim != 3 or frames.shape[0] == 0:
-            raise InputError(f"frames should be (qy, qx) or (b, qy, qx), got shape {frames.shape}.")
-        if self._store.frames is None:
-            self._first_frames(frames)
-        elif frames.shape[1:] != self.detector_shape:
-            raise InputError(
-                f"frame {start}: shape {frames.shape[1:]} differs from the first frame's "
-                f"{self.detector_shape}."
-            )
-        elif frames.dtype != self.dtype:
-            raise InputError(
-                f"frame {start}: dtype {frames.dtype} differs from the first frame's {self.dtype}."
-            )
-        keep = min(len(frames), self.n_frames - start)
-        if keep <= 0:
-            return 0
-        if frames.dtype.kind == "f":
-            _check_finite(frames[:keep], start)
-        self._store.frames[start : start + keep] = frames[:keep]
-        self.frames_received = start + keep  # after the copy: the reader sees whole frames
-        return keep
+        return self._store.receive(frames, start)
 
-    def _first_frames(self, frames: np.ndarray) -> None:
-        if frames.dtype.kind not in "uif" or frames.dtype.itemsize > 8:
-            raise InputError(f"frames should be integer or float, got dtype {frames.dtype}.")
-        self.detector_shape = (int(frames.shape[1]), int(frames.shape[2]))
-        self.dtype = frames.dtype
-        self._store.allocate(self.detector_shape, frames.dtype)
+    @property
+    def frames_received(self) -> int:
+        return self._store.received
+
+    @property
+    def detector_shape(self) -> tuple[int, int] | None:
+        return self._store.detector_shape
+
+    @property
+    def dtype(self):
+        return self._store.dtype
 
     @property
     def frames(self) -> np.ndarray | None:
@@ -625,17 +540,12 @@ class LiveClusterer:
 
     def _measure_shifts(self, batch, start: int, stop: int):
         """Per-frame ``"com"`` beam centres of a device batch -> shifts on the device."""
-        from gpu4d.align import measure_centres_cpu, measure_centres_cuda, shifts_from_centres
+        from gpu4d.align import backend_com_centres, shifts_from_centres
 
         backend = self.backend
-        if backend.kernel_target == "cuda":
-            centres = measure_centres_cuda(
-                batch, centre=self._reference, window_radius=self._window,
-                stream=backend.kernel_stream(), threads_per_block=backend.threads_per_block,
-            )
-        else:
-            centres = measure_centres_cpu(batch, centre=self._reference, window_radius=self._window)
-        centres = backend.to_host(centres)
+        centres = backend.to_host(
+            backend_com_centres(backend, batch, centre=self._reference, window_radius=self._window)
+        )
         self._centres[start:stop] = centres
         # a frame whose window holds no beam takes the median shift of its batch
         shifts = shifts_from_centres(centres, self._reference)
@@ -1047,24 +957,7 @@ def _beam_pattern(raw: np.ndarray) -> np.ndarray:
     return windowed if same_beam(windowed) else robust
 
 
-def _check_scan_shape(scan_shape) -> tuple[int, int]:
-    try:
-        ny, nx = (int(v) for v in scan_shape)
-        exact = all(int(v) == v for v in scan_shape)
-    except (TypeError, ValueError):
-        raise InputError(f"scan_shape={scan_shape!r} should be (ny, nx), two integers >= 1.") from None
-    if not exact or ny < 1 or nx < 1:
-        raise InputError(f"scan_shape={scan_shape!r} should be (ny, nx), two integers >= 1.")
-    return ny, nx
-
-
 def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise InputError(f"{name}={value!r} should be an integer >= 1.")
     return int(value)
-
-
-def _check_finite(frames: np.ndarray, start: int) -> None:
-    finite = np.isfinite(frames).reshape(len(frames), -1).all(axis=1)
-    if not finite.all():
-        raise InputError(f"frame {start + int(np.argmin(finite))} contains NaN or Inf values.")
