@@ -188,6 +188,3 @@ class DaskExecutor:
         del shared
         ctx.end_pass()
         return pass_.finish(ctx, total)
-
-    def close(self) -> None:
-        pass
