@@ -72,3 +72,21 @@ def run_main(argv) -> tuple[int, str, str]:
         except SystemExit as exc:
             code = exc.code
     return code, out.getvalue(), err.getvalue()
+
+
+#: The detector of ``same_phase_scans`` and the second scan's shape.
+SAME_PHASE_DETECTOR = (64, 64)
+SAME_PHASE_SECOND = (20, 28)
+
+
+def same_phase_scans(drift_px: float):
+    """Two scans of the same three grains, for models applied to another scan: make_scan draws
+    the crystal orientations from their own stream of the seed, independent of the scan shape,
+    and the grain layout from another, so a (20, 28) scan of seed 1 has the (32, 32) scan's
+    phases in another layout."""
+    from gpu4d.synthetic import make_scan
+
+    options = dict(n_grains=3, defect=False, seed=1, drift_px=drift_px)
+    first = make_scan((32, 32), SAME_PHASE_DETECTOR, **options)
+    second = make_scan(SAME_PHASE_SECOND, SAME_PHASE_DETECTOR, **options)
+    return first, second

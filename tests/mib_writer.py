@@ -8,6 +8,10 @@ reverse order (as Merlin sends them and RosettaSciIO flips them back).
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+
 import numpy as np
 
 
@@ -58,3 +62,24 @@ def encode_frames(frames, *, counter_depth: int | None = None, first_sequence: i
     ]
     pixels = frames[:, ::-1].astype(f">u{nbytes}").reshape(frames.shape[0], -1)
     return b"".join(h + p.tobytes() for h, p in zip(headers, pixels))
+
+
+@contextlib.contextmanager
+def growing_mib(path, frames, *, chunk: int = 64, pause_s: float = 0.02):
+    """While the block runs, a thread writes ``frames`` to ``path`` as ``.mib`` records,
+    ``chunk`` frames at a time with a pause between (a detector still acquiring); the block's
+    end waits for the last frame."""
+
+    def write():
+        with open(path, "wb") as f:
+            for start in range(0, len(frames), chunk):
+                f.write(encode_frames(frames[start : start + chunk], first_sequence=start + 1))
+                f.flush()
+                time.sleep(pause_s)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        yield
+    finally:
+        writer.join()

@@ -30,7 +30,7 @@ from gpu4d.live import (
 from gpu4d.kmeans.minibatch import MiniBatchKMeans
 from gpu4d.synthetic import make_scan
 
-from .mib_writer import acquisition_header, encode_frames
+from .mib_writer import acquisition_header, encode_frames, growing_mib
 
 SCAN = (24, 24)
 N = SCAN[0] * SCAN[1]
@@ -199,20 +199,8 @@ def test_feeding_frames_one_by_one_with_the_frames_on_disk(scan, tmp_path):
 def test_a_mib_file_still_being_written(scan, tmp_path):
     frames = frames_of(scan)
     path = tmp_path / "growing.mib"
-
-    def write():
-        with open(path, "wb") as f:
-            for start in range(0, N, 64):
-                f.write(encode_frames(frames[start : start + 64], first_sequence=start + 1))
-                f.flush()
-                time.sleep(0.02)
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    try:
+    with growing_mib(path, frames):
         outcome = LiveRun(path, scan.n_regions, SCAN, init_frames=128, timeout_s=5).run()
-    finally:
-        writer.join()
     assert outcome.status == "complete" and outcome.progress["frames_received"] == N
     assert ari(outcome.result.labels, scan.labels) >= 0.9
 

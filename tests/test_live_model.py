@@ -4,7 +4,6 @@ arrive against a saved result (no refitting), as ``gpu4d.classify`` classifies t
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import numpy as np
@@ -17,10 +16,11 @@ from gpu4d.cli import main
 from gpu4d.live import EXIT_ERROR, LiveClassifier, LiveRun
 from gpu4d.synthetic import make_scan
 
-from .mib_writer import encode_frames
+from .helpers import SAME_PHASE_DETECTOR, SAME_PHASE_SECOND, same_phase_scans
+from .mib_writer import encode_frames, growing_mib
 
-DETECTOR = (64, 64)
-SECOND = (20, 28)
+DETECTOR = SAME_PHASE_DETECTOR
+SECOND = SAME_PHASE_SECOND
 
 
 @pytest.fixture(autouse=True)
@@ -32,17 +32,9 @@ def _one_thread_pools():
         yield
 
 
-def _scans(drift_px: float):
-    """Two scans of the same three grains in other layouts (as tests/test_model.py: make_scan
-    draws the orientations from their own stream of the seed, the layout from another)."""
-    first = make_scan((32, 32), DETECTOR, n_grains=3, defect=False, seed=1, drift_px=drift_px, dtype="uint16")
-    second = make_scan(SECOND, DETECTOR, n_grains=3, defect=False, seed=1, drift_px=drift_px, dtype="uint16")
-    return first, second
-
-
 @pytest.fixture(scope="module")
 def scans():
-    return _scans(0.0)
+    return same_phase_scans(0.0)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +113,7 @@ def test_live_labels_match_a_float64_nearest_centroid_reference(model_dir, scans
 
 
 def test_a_drifted_scan_is_shifted_frame_by_frame_onto_the_model_reference():
-    first, second = _scans(2.5)
+    first, second = same_phase_scans(2.5)
     model = gpu4d.cluster(first.data, 3)
     assert gpu4d.model.model_aligned(model)
     outcome = LiveRun(batches(frames_of(second), 50), scan_shape=SECOND, model=model, batch_size=100).run()
@@ -151,22 +143,10 @@ def test_cli_live_with_a_model_on_a_mib_being_written(model_dir, scans, tmp_path
     second = scans[1]
     frames = frames_of(second)
     path = tmp_path / "growing.mib"
-
-    def write():
-        with open(path, "wb") as f:
-            for start in range(0, len(frames), 64):
-                f.write(encode_frames(frames[start : start + 64], first_sequence=start + 1))
-                f.flush()
-                time.sleep(0.02)
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    try:
+    with growing_mib(path, frames):
         time.sleep(0.05)  # the file exists before the CLI checks the source
         code = main(["live", str(path), "--model", str(model_dir), "--scan", "20x28",
                      "--out", str(tmp_path / "out"), "--timeout", "5", "--no-figures", "-q"])
-    finally:
-        writer.join()
     printed = capsys.readouterr()
     assert code == 0, printed.err
     assert "560 of 560 frames received" in printed.out and f"model    {model_dir}" in printed.out

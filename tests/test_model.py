@@ -19,23 +19,14 @@ from gpu4d.dataset import Axis, open_dataset
 from gpu4d.model import nearest_and_confidence
 from gpu4d.synthetic import make_scan
 
-from .helpers import run_main
+from .helpers import SAME_PHASE_DETECTOR, run_main, same_phase_scans
 
-DETECTOR = (64, 64)
-
-
-def _scans(drift_px: float):
-    """Two scans of the same three grains: make_scan draws the crystal orientations from their
-    own stream of the seed, independent of the scan shape, and the grain layout from another,
-    so a (20, 28) scan of seed 1 has the (32, 32) scan's phases in another layout."""
-    first = make_scan((32, 32), DETECTOR, n_grains=3, defect=False, seed=1, drift_px=drift_px)
-    second = make_scan((20, 28), DETECTOR, n_grains=3, defect=False, seed=1, drift_px=drift_px)
-    return first, second
+DETECTOR = SAME_PHASE_DETECTOR
 
 
 @pytest.fixture(scope="module")
 def scans():
-    return _scans(0.0)
+    return same_phase_scans(0.0)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +114,7 @@ def test_predict_maps_a_second_scan_of_the_same_phases(model_dir, scans):
 
 
 def test_predict_aligns_a_drifted_scan_onto_the_model_reference(tmp_path):
-    first, second = _scans(2.5)
+    first, second = same_phase_scans(2.5)
     model = gpu4d.cluster(first.data, 3)
     assert model.extra["alignment"]["auto"]["applied"]
     model.save(tmp_path / "m", figures=False)
@@ -249,7 +240,7 @@ def test_an_auto_model_that_needed_no_shift_still_aligns_a_drifted_scan(model_di
     phases is shifted onto the model's beam, and a scan without drift is left alone."""
     model = gpu4d.load_result(model_dir)
     assert gpu4d.model.alignment_plan(model) == "auto"
-    _, drifted = _scans(2.5)
+    _, drifted = same_phase_scans(2.5)
     with pytest.warns(UserWarning, match="border the model masked"):
         prediction = model.predict(drifted.data)
     assert prediction.alignment["auto"]["applied"]
