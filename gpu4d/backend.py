@@ -89,6 +89,14 @@ class CpuBackend:
 
         launch_label_sums_cpu(rows, labels, sums, column_squares)
 
+    def squared_distances(self, rows, centres, centre_norms):
+        """(n, k) float64 ``||x||^2 - 2 x.c + ||c||^2`` of float32 ``rows`` to float64
+        ``centres`` (``centre_norms`` their squared norms), not clipped: float64 because it
+        cancels in float32 near a centre. One numba pass over each row (``kernels.distances``)."""
+        from .kernels.distances import launch_squared_distances_cpu
+
+        return launch_squared_distances_cpu(rows, centres, centre_norms)
+
     def assign_and_sum(self, dots, centre_norms, z):
         """Nearest centres and the clusters' sums and sizes: ``gpu4d.kmeans.core``'s Lloyd step."""
         from .kernels.lloyd import assign_and_sum_cpu
@@ -184,6 +192,11 @@ class GpuBackend(CpuBackend):
         from .kernels.label_sums_cuda import launch_label_sums_cuda
 
         launch_label_sums_cuda(rows, labels, sums, column_squares, threads_per_block=self.threads_per_block)
+
+    def squared_distances(self, rows, centres, centre_norms):
+        """The CPU's formula as array operations (memory-bound on the device; no CUDA twin)."""
+        f64 = rows.astype(np.float64)
+        return (f64**2).sum(axis=1)[:, None] - 2.0 * f64 @ centres.T + centre_norms
 
     def assign_and_sum(self, dots, centre_norms, z):
         from .kernels.lloyd_cuda import launch_assign_and_sum_cuda

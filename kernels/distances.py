@@ -1,14 +1,15 @@
 """Float64 squared distances of float32 rows to a few float64 centres, on the CPU.
 
-``||x||^2 - 2 x.c + ||c||^2`` in float64, the formula of ``gpu4d.engine.passes.Distances``
-(float64 because it cancels in float32 when x is near c), in one pass over each row instead of
+``||x||^2 - 2 x.c + ||c||^2`` in float64 (``backend.CpuBackend.squared_distances``, for
+``classify``'s ``Distances`` pass and live classification; float64 because it cancels in
+float32 when x is near c), in one pass over each row instead of
 numpy's float64 copy of the rows, its squares and a thin (n, m) x (m, k) dgemm: ~10x faster
 for the live classifier's (n, 20000) x (20000, k <= 16) chunks, which it otherwise spent most
 of its time on. The sums are reassociated (vectorized), so a result differs from numpy's by a
 few float64 ulps of ``||x||^2``: labels differ only between centres equidistant to ~1e-15.
 
-On the GPU the same formula runs as CuPy array operations (memory-bound on the device anyway);
-there is no CUDA twin.
+On the GPU the same formula runs as array operations (``backend.GpuBackend.squared_distances``:
+memory-bound on the device anyway); there is no CUDA twin.
 
 Inputs
 ------

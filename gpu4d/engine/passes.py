@@ -157,7 +157,6 @@ class Distances(RowsPass):
         norms = (centroids**2).sum(axis=1)
         out = xp.empty((part.size, self.width), self.dtype)
         for offset, rows in ctx.rows(part):
-            f64 = rows.astype(np.float64)
-            squared = (f64**2).sum(axis=1)[:, None] - 2.0 * f64 @ centroids.T + norms
+            squared = ctx.backend.squared_distances(rows, centroids, norms)
             out[offset : offset + rows.shape[0]] = xp.sqrt(xp.maximum(squared, 0.0))
         return out

@@ -305,18 +305,9 @@ class LiveClassifier:
         return done
 
     def _distances(self, features):
-        """(n, k) float64 distances to the centroids: ``gpu4d.engine.passes.Distances``'s
-        formula; on the CPU in one numba pass over each row (``kernels.distances``, ~10x
-        numpy's float64 copy and dgemm), so the same labels as ``classify``."""
-        xp = self.backend.xp
-        if xp is np and self.backend.kernel_target == "cpu":
-            from gpu4d.kernels.distances import launch_squared_distances_cpu
-
-            squared = launch_squared_distances_cpu(features, self._centroids, self._centroid_norms)
-        else:
-            f64 = features.astype(np.float64)
-            squared = (f64**2).sum(axis=1)[:, None] - 2.0 * f64 @ self._centroids.T + self._centroid_norms
-        return xp.sqrt(xp.maximum(squared, 0.0))
+        """(n, k) float64 distances to the centroids, as ``classify``'s (``backend.squared_distances``)."""
+        squared = self.backend.squared_distances(features, self._centroids, self._centroid_norms)
+        return self.backend.xp.sqrt(self.backend.xp.maximum(squared, 0.0))
 
     def _lap(self, stage: str, since: float) -> float:
         """Add the time since ``since`` to ``stage``; return now."""
