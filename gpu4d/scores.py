@@ -16,13 +16,21 @@ import numpy as np
 SCORE_NAMES = ("inertia", "silhouette", "calinski_harabasz", "davies_bouldin", "separation")
 DEFAULT_SILHOUETTE_SAMPLES = 3000
 #: Clusters this far apart count as distinct regions (see ``min_separation``, measured in the
-#: edge-preserving smoothed coordinates the regions are found in). Chosen on the tune half of
-#: ``benchmarks/bench_quality.py`` (the best of 3.5 .. 8 there; README, "Map quality").
-SEPARATION_THRESHOLD = 8.0
+#: edge-preserving smoothed coordinates the regions are found in). The three thresholds were
+#: chosen together (separation 6 .. 10, stability 0.95 .. 0.99, smallest share 0 .. 1.5%) on the
+#: tune half of ``benchmarks/bench_quality.py`` (three sweep seeds) and the test suite's
+#: synthetic families (README, "Map quality"): one region split along its noise or a gradient
+#: gives halves 2.5-5.5 apart, most of the benchmark's regions 7 and more.
+SEPARATION_THRESHOLD = 7.0
 #: ... and this stable: the mean adjusted Rand index between the clustering and refits on random
 #: halves of the patterns (``gpu4d.regions.stability``). A split along a region's noise comes
 #: out differently in each refit; the scan's regions do not.
 STABILITY_THRESHOLD = 0.98
+#: ... and every cluster holds at least this share of the patterns. Smaller clusters are kept in
+#: the maps of the k that make them, but do not make a k the suggestion: on the benchmark they
+#: were the corner of a scan where the descan is largest (8-10 patterns of 1,024), never a region
+#: (its smallest regions hold 2% of the patterns).
+MIN_SUGGESTED_SHARE = 0.015
 
 RULE = (
     "the largest k whose clusters are all distinct and stable: stable when refits on random "
@@ -30,8 +38,9 @@ RULE = (
     "distinct when for every pair of clusters the distance "
     "between their centroids under the pooled covariance of their members (Mahalanobis) is "
     f">= {SEPARATION_THRESHOLD} (the 'separation' score, computed in the reduced space smoothed "
-    "over the scan; one region split along its noise or a gradient gives halves 2.5-3.5 "
-    "apart); the smallest k of the sweep if no k passes. Reported beside it for reference: "
+    "over the scan; one region split along its noise or a gradient gives halves 2.5-5.5 "
+    f"apart); every cluster holds >= {MIN_SUGGESTED_SHARE:.1%} of the patterns (smaller ones stay "
+    "in the maps but do not count); the smallest k of the sweep if no k passes. Reported beside it for reference: "
     "the inertia elbow (Kneedle, the k farthest below the chord of the exact inertia curve) "
     "and the k of best silhouette."
 )
@@ -251,7 +260,9 @@ def inertia_drops(ks, inertia, total_variance: float) -> np.ndarray:
     return drops
 
 
-def suggest_k(ks, scores: dict[str, list], total_variance: float | None = None) -> tuple[int, dict]:
+def suggest_k(
+    ks, scores: dict[str, list], total_variance: float | None = None, smallest_share=None
+) -> tuple[int, dict]:
     """Apply ``RULE`` to the scores of a sweep.
 
     Parameters
@@ -260,6 +271,8 @@ def suggest_k(ks, scores: dict[str, list], total_variance: float | None = None) 
     scores : ``separation``, and for the reference values ``inertia`` and ``silhouette``; one
         value per k.
     total_variance : the inertia of one cluster (``sum ||x_i - mean||^2``), for the drops.
+    smallest_share : per k, the share of the patterns in its smallest cluster (not checked when
+        omitted).
 
     Returns
     -------
@@ -271,9 +284,11 @@ def suggest_k(ks, scores: dict[str, list], total_variance: float | None = None) 
     separation = np.asarray(scores.get("separation", nan_list), float)
     silhouette = np.asarray(scores.get("silhouette", nan_list), float)
     stable = np.asarray(scores.get("stability", nan_list), float)  # NaN (exact mode): not asked
+    share = np.asarray(nan_list if smallest_share is None else smallest_share, float)
     separated = [
-        k for k, value, steady in zip(ks, separation, stable)
-        if np.isfinite(value) and value >= SEPARATION_THRESHOLD and not steady < STABILITY_THRESHOLD
+        k for k, value, steady, small in zip(ks, separation, stable, share)
+        if np.isfinite(value) and value >= SEPARATION_THRESHOLD
+        and not steady < STABILITY_THRESHOLD and not small < MIN_SUGGESTED_SHARE
     ]
     details = {
         "separated_ks": separated,
@@ -292,14 +307,16 @@ def suggest_k(ks, scores: dict[str, list], total_variance: float | None = None) 
             after = "; it is the largest k tried: try larger ks"
         steady = f", stability {stable[i]:.3f}" if np.isfinite(stable[i]) else ""
         details["reason"] = (
-            f"k={k} is the largest k whose clusters are all separated by >= {SEPARATION_THRESHOLD} "
-            f"and stable (>= {STABILITY_THRESHOLD}) (least separated pair: {separation[i]:.2f}{steady}{after})"
+            f"k={k} is the largest k whose clusters are all separated by >= {SEPARATION_THRESHOLD}, "
+            f"stable (>= {STABILITY_THRESHOLD}) and >= {MIN_SUGGESTED_SHARE:.1%} of the patterns "
+            f"(least separated pair: {separation[i]:.2f}{steady}{after})"
         )
         details["supported"] = True
         return k, details
     details["reason"] = (
-        f"no k is clearly supported: none has all its clusters separated by >= {SEPARATION_THRESHOLD} "
-        f"and stable (>= {STABILITY_THRESHOLD}); the smallest k is given, read the scores and label maps"
+        f"no k is clearly supported: none has all its clusters separated by >= {SEPARATION_THRESHOLD}, "
+        f"stable (>= {STABILITY_THRESHOLD}) and >= {MIN_SUGGESTED_SHARE:.1%} of the patterns; the smallest k "
+        "is given, read the scores and label maps"
     )
     details["supported"] = False
     return ks[0], details

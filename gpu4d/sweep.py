@@ -340,9 +340,9 @@ def sweep(
         (reduced space) and ``separation``: for the least separated pair of clusters, the
         distance between their centroids over the pooled standard deviation of their members
         along the line joining them (reduced space). ``suggested_k`` follows
-        ``gpu4d.scores.RULE``: the largest k whose clusters are all separated by at least 5
-        (two halves of one region that KMeans splits are about 2.7 apart), or the smallest k
-        if none is; the inertia elbow (Kneedle) and the best-silhouette k are reported beside
+        ``gpu4d.scores.RULE``: the largest k whose clusters are all separated (two halves of
+        one region that KMeans splits are 2.5-5.5 apart), stable and not tiny, or the smallest
+        k if none is; the inertia elbow (Kneedle) and the best-silhouette k are reported beside
         it in ``suggestion``.
 
     Notes
@@ -453,7 +453,10 @@ def sweep(
             )
         scores["stability"] = [stable[k] for k in ks_list]
     with timer.stage("suggest"):
-        suggested, suggestion = suggest_k(ks_list, scores, totals.total_variance)
+        smallest_share = [
+            np.bincount(labels_all[:, i], minlength=k).min() / labels_all.shape[0] for i, k in enumerate(ks_list)
+        ]
+        suggested, suggestion = suggest_k(ks_list, scores, totals.total_variance, smallest_share)
 
     components = _components_info(sketch, n_comp, exact, n_components, variance_target, totals)
     timings = {k: round(v, 4) for k, v in timer.seconds.items()}

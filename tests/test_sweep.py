@@ -15,7 +15,7 @@ from gpu4d.backend import get_backend
 from gpu4d.dataset import open_dataset
 from gpu4d.errors import InputError
 from gpu4d.preprocessing import NORMALIZATIONS, TRANSFORMS
-from gpu4d.scores import SEPARATION_THRESHOLD, inertia_drops, min_separation, suggest_k
+from gpu4d.scores import MIN_SUGGESTED_SHARE, SEPARATION_THRESHOLD, inertia_drops, min_separation, suggest_k
 from gpu4d.engine import InlineExecutor, RowRecipe
 from gpu4d.sketch import streaming_sketch
 from gpu4d.sweep import folder_name, parse_ks
@@ -251,7 +251,7 @@ def test_suggested_k_on_regions_known(result):
         "inertia", "silhouette", "calinski_harabasz", "davies_bouldin", "separation", "stability"
     }
     assert all(len(v) == len(result.ks) for v in result.scores.values())
-    # on 5 scans of 4 regions (seeds 0-4; seeds 0-9 all succeeded when measured, 2026-11-30),
+    # on 5 scans of 4 regions (seeds 0-4; seeds 0-9: 9 of 10 when measured, 2026-11-30),
     # the suggested k is 4 and its labels are the regions, allowing one miss
     found = []
     for seed in range(5):
@@ -267,7 +267,7 @@ def test_suggested_k_on_regions_known(result):
 
 def test_suggested_k_on_synthetic_polycrystal():
     # 8 small polycrystals (4 grains and a planar defect each, seeds 0-7); measured 2026-11-30:
-    # the right k on 6 and ARI >= 0.95 at the right k on 6; at least 5 of 8 each are required
+    # the right k on 7 and ARI >= 0.95 at the right k on 8; at least 5 of 8 each are required
     right_k, right_labels = [], []
     for seed in range(8):
         synthetic = make_scan((24, 24), (48, 48), n_grains=4, defect=True, dtype="uint8", seed=seed)
@@ -282,9 +282,10 @@ def test_suggested_k_on_synthetic_polycrystal():
 def test_a_small_twin_lamella_is_kept():
     """Scans with a twin lamella of 2.5-5% of the patterns, which plain KMeans tends to merge into
     a grain at k = 6 (splitting another grain instead); the regions keep it.
-    Measured 2026-11-30 on seeds 10-19 of this size: suggested k = 6 and ARI 1.0 on 9 of 10."""
+    Measured 2026-11-30 on seeds 10-19 of this size: ARI 1.0 at k = 6 on 10 of 10, suggested k = 6
+    on 8 of 10 (7 on the others: a grain split along its thickness gradient, 7.4-8 apart)."""
     found = []
-    for seed in range(10, 15):
+    for seed in range(10, 20):
         synthetic = make_scan((48, 48), (48, 48), n_grains=5, defect=True, dtype="uint8", seed=seed)
         assert synthetic.n_regions == 6
         assert (synthetic.labels == 5).mean() < 0.06  # the lamella is small
@@ -293,7 +294,7 @@ def test_a_small_twin_lamella_is_kept():
             swept.suggested_k == 6
             and adjusted_rand_score(synthetic.labels.ravel(), swept[6].labels.ravel()) >= 0.95
         )
-    assert successes(found) >= 4, found
+    assert successes(found) >= 7, found
 
 
 def test_min_separation_tells_halves_of_one_region_from_two_regions():
@@ -324,6 +325,10 @@ def test_suggest_k_rule_on_curves():
     scores["stability"] = [1.0, 1.0, 1.0, 0.9, 0.8, 0.7]
     k, details = suggest_k(ks, scores)
     assert k == 4 and details["separated_ks"] == [2, 3, 4] and "stability 1.000" in details["reason"]
+    # ... nor one that holds a cluster of under MIN_SUGGESTED_SHARE of the patterns
+    shares = [0.3, 0.2, MIN_SUGGESTED_SHARE / 2, 0.1, 0.1, 0.1]
+    k, details = suggest_k(ks, scores, smallest_share=shares)
+    assert k == 3 and details["separated_ks"] == [2, 3]
     del scores["stability"]
     scores["separation"] = [2.0, 2.1, 2.2, 2.3, 2.4, 2.5]  # nothing distinct: the smallest k
     k, details = suggest_k(ks, scores)
