@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_live_receive import connect, start_simulator  # noqa: E402
 
 from gpu4d.live import LiveRun  # noqa: E402
-from gpu4d.live._mib_format import acquisition_header, encode_frames  # noqa: E402
+from gpu4d.io.mib_format import acquisition_header, encode_frames  # noqa: E402
 from gpu4d.synthetic import make_scan  # noqa: E402
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from gpu4d.errors import InputError
 from gpu4d.live import MerlinTCPSource
-from gpu4d.live._mib_format import acquisition_header, encode_frames
+from gpu4d.io.mib_format import acquisition_header, encode_frames
 
 
 def write_acquisition(folder: Path, size: int, n_frames: int, seed: int = 0) -> Path:

@@ -34,7 +34,6 @@ import argparse
 import ast
 import inspect
 import json
-import os
 import subprocess
 import sys
 import time
@@ -79,7 +78,7 @@ def preprocessed_features(data: np.ndarray, options: dict) -> np.ndarray:
     """
     import gpu4d
     from gpu4d.backend import get_backend
-    from gpu4d.dataset import open_dataset
+    from gpu4d.io.dataset import open_dataset
     from gpu4d.pipeline import PreprocessingOptions
     from gpu4d.preprocessing import build_features, resolve_batch_size
 

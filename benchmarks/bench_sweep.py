@@ -260,7 +260,7 @@ def prepare(cache: Path, args) -> tuple[Path, Path, Path]:
         np.save(truth_path, scan.labels)
         del scan
     if not mask_path.exists():
-        from gpu4d.dataset import open_dataset
+        from gpu4d.io.dataset import open_dataset
         from gpu4d.masks import build_mask, parse_mask
         from gpu4d.preprocessing import mean_pattern
 

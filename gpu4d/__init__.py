@@ -6,7 +6,7 @@
 ((181, 172), (6, 144, 144))
 """
 
-from .dataset import Dataset, open_dataset
+from .io.dataset import Dataset, open_dataset
 from .errors import BackendUnavailable, Gpu4dError, InputError, OutputError
 from .model import classify, load_result
 from .pipeline import cluster

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .align import AUTO_ALIGN_THRESHOLD_PX, DEFAULT_ALIGN_METHOD, default_window_radius, descan_shifts
-from .dataset import Dataset
+from .io.dataset import Dataset
 from .engine import InlineExecutor
 from .engine.passes import BeamCentres
 from .masks import find_beam

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
 from .errors import Gpu4dError, InputError, OutputError
-from .scanshape import parse_scan_shape
+from .io.scanshape import parse_scan_shape
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -551,7 +551,7 @@ def run_demo(args) -> int:
 
 def _demo_dataset(scan, seed: int):
     """The synthetic scan as a Dataset with its calibrations and a name for the figures."""
-    from .dataset import Axis, Dataset
+    from .io.dataset import Axis, Dataset
 
     (ny, nx), (qy, qx) = scan.data.shape[:2], scan.data.shape[2:]
     step, q = scan.scan_step_nm, scan.detector_scale

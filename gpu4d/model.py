@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import RESULT_MARKER
-from .dataset import Axis, open_dataset
+from .io.dataset import Axis, open_dataset
 from .errors import InputError
 from .masks import DetectorMask
 from .engine import InlineExecutor, RowRecipe

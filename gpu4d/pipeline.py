@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import get_backend
-from .dataset import open_dataset
+from .io.dataset import open_dataset
 from .executors import requested_scheduler
 from .errors import InputError
 from .masks import MaskSpec, detector_mask_for, mask_shifted_border, parse_mask

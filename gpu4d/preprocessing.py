@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .bad_pixels import MEAN_PATTERN_SAMPLE, pattern_statistics
-from .dataset import Dataset
+from .io.dataset import Dataset
 from .engine import InlineExecutor, RowRecipe
 from .engine.passes import LabelSums, Project
 from .errors import InputError

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import Axis
+from .io.dataset import Axis
 from .masks import DetectorMask
 
 #: Files ``ClusterResult.save`` writes (figures and ``centres.npy`` when they apply).

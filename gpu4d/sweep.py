@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import get_backend
-from .dataset import open_dataset
+from .io.dataset import open_dataset
 from .errors import Gpu4dWarning, InputError
 from .pipeline import PreprocessingOptions, _check_kmeans_parameters
 from .defaults import BASIS_BLUR_PX, DEFAULT_ALIGN, DEFAULT_TRANSFORM

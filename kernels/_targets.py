@@ -41,7 +41,7 @@ def simulator_enabled() -> bool:
 
 
 # ----------------------------------------------------------------------------- CUDA launches
-# The launch rules of every CUDA kernel (why: ``gpu4d._gpu``'s module docstring, which states
+# The launch rules of every CUDA kernel (why: ``gpu4d.backend.device``'s module docstring, which states
 # the whole stream discipline of the GPU path).
 
 

@@ -495,8 +495,8 @@ def test_cli_existing_output_without_overwrite(run_cli, tmp_path, blo_file):
 
 
 def test_blockfile_header_disagreeing_with_rosettasciio(blo_file):
-    from gpu4d.blockfile import read_header
-    from gpu4d.dataset import _blockfile_patterns
+    from gpu4d.io.blockfile import read_header
+    from gpu4d.io.dataset import _blockfile_patterns
 
     with pytest.raises(InputError, match=re.escape(str(blo_file)) + ".*RosettaSciIO read"):
         _blockfile_patterns(blo_file, read_header(blo_file), (2, 3, 144, 144))

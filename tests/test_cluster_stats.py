@@ -12,7 +12,7 @@ import pytest
 
 import gpu4d
 from gpu4d.cluster_stats import cluster_statistics
-from gpu4d.dataset import open_dataset
+from gpu4d.io.dataset import open_dataset
 from gpu4d.errors import InputError, OutputError
 from gpu4d.synthetic import make_scan
 

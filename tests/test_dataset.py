@@ -14,7 +14,7 @@ from sklearn.metrics import adjusted_rand_score
 
 import gpu4d
 from gpu4d.align import descan_shifts
-from gpu4d.dataset import Axis
+from gpu4d.io.dataset import Axis
 
 from .reference import preprocess_reference, shift_patterns
 

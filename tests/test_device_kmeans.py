@@ -9,7 +9,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from gpu4d.simulated_xp import HostDeviceMixError, strict_numpy, to_device
+from gpu4d.backend.simulated_xp import HostDeviceMixError, strict_numpy, to_device
 from gpu4d.kmeans.core import mean_feature_variance, row_squared_norms
 from gpu4d.kmeans.full import CUML_MIN_TOL, cuml_tolerance, full_kmeans
 

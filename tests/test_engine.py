@@ -18,7 +18,7 @@ from sklearn.metrics import adjusted_rand_score
 
 import gpu4d
 from gpu4d.backend import get_backend
-from gpu4d.dataset import open_dataset
+from gpu4d.io.dataset import open_dataset
 from gpu4d.engine import InlineExecutor, RowRecipe
 from gpu4d.engine.passes import BeamCentres, Distances, LabelSums, Project, TransposedProduct
 from gpu4d.errors import InputError

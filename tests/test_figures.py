@@ -343,7 +343,7 @@ def test_empty_cluster_is_said_in_words() -> None:
 def test_written_results_have_scale_bars_and_empty_panels(tmp_path: Path) -> None:
     """Through gpu4d.cluster on a calibrated scan: the grid files carry the calibration."""
     import gpu4d
-    from gpu4d.dataset import Axis, Dataset
+    from gpu4d.io.dataset import Axis, Dataset
     from gpu4d.figures import nice_length
 
     data = np.ones((3, 3, 16, 16), np.float32)  # every pattern alike: k = 3 leaves empty clusters

@@ -15,7 +15,7 @@ from scipy.spatial.distance import cdist
 from sklearn.metrics import adjusted_rand_score
 
 import gpu4d
-from gpu4d.dataset import Axis, open_dataset
+from gpu4d.io.dataset import Axis, open_dataset
 from gpu4d.model import nearest_and_confidence
 from gpu4d.synthetic import make_scan
 

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import gpu4d
-from gpu4d.dataset import Axis
+from gpu4d.io.dataset import Axis
 from gpu4d.errors import Gpu4dWarning, InputError
 from gpu4d.synthetic import make_scan
 

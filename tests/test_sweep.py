@@ -12,7 +12,7 @@ from sklearn.metrics import adjusted_rand_score
 
 import gpu4d
 from gpu4d.backend import get_backend
-from gpu4d.dataset import open_dataset
+from gpu4d.io.dataset import open_dataset
 from gpu4d.errors import InputError
 from gpu4d.preprocessing import NORMALIZATIONS, TRANSFORMS
 from gpu4d.scores import MIN_SUGGESTED_SHARE, SEPARATION_THRESHOLD, inertia_drops, min_separation, suggest_k

@@ -50,7 +50,7 @@ class DatasetSource:
         return (self.path, self.reader, self.scan_shape, self.shape, zeroed)
 
     def open(self):
-        from ..dataset import open_dataset
+        from ..io.dataset import open_dataset
 
         dataset = open_dataset(self.path, reader=self.reader, scan_shape=self.scan_shape)
         if tuple(dataset.shape) != self.shape:

@@ -68,7 +68,7 @@ class RawCache:
 
 class InlineExecutor:
     """Runs passes in this process: partitions read in order, streamed to the backend's device
-    (double-buffered on a GPU, see ``gpu4d._gpu``), mapped and merged one after the other."""
+    (double-buffered on a GPU, see ``gpu4d.backend.device``), mapped and merged one after the other."""
 
     name = "inline"
     local = True  # the passes' arrays stay in this process (exact mode's matrix can be read)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..dataset import Dataset
+from ..io.dataset import Dataset
 from ..errors import InputError
 
 

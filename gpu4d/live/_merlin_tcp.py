@@ -9,7 +9,7 @@ import numpy as np
 
 from gpu4d.errors import InputError
 from gpu4d.live._base import check_n_frames
-from gpu4d.live._mib_format import (
+from gpu4d.io.mib_format import (
     MPX_PREFIX_SIZE,
     parse_acquisition_header,
     parse_frame_header,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gpu4d.errors import InputError
 from gpu4d.live._base import check_n_frames
-from gpu4d.live._mib_format import (
+from gpu4d.io.mib_format import (
     FRAME_HEADER_LEAD,
     AcquisitionHeader,
     frame_header_size,

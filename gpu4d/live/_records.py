@@ -14,7 +14,7 @@ import numpy as np
 
 from gpu4d.errors import InputError
 from gpu4d.live._base import FrameBatch, SourceBase, StreamIncomplete, check_max_frames
-from gpu4d.live._mib_format import AcquisitionHeader, FrameFormat, check_records, decode_pixels
+from gpu4d.io.mib_format import AcquisitionHeader, FrameFormat, check_records, decode_pixels
 
 #: Upper bound of the receive buffer; batches hold fewer frames than asked when it binds.
 BUFFER_BYTES = 64 << 20

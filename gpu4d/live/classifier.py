@@ -388,7 +388,7 @@ class LiveClassifier:
         InputError
             No frame arrived: nothing was classified.
         """
-        from gpu4d.dataset import Axis
+        from gpu4d.io.dataset import Axis
         from gpu4d.result import ClusterResult
 
         self.process(final=True)

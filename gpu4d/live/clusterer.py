@@ -863,7 +863,7 @@ class LiveClusterer:
         return result
 
     def _partial(self, progress: bool):
-        from gpu4d.dataset import _default_axes, open_dataset
+        from gpu4d.io.dataset import default_axes, open_dataset
         from gpu4d.preprocessing import cluster_mean_patterns
         from gpu4d.result import ClusterResult
 
@@ -877,7 +877,7 @@ class LiveClusterer:
         means, sizes = cluster_mean_patterns(
             dataset, self.backend, labels, self.n_clusters, shifts, batch, progress
         )
-        scan_axes, detector_axes = _default_axes((*self.scan_shape, *self.detector_shape))
+        scan_axes, detector_axes = default_axes((*self.scan_shape, *self.detector_shape))
         centres = None
         if self._centres is not None:
             centres = self._centres.reshape(*self.scan_shape, 2).copy()

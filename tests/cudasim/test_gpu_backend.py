@@ -41,7 +41,7 @@ def test_aligned_gpu_backend_equals_cpu_backend(align):
 
 
 def test_simulated_backend_arrays_refuse_host_arrays_as_cupy_does():
-    from gpu4d.simulated_xp import HostDeviceMixError
+    from gpu4d.backend.simulated_xp import HostDeviceMixError
     from gpu4d.backend import get_backend
 
     backend = get_backend("gpu")
@@ -56,7 +56,7 @@ def test_a_forgotten_transfer_fails_under_the_simulator(monkeypatch):
     """A pipeline step that kept a host array where a device one belongs fails here, not first
     on a GPU: ``to_device`` made a no-op, the mean-pattern pass mixes host labels with device
     cluster ids."""
-    from gpu4d.simulated_xp import HostDeviceMixError
+    from gpu4d.backend.simulated_xp import HostDeviceMixError
     from gpu4d.backend import GpuBackend
 
     monkeypatch.setattr(GpuBackend, "to_device", lambda self, array: np.asarray(array))

@@ -4,7 +4,7 @@ RosettaSciIO counts frames from the file size, so a cut-short file reads as a sm
 empty one fails with an IndexError and a ``.hdr`` from another acquisition goes unnoticed. Here
 the first frame header gives the size of a frame record, the file size the number of frames the
 file holds, and the ``.hdr`` the number the acquisition promised; any disagreement is reported
-in words. The header parsers are the live reader's (``gpu4d.live._mib_format``).
+in words. The header parsers are in ``gpu4d.io.mib_format`` (the live reader's too).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
-from .live._mib_format import (
+from ..errors import InputError
+from .mib_format import (
     FRAME_HEADER_LEAD,
     frame_header_size,
     parse_acquisition_header,

@@ -1,6 +1,6 @@
 """The patterns of a NanoMegas blockfile (.blo), read in batches of scan rows with file reads.
 
-RosettaSciIO reads the metadata and calibrations (``gpu4d.dataset``); this module only serves
+RosettaSciIO reads the metadata and calibrations (``gpu4d.io.dataset``); this module only serves
 the pixel data of the layout RosettaSciIO's reader describes: from ``offset_2``, one frame per
 scan position, a 6-byte frame header then dp x dp uint8 pixels. RosettaSciIO serves them
 through dask, which copied every batch into fresh memory (~2 s of a ~15 s sweep of the

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Extensions of HDF5 files gpu4d looks inside to choose the reader itself.
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".emd", ".nxs")

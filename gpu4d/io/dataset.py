@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import Gpu4dWarning, InputError
 from .arina import arina_master_of
-from .errors import Gpu4dWarning, InputError
 from .readers import check_reader, guess_hdf5_reader
 from .scanshape import FlatScan, parse_scan_shape, scan_shape_for
 
@@ -281,7 +281,7 @@ def _open_with_rosettasciio(path: Path, reader: str | None, scan_shape) -> Datas
 
 
 def _open_arina(path: Path, scan_shape) -> Dataset:
-    """A DECTRIS ARINA master file, read in batches (``gpu4d.arina``)."""
+    """A DECTRIS ARINA master file, read in batches (``gpu4d.io.arina``)."""
     from .arina import ArinaFrames
 
     try:
@@ -379,7 +379,7 @@ def _check_blockfile_header(path: Path) -> dict:
 
 
 def _blockfile_patterns(path: Path, header: dict, shape: tuple[int, int, int, int]):
-    """The .blo's patterns, read by file reads (``gpu4d.blockfile``), after checking that its
+    """The .blo's patterns, read by file reads (``gpu4d.io.blockfile``), after checking that its
     ``header`` (``blockfile.read_header``) agrees with the shape RosettaSciIO reported."""
     from .blockfile import BlockfileFrames
 
@@ -494,7 +494,7 @@ def _axis(hs_axis, default_name: str) -> Axis:
     return Axis(name, int(hs_axis.size), scale, float(hs_axis.offset), units)
 
 
-def _default_axes(shape) -> tuple[tuple[Axis, Axis], tuple[Axis, Axis]]:
+def default_axes(shape) -> tuple[tuple[Axis, Axis], tuple[Axis, Axis]]:
     ny, nx, qy, qx = shape
     return (Axis("y", ny), Axis("x", nx)), (Axis("qy", qy), Axis("qx", qx))
 
@@ -523,7 +523,7 @@ def _from_array(array, source: str, scan_shape=None, why_flat=None, metadata=Non
         ny, nx = scan_shape_for(frames.shape[0], scan_shape, source)
         array = FlatScan(frames, (ny, nx))
         shape = array.shape
-    scan_axes, detector_axes = _default_axes(shape)
+    scan_axes, detector_axes = default_axes(shape)
     return Dataset(array, scan_axes, detector_axes, source, metadata or {})
 
 

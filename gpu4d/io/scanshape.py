@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def parse_scan_shape(value, *, name: str = "scan_shape") -> tuple[int, int] | None:
@@ -58,7 +58,7 @@ class FlatScan:
     """Array-like (ny, nx, qy, qx) view of frames (n, qy, qx): ``scan[a:b]`` reads scan rows.
 
     ``frames`` is anything sliced along its first axis into frames: a numpy array or memory
-    map, a dask array, an h5py dataset, :class:`gpu4d.arina.ArinaFrames`.
+    map, a dask array, an h5py dataset, :class:`gpu4d.io.arina.ArinaFrames`.
     """
 
     ndim = 4

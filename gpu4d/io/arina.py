@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Planck constant x speed of light in eV nm, for the electron wavelength.
 _HC_EV_NM = 1239.841984
