@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arrays import to_host
 from .scores import mahalanobis
 from .kmeans.core import kmeans
 from .kmeans.core import nearest
@@ -104,7 +105,7 @@ class RegionTree:
     def predict(self, xp, z, k: int) -> np.ndarray:
         """(n,) int32 region of the k-cluster cut for the rows of ``z`` (xp array): the region
         of their nearest atom."""
-        atoms = _to_host(nearest(xp, z, xp.asarray(self.atom_means, dtype=np.float32)))
+        atoms = to_host(nearest(xp, z, xp.asarray(self.atom_means, dtype=np.float32)))
         return self.cluster_labels(k)[atoms]
 
     def confidence(self, z, k: int, chunk: int = 65536) -> np.ndarray:
@@ -132,7 +133,7 @@ class RegionTree:
         norms = np.einsum("ij,ij->i", means, means)
         out = np.empty(self.atom_of.shape[0], np.float32)
         for start in range(0, out.shape[0], chunk):
-            rows = np.asarray(_to_host(z[start : start + chunk]), np.float64)
+            rows = np.asarray(to_host(z[start : start + chunk]), np.float64)
             d2 = norms[None, :] - 2.0 * rows @ means.T + np.einsum("ij,ij->i", rows, rows)[:, None]
             same = region_of_atom[None, :] == own_region[start : start + chunk, None]
             other = (region_of_atom[None, :] >= 0) & ~same
@@ -192,8 +193,8 @@ def fit_region_tree(
         atom_of = fit.labels
     else:
         atom_of = nearest(xp, z, fit.centers)
-    atom_of = _to_host(atom_of).astype(np.int32)
-    counts, means, scatter = _atom_statistics(_to_host(z), atom_of, m)
+    atom_of = to_host(atom_of).astype(np.int32)
+    counts, means, scatter = _atom_statistics(to_host(z), atom_of, m)
     min_size = max(MIN_SIZE_FLOOR, min_region_share * n)
     merges, sizes = merge_atoms(counts, means, scatter, min_size)
     return RegionTree(atom_of, merges, sizes, means, int(fit.n_iter), float(min_size))
@@ -318,11 +319,6 @@ def _separations(a, others, n_of, mean_of, scatter_of, within) -> np.ndarray:
     pooled = np.stack([scatter_of[a] + scatter_of[b] + PRIOR_PATTERNS * within for b in others]) / dof[:, None, None]
     return mahalanobis(deltas, pooled)
 
-
-def _to_host(array) -> np.ndarray:
-    if hasattr(array, "get") and hasattr(array, "__cuda_array_interface__"):
-        return array.get()
-    return np.asarray(array)
 
 
 def stability(xp, z, tree: RegionTree, ks, *, rng: np.random.Generator, repeats: int = STABILITY_REPEATS, **fit_options) -> dict:

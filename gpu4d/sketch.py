@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arrays import to_host
 from .engine.passes import Project, TransposedProduct
 
 #: Variance, relative to the leading axis's, below which an axis holds only rounding.
@@ -185,7 +186,7 @@ def streaming_sketch(
         # leading ones only (the product's cost is proportional to their number).
         with small_matrices(xp):
             _, s_sample, vt = xp.linalg.svd(r.T, full_matrices=False)
-        sample_singular_values = np.asarray(_to_host(s_sample), np.float64) * np.sqrt(n / s)
+        sample_singular_values = np.asarray(to_host(s_sample), np.float64) * np.sqrt(n / s)
         kept = int(axes(sample_singular_values))
         p = (p.astype(np.float64) @ vt.T[:, :kept]).astype(np.float32)
 
@@ -271,9 +272,6 @@ def _finish(xp, z, p) -> Sketch:
     return Sketch(
         components=(components * signs[None, :]).astype(np.float32),
         scores=(z @ v.astype(np.float32)),
-        singular_values=np.asarray(_to_host(s), np.float64),
+        singular_values=np.asarray(to_host(s), np.float64),
     )
 
-
-def _to_host(array) -> np.ndarray:
-    return array.get() if hasattr(array, "get") else np.asarray(array)

@@ -29,6 +29,7 @@ import warnings
 
 import numpy as np
 
+from ..arrays import to_host
 from ..errors import Gpu4dWarning
 from . import core
 
@@ -83,7 +84,7 @@ def full_kmeans(
         result = fit(xp, features, squared_norms, xp.asarray(init, dtype=np.float32), max_iter, tol_abs, assign_and_sum)
     finally:
         features += mean
-    labels = _host(result.labels).astype(np.int32)
+    labels = to_host(result.labels).astype(np.int32)
     distinct = int(np.unique(labels).size)
     if distinct < n_clusters:
         warnings.warn(
@@ -93,7 +94,7 @@ def full_kmeans(
         )
     return core.KMeansFit(
         labels=labels,
-        centers=_host(result.centers + mean).astype(np.float32),
+        centers=to_host(result.centers + mean).astype(np.float32),
         inertia=float(result.inertia),
         n_iter=int(result.n_iter),
     )
@@ -145,6 +146,3 @@ def _cuml_fit(xp, x, squared_norms, centres, max_iter, tol_abs, assign_and_sum):
     xp.cuda.Device().synchronize()
     return core.KMeansFit(model.labels_, model.cluster_centers_, float(model.inertia_), int(model.n_iter_))
 
-
-def _host(array) -> np.ndarray:
-    return array.get() if hasattr(array, "get") else np.asarray(array)

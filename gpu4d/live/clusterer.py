@@ -37,10 +37,12 @@ import time
 
 import numpy as np
 
+from gpu4d.arrays import to_host
 from gpu4d.defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
 
 from gpu4d.errors import InputError
 from gpu4d.kmeans import core as kmeans_core
+from gpu4d.kmeans.matching import match_centroids
 from gpu4d.kmeans.minibatch import MiniBatchKMeans
 from gpu4d.live.frames import FrameStore, check_scan_shape
 
@@ -93,31 +95,6 @@ FINAL_N_INIT = 32
 FINAL_DIMENSIONS = 32
 
 
-def match_centroids(previous, current) -> np.ndarray:
-    """The order of ``current`` centroids that best continues ``previous`` (stable labels).
-
-    Parameters
-    ----------
-    previous, current : (k, m) arrays (numpy or cupy)
-
-    Returns
-    -------
-    order : (k,) int64 numpy array
-        ``current[order]`` puts at position i the centroid matched to ``previous[i]`` (minimum
-        total squared distance, ``scipy.optimize.linear_sum_assignment``); a label ``j`` under
-        ``current`` becomes ``argsort(order)[j]``.
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    a = _host(previous).astype(np.float64)
-    b = _host(current).astype(np.float64)
-    cost = (a * a).sum(1)[:, None] - 2.0 * a @ b.T + (b * b).sum(1)[None, :]
-    rows, cols = linear_sum_assignment(cost)
-    order = np.empty(len(rows), np.int64)
-    order[rows] = cols
-    return order
-
-
 _BLAS = None
 
 
@@ -136,12 +113,6 @@ def _one_blas_thread():
         _BLAS = ThreadpoolController()
     return _BLAS.limit(limits=1, user_api="blas")
 
-
-def _host(array) -> np.ndarray:
-    if isinstance(array, np.ndarray):
-        return array
-    get = getattr(array, "get", None)
-    return get() if callable(get) else np.asarray(array)
 
 
 # ------------------------------------------------------------------------------------- sample
@@ -635,11 +606,11 @@ class LiveClusterer:
         s, m = rows.shape
         width = int(min(s, m, max(dimensions, 2 * k + 6)))
         sketch = in_memory_sketch(rows, backend, sketch_size=width, random_state=self._rng.integers(2**31))
-        coords = _host(sketch.scores).astype(np.float64)
+        coords = to_host(sketch.scores).astype(np.float64)
         start = None
         if previous is not None:
             mean = rows.mean(axis=0, dtype=np.float64).astype(np.float32)  # what the scores are centred on
-            start = _host((previous - mean[None, :]) @ sketch.components).astype(np.float64)
+            start = to_host((previous - mean[None, :]) @ sketch.components).astype(np.float64)
         # a small weighted sample on the host, in float64; run until no label changes
         labels = kmeans_core.kmeans(
             np, coords, k, n_init=n_init, max_iter=SEED_MAX_ITER, tol=0.0, rng=self._rng,
@@ -649,7 +620,7 @@ class LiveClusterer:
         sums, mass = kmeans_core.cluster_sums(
             xp, rows, backend.to_device(labels), k, weights=backend.to_device(np.asarray(weights, np.float32))
         )
-        mass = _host(mass)
+        mass = to_host(mass)
         centers = sums / xp.asarray(np.maximum(mass, 1e-12)[:, None].astype(np.float32))
         if previous is not None:
             centers = xp.where(xp.asarray(mass > 0)[:, None], centers, previous)
@@ -658,7 +629,7 @@ class LiveClusterer:
             relabel = np.argsort(order)
             labels, mass = relabel[labels], mass[order]
         _, distances = kmeans_core.assign(xp, rows, centers)
-        distances = _host(distances)
+        distances = to_host(distances)
         thresholds = np.full(k, np.inf)
         spread = np.quantile(distances, NOVELTY_QUANTILE) if s else np.inf
         for c in range(k):
