@@ -31,6 +31,7 @@ import numpy as np
 
 from gpu4d.errors import InputError
 from gpu4d.live.frames import FrameStore, check_scan_shape
+from gpu4d.live.threads import processing_threads
 
 __all__ = ["LiveClassifier"]
 
@@ -225,7 +226,7 @@ class LiveClassifier:
         sums instead: labels come first, the mean patterns' sums when there is time (and at
         :meth:`finish`). ``final`` is accepted for LiveRun; there is no initial buffer.
         """
-        with _one_blas_thread():
+        with processing_threads():
             done = 0
             while True:
                 available = self.frames_received - self.frames_processed
@@ -448,15 +449,3 @@ class LiveClassifier:
         self.close()
 
 
-_BLAS = None
-
-
-def _one_blas_thread():
-    """Host BLAS single-threaded: the distance matmul is thin ((n, m) x (m, k)) and the numba
-    kernels and the receiving thread already keep the cores busy (see LiveClusterer)."""
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")

@@ -45,6 +45,7 @@ from gpu4d.kmeans import core as kmeans_core
 from gpu4d.kmeans.matching import match_centroids
 from gpu4d.kmeans.minibatch import MiniBatchKMeans
 from gpu4d.live.frames import FrameStore, check_scan_shape
+from gpu4d.live.threads import processing_threads
 
 __all__ = ["LiveClusterer", "MiniBatchKMeans", "match_centroids"]
 
@@ -78,9 +79,12 @@ NOVELTY_QUANTILE = 0.99
 NOVEL_MIN_FRAMES = 32
 NOVEL_MIN_GAP = 256
 RESEED_GROWTH = 2.0
-#: ... but no more often than these shares of the time allow (a re-seed takes 0.1-0.5 s).
+#: ... but no more often than these shares of the time allow (a re-seed takes 0.1-0.5 s). At
+#: 0.3 for novel frames, three re-seeds took a third of a 10,000-frame live window; at 0.15 two
+#: or three, and the CLI's median rate rose from 3,700-3,900 to 4,760 frames/s (bench_live.py
+#: --cli, 8 runs each); the final map is the refinement's either way.
 RESEED_SHARE = 0.1
-NOVEL_RESEED_SHARE = 0.3
+NOVEL_RESEED_SHARE = 0.15
 #: The re-seed's KMeans runs in the sample's top principal axes (at least this many), from
 #: SEED_N_INIT k-means++ starts and from the previous centroids, each for at most SEED_MAX_ITER
 #: Lloyd iterations (it stops when no label changes).
@@ -95,23 +99,6 @@ FINAL_N_INIT = 32
 FINAL_DIMENSIONS = 32
 
 
-_BLAS = None
-
-
-def _one_blas_thread():
-    """Run host BLAS/LAPACK single-threaded.
-
-    The live loop's matmuls are thin ((n, m) x (m, k), memory-bound) and its LAPACK calls
-    small; the numba kernels and the receiving thread already keep the cores busy, and
-    OpenBLAS threads that spin-wait for a core slow them down many times over (a 4000 x 40
-    SVD: 1 s with 2 threads on a busy 2-core machine, 17 ms with one).
-    """
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
 
 
 
@@ -389,7 +376,7 @@ class LiveClusterer:
         complete); then they are folded in mini-batches of ``batch_size``, and the centroids
         are re-seeded from the sample when new regions appear or the data seen doubles.
         """
-        with _one_blas_thread():
+        with processing_threads():
             return self._process(max_frames, final)
 
     def _process(self, max_frames, final) -> int:
@@ -646,7 +633,7 @@ class LiveClusterer:
         """
         if self._km is None:
             return
-        with _one_blas_thread():
+        with processing_threads():
             self._reseed()
 
     def _reseed(self, final: bool = False) -> None:
@@ -692,7 +679,7 @@ class LiveClusterer:
 
         Returns the frames relabelled (at most about ``max_frames``; all when None).
         """
-        with _one_blas_thread():
+        with processing_threads():
             return self._relabel(max_frames)
 
     def _relabel(self, max_frames) -> int:
@@ -777,7 +764,7 @@ class LiveClusterer:
                 f"only {self.frames_received} frames arrived, fewer than n_clusters="
                 f"{self.n_clusters}: nothing to cluster."
             )
-        with _one_blas_thread():
+        with processing_threads():
             self._reseed(final=True)  # the best centroids a sample gives, over every frame seen
         if refine and self.complete:
             result = self._refined(max_iter, tol, progress)
