@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_live_receive import connect, start_simulator  # noqa: E402
+from bench_live_receive import connect, start_simulator, stop_simulator  # noqa: E402
 
 from gpu4d.live import LiveRun  # noqa: E402
 from gpu4d.io.mib_format import acquisition_header, encode_frames  # noqa: E402
@@ -165,11 +165,7 @@ def run_cli(size: int, scan, k: int, repeats: int) -> None:
             print(f"  rate_fps median {statistics.median(rates):.0f} (range {min(rates):.0f}-{max(rates):.0f}) "
                   f"over {repeats} runs; target >= 5,000", flush=True)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except Exception:  # noqa: BLE001
-                proc.kill()
+            stop_simulator(proc)
 
 
 def run(size: int, scan, k: int, repeats: int, batch: int | None, model: str | None = None,
@@ -218,11 +214,7 @@ def run(size: int, scan, k: int, repeats: int, batch: int | None, model: str | N
                     )
                     print(f"         stage seconds {c['timings']}", flush=True)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except Exception:  # noqa: BLE001
-                proc.kill()
+            stop_simulator(proc)
 
 
 def main(argv: list[str] | None = None) -> None:

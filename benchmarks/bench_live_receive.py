@@ -82,6 +82,15 @@ def start_simulator(hdr: Path, cached: str) -> tuple[subprocess.Popen, int]:
     return proc, data
 
 
+def stop_simulator(proc: subprocess.Popen) -> None:
+    """Stop the simulator subprocess (killed if it does not stop within 10 s)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def connect(port: int, deadline_s: float = 120.0) -> MerlinTCPSource:
     """Connect to the simulator, retrying while it starts up."""
     t_end = time.monotonic() + deadline_s
@@ -140,11 +149,7 @@ def run(size: int, n_frames: int, repeats: int, batch: int, cached: str) -> None
                     flush=True,
                 )
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_simulator(proc)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Write Quantum Detectors Merlin ``.mib`` records and ``.hdr`` headers for the tests.
 
-The tests' own writer, kept apart from gpu4d's reader (``gpu4d.live``), so that a round trip
+The tests' own writer, kept apart from gpu4d's reader (``gpu4d.io.mib_format``), so that a round trip
 checks the reader against an independent statement of the format: each frame is an ASCII
 ``MQ1`` header padded with NULs to its header size, then big-endian pixels with the rows in
 reverse order (as Merlin sends them and RosettaSciIO flips them back).
