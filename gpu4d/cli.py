@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
 from .errors import Gpu4dError, InputError, OutputError
+from .engine.inline import parse_memory_budget
 from .io.scanshape import parse_scan_shape
 
 EXIT_ERROR = 2
@@ -262,6 +263,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def add_scheduler_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--memory-budget", default=None, metavar="SIZE",
+        help="host memory the raw scan may take to be kept between passes, e.g. 8G or 512M, so "
+        "that later passes read memory, not the file (files read lazily through RosettaSciIO; "
+        ".blo, .npy and .mib are read directly and never copied) (default: 1G, at most a quarter "
+        "of the free memory)",
+    )
+    parser.add_argument(
         "--scheduler", default=None, metavar="ADDRESS",
         help="run the passes over the scan on a Dask cluster, e.g. tcp://10.0.0.5:8786 (each worker "
         "opens the file itself, so it must see the same path; --backend is each worker's) "
@@ -350,6 +358,8 @@ def cluster_kwargs(args) -> dict:
         "tol": args.tol,
         "progress": not args.quiet,
         **({"scheduler": args.scheduler} if getattr(args, "scheduler", None) is not None else {}),
+        **({"memory_budget": parse_memory_budget(args.memory_budget, "--memory-budget")}
+           if getattr(args, "memory_budget", None) is not None else {}),
     }
 
 

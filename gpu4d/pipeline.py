@@ -11,6 +11,7 @@ import numpy as np
 
 from .backend import get_backend
 from .io.dataset import open_dataset
+from .engine import parse_memory_budget
 from .executors import requested_scheduler
 from .errors import InputError
 from .masks import MaskSpec, detector_mask_for, mask_shifted_border, parse_mask
@@ -47,6 +48,7 @@ def cluster(
     exact: bool = False,
     progress: bool = False,
     scheduler=None,
+    memory_budget=None,
 ) -> ClusterResult:
     """Cluster the patterns of a 4D-STEM scan into ``n_clusters`` regions.
 
@@ -83,8 +85,11 @@ def cluster(
     scheduler : a Dask scheduler address or ``distributed.Client``: the passes over the scan
         run on its workers (see ``gpu4d.sweep``); by default ``DASK_SCHEDULER_ADDRESS`` if set.
         Not with ``exact`` or ``init``, whose KMeans needs the whole matrix in one process.
+    memory_budget : host memory the raw scan may take between passes (see ``gpu4d.sweep``);
+        ``exact`` and ``init`` store the feature matrix instead and do not use it.
     """
     _check_kmeans_parameters(n_clusters, n_init, max_iter, tol, random_state)
+    parse_memory_budget(memory_budget)  # checked on every path; only the streaming one uses it
     options = PreprocessingOptions.parse(mask=mask, normalize=normalize, transform=transform, align=align)
     timer = StageTimer()
     with timer.stage("open"):
@@ -108,7 +113,7 @@ def cluster(
                 dataset, [n_clusters], mask=mask, normalize=normalize, transform=transform,
                 align=align, backend=backend, random_state=random_state, n_init=n_init,
                 max_iter=max_iter, tol=tol, batch_size=batch_size, progress=progress,
-                scheduler=scheduler,
+                scheduler=scheduler, memory_budget=memory_budget,
             )
         for warning in caught:  # pointing at the caller of cluster, not at the sweep inside it
             warnings.warn(warning.message, warning.category, stacklevel=2)

@@ -43,7 +43,7 @@ from .io.dataset import open_dataset
 from .errors import Gpu4dWarning, InputError
 from .pipeline import PreprocessingOptions, _check_kmeans_parameters
 from .defaults import BASIS_BLUR_PX, DEFAULT_ALIGN, DEFAULT_TRANSFORM
-from .engine import RowRecipe, raw_cache_budget
+from .engine import RowRecipe, parse_memory_budget, raw_cache_budget
 from .engine.passes import LabelSums, Project
 from .executors import make_executor, requested_scheduler
 from .preprocessing import resolve_batch_size
@@ -306,6 +306,7 @@ def sweep(
     variance_target: float = DEFAULT_VARIANCE_TARGET,
     silhouette_samples: int = DEFAULT_SILHOUETTE_SAMPLES,
     scheduler=None,
+    memory_budget=None,
 ) -> SweepResult:
     """Cluster a scan for every k in ``ks``, score the clusterings and suggest k.
 
@@ -331,6 +332,11 @@ def sweep(
         run the passes over the scan on its workers (each opens the file itself; ``data`` must
         be a file path), with ``backend`` on each worker; the client merges the partials and
         fits the regions on its CPU. By default ``DASK_SCHEDULER_ADDRESS`` if set, else inline.
+    memory_budget : bytes (or text: ``"8G"``, ``"512M"``) of host memory the raw scan may take
+        to be kept between passes, so that later passes read memory, not the file (a scan
+        read through RosettaSciIO's lazy readers, e.g. compressed HDF5, is otherwise read once
+        per pass). Default: 1 GiB, at most a quarter of the memory available. Files gpu4d reads
+        by plain file reads or memory maps (.blo, .npy, .mib) are never copied.
 
     Returns
     -------
@@ -358,6 +364,7 @@ def sweep(
     ks_list = parse_ks(DEFAULT_KS if default_ks else ks)
     options = PreprocessingOptions.parse(mask=mask, normalize=normalize, transform=transform, align=align)
     _check_sweep_options(n_components, sketch_size, variance_target, silhouette_samples)
+    memory_budget = parse_memory_budget(memory_budget)
     scheduler = requested_scheduler(scheduler)
     # with a scheduler the workers run ``backend``; the client only merges and fits small arrays
     engine = get_backend("cpu" if scheduler is not None else backend)
@@ -385,7 +392,7 @@ def sweep(
         _check_device_memory(engine, dataset, n_kept)
 
     with make_executor(
-        dataset, engine, batch, scheduler=scheduler, cache_budget=0 if exact else raw_cache_budget(),
+        dataset, engine, batch, scheduler=scheduler, cache_budget=0 if exact else raw_cache_budget(memory_budget),
         backend_name=backend,
     ) as executor:
         shifts = centres = None
@@ -477,6 +484,7 @@ def sweep(
         "sketch_size": sketch_size,
         "variance_target": variance_target,
         "silhouette_samples": min(silhouette_samples, n),
+        "memory_budget": memory_budget,
         "raw_patterns_kept_in_memory": raw_kept,
         "execution": execution,
     }

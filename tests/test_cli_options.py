@@ -194,6 +194,50 @@ def test_cli_sweep_components(scan_file, tmp_path, run_cli):
     assert bad.err.strip() == "gpu4d: error: --components must be auto or an integer >= 1; got 'five'"
 
 
+# -- --memory-budget ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def hspy_file(tmp_path_factory):
+    """region_scan as a .hspy: HDF5 read lazily through RosettaSciIO, so not read cheaply (a
+    .npy is memory-mapped and never copied)."""
+    import hyperspy.api as hs
+
+    data, truth = region_scan()
+    path = tmp_path_factory.mktemp("hspy") / "scan.hspy"
+    hs.signals.Signal2D(data).save(path)
+    return path, truth
+
+
+def test_cli_memory_budget_keeps_a_lazily_read_scan_between_passes(hspy_file, tmp_path, run_cli):
+    path, truth = hspy_file
+    labels = {}
+    for budget, kept in (("0", False), ("64M", True)):
+        out = tmp_path / f"budget{budget}"
+        run = run_cli("sweep", path, "-k", "3:5", "--mask", MASK_TEXT, "--memory-budget", budget,
+                      "--out", out, "-q", "--no-figures")
+        assert run.code == 0, run.err
+        parameters = read_json(out / "sweep.json")["parameters"]
+        assert parameters["memory_budget"] == {"0": 0, "64M": 64 * 2**20}[budget]
+        assert parameters["raw_patterns_kept_in_memory"] is kept
+        labels[budget] = np.load(out / "k04" / "labels.npy")
+    np.testing.assert_array_equal(labels["0"], labels["64M"])  # the cache changes where, not what
+    assert adjusted_rand_score(truth.ravel(), labels["0"].ravel()) >= 0.95
+    bad = run_cli("cluster", path, "-k", "4", "--memory-budget", "lots", "--out", tmp_path / "bad", "-q")
+    assert bad.code == 2 and "--memory-budget='lots' should be a number of bytes" in bad.err
+
+
+def test_memory_budget_values():
+    from gpu4d.engine import parse_memory_budget
+
+    assert parse_memory_budget(None) is None
+    assert parse_memory_budget("8G") == 8 * 2**30 and parse_memory_budget("1.5GB") == 3 * 2**29
+    assert parse_memory_budget("512MiB") == 512 * 2**20 and parse_memory_budget(4096) == 4096
+    for bad in ("-1G", "8X", "", True, float("nan")):
+        with pytest.raises(gpu4d.InputError, match="should be a number of bytes"):
+            parse_memory_budget(bad)
+    with pytest.raises(gpu4d.InputError, match="memory_budget="):
+        gpu4d.cluster(np.zeros((4, 4, 8, 8), np.uint8), 2, memory_budget="big")
+
+
 def test_cli_sweep_sketch_size(scan_file, tmp_path, run_cli):
     path, _ = scan_file
     out = tmp_path / "s12"

@@ -17,7 +17,7 @@ on every executor; other partitionings agree to float32 rounding.
 
 from .base import Part, Partition, Pass, RowsPass, SumPass, plan_partitions
 from .context import Context, RowRecipe
-from .inline import InlineExecutor, raw_cache_budget
+from .inline import InlineExecutor, parse_memory_budget, raw_cache_budget
 from .reading import check_finite, read_checked
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "SumPass",
     "check_finite",
     "plan_partitions",
+    "parse_memory_budget",
     "raw_cache_budget",
     "read_checked",
 ]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 
+from ..errors import InputError
 from ..progress import batch_bar
 from .base import Part, plan_partitions, rows_in_partition
 from .context import ContextCache
@@ -16,9 +18,12 @@ from .reading import read_checked
 RAW_CACHE_BYTES = 1 << 30
 
 
-def raw_cache_budget() -> int:
-    """Bytes of raw patterns an executor may keep in memory: ``RAW_CACHE_BYTES``, at most a
-    quarter of the memory available now."""
+def raw_cache_budget(memory_budget: int | None = None) -> int:
+    """Bytes of raw patterns an executor may keep in memory: ``memory_budget`` when the user
+    gave one (``parse_memory_budget``), else ``RAW_CACHE_BYTES``, at most a quarter of the
+    memory available now."""
+    if memory_budget is not None:
+        return int(memory_budget)
     budget = RAW_CACHE_BYTES
     try:
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -26,6 +31,30 @@ def raw_cache_budget() -> int:
     except (ValueError, OSError, AttributeError):  # not on every platform
         pass
     return int(budget)
+
+
+_SIZE = re.compile(r"^\s*([0-9.]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_memory_budget(value, name: str = "memory_budget") -> int | None:
+    """``None``, a number of bytes, or text such as ``"8G"``, ``"512M"``, ``"1.5GB"``, ``"2GiB"``
+    (powers of 1024) -> bytes (None: the default budget). An InputError names a bad value."""
+    if value is None:
+        return None
+    number = math.nan
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        try:
+            number = float(match.group(1)) * _UNITS[match.group(2).upper()]
+        except ValueError:
+            pass
+    if not (math.isfinite(number) and number >= 0):
+        raise InputError(
+            f"{name}={value!r} should be a number of bytes >= 0 or a size such as 8G, 512M, 1.5GB"
+        )
+    return int(number)
 
 
 class RawCache:
