@@ -302,7 +302,15 @@ def suggest_k(
         k = max(separated)
         i = ks.index(k)
         if i + 1 < len(ks):
-            after = f"; k={ks[i + 1]} has {separation[i + 1]:.2f}"
+            j = i + 1
+            failed = []
+            if not (np.isfinite(separation[j]) and separation[j] >= SEPARATION_THRESHOLD):
+                failed.append(f"separation {separation[j]:.2f}")
+            if stable[j] < STABILITY_THRESHOLD:
+                failed.append(f"stability {stable[j]:.3f}")
+            if share[j] < MIN_SUGGESTED_SHARE:
+                failed.append(f"smallest cluster {share[j]:.1%}")
+            after = f"; k={ks[j]} has {', '.join(failed) or f'separation {separation[j]:.2f}'}"
         else:
             after = "; it is the largest k tried: try larger ks"
         steady = f", stability {stable[i]:.3f}" if np.isfinite(stable[i]) else ""

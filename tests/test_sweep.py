@@ -325,10 +325,12 @@ def test_suggest_k_rule_on_curves():
     scores["stability"] = [1.0, 1.0, 1.0, 0.9, 0.8, 0.7]
     k, details = suggest_k(ks, scores)
     assert k == 4 and details["separated_ks"] == [2, 3, 4] and "stability 1.000" in details["reason"]
+    assert "k=5 has stability 0.900" in details["reason"]  # why the next k was not chosen
     # ... nor one that holds a cluster of under MIN_SUGGESTED_SHARE of the patterns
     shares = [0.3, 0.2, MIN_SUGGESTED_SHARE / 2, 0.1, 0.1, 0.1]
     k, details = suggest_k(ks, scores, smallest_share=shares)
     assert k == 3 and details["separated_ks"] == [2, 3]
+    assert "k=4 has smallest cluster 0.8%" in details["reason"]
     del scores["stability"]
     scores["separation"] = [2.0, 2.1, 2.2, 2.3, 2.4, 2.5]  # nothing distinct: the smallest k
     k, details = suggest_k(ks, scores)
