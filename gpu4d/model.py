@@ -20,7 +20,7 @@ from .atomic import RESULT_MARKER
 from .io.dataset import Axis, open_dataset
 from .errors import InputError
 from .masks import DetectorMask
-from .engine import InlineExecutor, RowRecipe
+from .engine import InlineExecutor, RowRecipe, raw_cache_budget
 from .engine.passes import Distances
 from .preprocessing import (
     NORMALIZATIONS,
@@ -234,18 +234,30 @@ def predict(
 
     engine = get_backend(backend)
     dataset = open_for_model(model, data, reader=reader, scan_shape=scan_shape)
+    return _predict(model, _executor(model, dataset, engine, batch_size), return_distances, progress)
+
+
+def _executor(model: ClusterResult, dataset, engine, batch_size) -> InlineExecutor:
+    """One executor for every pass of a prediction (and classify's mean patterns): a scan that
+    is not read cheaply is then read from the file once (``engine.RawCache``)."""
+    batch = resolve_batch_size(batch_size, dataset, engine, model.mask.n_kept)
+    return InlineExecutor(dataset, engine, batch, cache_budget=raw_cache_budget())
+
+
+def _predict(model: ClusterResult, executor: InlineExecutor, return_distances: bool, progress: bool) -> Prediction:
+    dataset, engine = executor.dataset, executor.backend
     transform = option_code(TRANSFORMS, model.parameters.get("transform", "none"), "transform")
     norm = option_code(NORMALIZATIONS, model.parameters.get("normalize", "max"), "normalize")
     pixels = model.mask.kept_pixels()
-    batch = resolve_batch_size(batch_size, dataset, engine, int(pixels[0].shape[0]))
     centres = shifts = info = None
     plan = alignment_plan(model)
     if plan is not None:
-        centres, shifts, info = _align_to_model(model, dataset, engine, batch, plan == "auto", progress)
-    labels, confidence, distances = _nearest_centroids(
-        dataset, engine, model.centroids[:, pixels[0], pixels[1]], pixels, transform, norm, shifts,
-        batch, return_distances, progress,
-    )
+        centres, shifts, info = _align_to_model(model, executor, plan == "auto", progress)
+    recipe = RowRecipe(pixels[0], pixels[1], transform, norm, shifts)
+    centroids = model.centroids[:, pixels[0], pixels[1]]
+    all_distances = engine.to_host(executor.run(Distances(centroids), recipe, progress))
+    labels, confidence = nearest_and_confidence(all_distances)
+    distances = all_distances.astype(np.float32) if return_distances else None
     shape = dataset.scan_shape
     return Prediction(
         labels=labels.reshape(shape), confidence=confidence.reshape(shape),
@@ -254,7 +266,7 @@ def predict(
     )
 
 
-def _align_to_model(model, dataset, engine, batch, auto, progress):
+def _align_to_model(model, executor, auto, progress):
     """Measure the scan's descan and shift its patterns onto the model's reference beam.
 
     The centres are measured around the scan's own mean beam (``measure_alignment``), then the
@@ -268,10 +280,13 @@ def _align_to_model(model, dataset, engine, batch, auto, progress):
     method = model.parameters.get("align")
     method = DEFAULT_ALIGN_METHOD if method in ("auto", True) else method
     info_model = model.extra["alignment"]
+    dataset = executor.dataset
     mean = mean_pattern(dataset)
     if dataset.zeroed_pixels is not None:  # a hot pixel must not pull the beam search
         mean[dataset.zeroed_pixels] = 0
-    centres, _, info = measure_alignment(dataset, engine, method, mean, batch, progress)
+    centres, _, info = measure_alignment(
+        dataset, executor.backend, method, mean, executor.partition_size, progress, executor=executor
+    )
     reference = info_model.get("reference") or info["reference"]
     shifts, info = descan_shifts(centres.reshape(*dataset.scan_shape, 2), method, tuple(reference))
     info.update(reference=[float(v) for v in reference], reference_from="the model")
@@ -296,14 +311,6 @@ def _align_to_model(model, dataset, engine, batch, auto, progress):
             stacklevel=3,
         )
     return centres, shifts, info
-
-
-def _nearest_centroids(dataset, engine, centroids, pixels, transform, norm, shifts, batch, keep_distances, progress):
-    """Labels (n,) int32, confidence (n,) float32 and, if asked, distances (n, k) float32."""
-    recipe = RowRecipe(pixels[0], pixels[1], transform, norm, shifts)
-    distances = engine.to_host(InlineExecutor(dataset, engine, batch).run(Distances(centroids), recipe, progress))
-    labels, confidence = nearest_and_confidence(distances)
-    return labels, confidence, distances.astype(np.float32) if keep_distances else None
 
 
 def nearest_and_confidence(distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -336,15 +343,16 @@ def classify(
     if isinstance(model, (str, Path)):
         model = load_result(model)
     dataset = open_for_model(model, data, reader=reader, scan_shape=scan_shape)
-    start = time.perf_counter()
-    prediction = predict(
-        model, dataset, batch_size=batch_size, backend=backend, return_distances=True, progress=progress,
-    )
-    predicted = time.perf_counter() - start
     engine = get_backend(backend)
-    batch = resolve_batch_size(batch_size, dataset, engine, model.mask.n_kept)
+    executor = _executor(model, dataset, engine, batch_size)
+    batch = executor.partition_size
+    start = time.perf_counter()
+    prediction = _predict(model, executor, True, progress)
+    predicted = time.perf_counter() - start
     labels = prediction.labels.ravel()
-    means, sizes = cluster_mean_patterns(dataset, engine, labels, model.n_clusters, prediction.shifts, batch, progress)
+    means, sizes = cluster_mean_patterns(
+        dataset, engine, labels, model.n_clusters, prediction.shifts, batch, progress, executor=executor
+    )
     own = np.take_along_axis(prediction.distances.reshape(labels.size, -1), labels[:, None], axis=1)
     extra = {"model": model_name}
     if prediction.alignment is not None:
