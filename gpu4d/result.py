@@ -103,15 +103,24 @@ class ClusterResult:
             **self.extra,
         }
 
-    def _confidence_summary(self) -> dict:
+    def confidence_of_patterns(self) -> np.ndarray | None:
+        """The confidence of the positions that hold a pattern (flat): a partial live result
+        labels -1, with confidence 0, where no frame arrived, and those are not patterns."""
         if self.confidence is None:
+            return None
+        return np.asarray(self.confidence).ravel()[np.asarray(self.labels).ravel() >= 0]
+
+    def _confidence_summary(self) -> dict:
+        confidence = self.confidence_of_patterns()
+        if confidence is None:
             return {}
-        low = self.confidence < LOW_CONFIDENCE
+        low = confidence < LOW_CONFIDENCE
         return {
             "confidence": {
                 "low_below": LOW_CONFIDENCE,
-                "share_low": float(low.mean()),
-                "median": float(np.median(self.confidence)),
+                "patterns": int(confidence.size),
+                "share_low": float(low.mean()) if confidence.size else None,
+                "median": float(np.median(confidence)) if confidence.size else None,
                 "meaning": "1 - (distance to its own cluster) / (distance to the closest other "
                            "cluster), reduced space: 0 on a boundary or for a pattern mixing two "
                            "clusters, near 1 deep inside one; confidence.npy",

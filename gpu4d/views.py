@@ -113,8 +113,10 @@ def result_html(result) -> str:
     if result.confidence is not None:
         from .result import LOW_CONFIDENCE
 
-        share = float((result.confidence < LOW_CONFIDENCE).mean())
-        rows.append((f"confidence < {LOW_CONFIDENCE:g}", f"{share:.1%} of the patterns"))
+        confidence = result.confidence_of_patterns()
+        if confidence.size:
+            share = float((confidence < LOW_CONFIDENCE).mean())
+            rows.append((f"confidence < {LOW_CONFIDENCE:g}", f"{share:.1%} of the patterns"))
     if "model" in result.extra:
         rows.append(("classified with", str(result.extra["model"])))
     total = max(1, int(np.sum(result.cluster_sizes)))

@@ -185,6 +185,10 @@ def test_a_stream_that_ends_early_saves_the_frames_classified(model_dir, scans, 
     labels = result.labels.ravel()
     assert (labels[300:] == -1).all() and (labels[:300] >= 0).all()
     assert (result.confidence.ravel()[300:] == 0).all()
+    # the summary's share of low-confidence patterns counts the 300 frames that arrived only
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["confidence"]
+    assert summary["patterns"] == 300
+    assert summary["share_low"] == pytest.approx(float((result.confidence.ravel()[:300] < 0.5).mean()))
     assert result.cluster_sizes.sum() == 300
     reference = gpu4d.classify(model_dir, second.data).labels.ravel()
     np.testing.assert_array_equal(labels[:300], reference[:300])
