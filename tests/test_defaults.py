@@ -119,3 +119,25 @@ def test_auto_alignment_clusters_a_scan_without_a_beam_as_it_is():
     assert adjusted_rand_score(truth.ravel(), result.labels.ravel()) == 1.0
     with pytest.raises(InputError, match="flat"):
         gpu4d.cluster(data, 2, mask="none", align="fit")
+
+
+@pytest.mark.parametrize("drift_px, on_grid", [(0.0, True), (0.2, False), (0.8, False), (2.0, False)])
+def test_auto_alignment_decides_on_a_grid_only_far_below_the_threshold(drift_px, on_grid):
+    """"auto" fits the descan on a grid of the patterns first and skips the pass over every
+    pattern only when the beam wanders there by less than half the threshold; nearer or above
+    it the decision is the full fit's. The grid's decision and the full fit's agree."""
+    from gpu4d.align import AUTO_ALIGN_THRESHOLD_PX
+    from gpu4d.alignment import GRID_PATTERNS
+
+    synthetic = make_scan(scan_shape=(40, 40), detector_shape=(32, 32), n_grains=3, defect=False,
+                          drift_px=drift_px, seed=2)
+    assert synthetic.data.shape[0] * synthetic.data.shape[1] > GRID_PATTERNS  # so the grid is used
+    auto = gpu4d.cluster(synthetic.data, 3).summary()["alignment"]["auto"]
+    assert ("measured_on" in auto) is on_grid
+    full = gpu4d.cluster(synthetic.data, 3, align="fit").summary()["alignment"]
+    wander = max(a - b for a, b in zip(full["shift_max_px"], full["shift_min_px"]))
+    assert auto["applied"] is (wander >= AUTO_ALIGN_THRESHOLD_PX)
+    if on_grid:
+        assert auto["wander_px"] < 0.5 * AUTO_ALIGN_THRESHOLD_PX and wander < AUTO_ALIGN_THRESHOLD_PX
+    else:
+        assert auto["wander_px"] == pytest.approx(wander, abs=1e-6)

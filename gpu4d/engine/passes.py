@@ -122,11 +122,12 @@ class BeamCentres(RowsPass):
     width = 2
     label = "align"
 
-    def __init__(self, method: str, reference, radius: float, window: float):
+    def __init__(self, method: str, reference, radius: float, window: float, sample=None):
         self.method = method
         self.reference = tuple(float(v) for v in reference)
         self.radius = float(radius)
         self.window = float(window)
+        self.sample = sample
 
     def map(self, ctx, part):
         from ..align import backend_com_centres, xcorr_centres
