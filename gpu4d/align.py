@@ -32,6 +32,7 @@ import math
 
 import numpy as np
 
+from .arrays import to_host
 from .errors import InputError
 
 __all__ = [
@@ -580,16 +581,13 @@ def _single_centre(centre, name: str = "centre") -> tuple[float, float]:
 
 def _window_centres(centre, n: int, xp):
     """Window centres as the kernels take them: (1, 2) or (n, 2) float64 on ``xp``."""
-    values = np.asarray(centre if xp is np else _host(centre), dtype=np.float64)
+    values = np.asarray(centre if xp is np else to_host(centre), dtype=np.float64)
     if values.shape == (2,):
         values = values[None]
     if values.shape not in ((1, 2), (n, 2)):
         raise InputError(f"centre has shape {values.shape}; it should be (2,) or (n={n}, 2).")
     return xp.asarray(np.ascontiguousarray(values))
 
-
-def _host(array):
-    return array.get() if hasattr(array, "get") else array
 
 
 def _crops(batch, my: int, mx: int, half: int, xp):

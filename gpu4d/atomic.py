@@ -27,6 +27,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from .arrays import to_host
+
 from gpu4d.errors import OutputError
 
 __all__ = [
@@ -166,7 +168,7 @@ def atomic_save_npy(path: str | os.PathLike[str], array: Any) -> Path:
     pathlib.Path
         ``path``.
     """
-    host = _to_host(array)
+    host = np.asarray(to_host(array))
     return atomic_write(path, lambda fh: np.save(fh, host, allow_pickle=False))
 
 
@@ -197,11 +199,6 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     text = json.dumps(_to_jsonable(obj), sort_keys=True, indent=2, allow_nan=False) + "\n"
     return atomic_write(path, lambda fh: fh.write(text), mode="w")
 
-
-def _to_host(array: Any) -> np.ndarray:
-    if hasattr(array, "__cuda_array_interface__") and hasattr(array, "get"):
-        array = array.get()  # CuPy: an implicit np.asarray would raise
-    return np.asarray(array)
 
 
 def _to_jsonable(obj: Any) -> Any:

@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="replace an existing results folder, if it is an earlier gpu4d result")
     classify.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     classify.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_memory_budget_option(classify)
     classify.set_defaults(run=run_classify)
 
     demo = commands.add_parser("demo", help="cluster the built-in synthetic scan and score it")
@@ -262,18 +263,22 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_scheduler_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--memory-budget", default=None, metavar="SIZE",
-        help="host memory the raw scan may take to be kept between passes, e.g. 8G or 512M, so "
-        "that later passes read memory, not the file (files read lazily through RosettaSciIO; "
-        ".blo, .npy and .mib are read directly and never copied) (default: 1G, at most a quarter "
-        "of the free memory)",
-    )
+    add_memory_budget_option(parser)
     parser.add_argument(
         "--scheduler", default=None, metavar="ADDRESS",
         help="run the passes over the scan on a Dask cluster, e.g. tcp://10.0.0.5:8786 (each worker "
         "opens the file itself, so it must see the same path; --backend is each worker's) "
         "(default: $DASK_SCHEDULER_ADDRESS if set, else in this process)",
+    )
+
+
+def add_memory_budget_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--memory-budget", default=None, metavar="SIZE",
+        help="host memory the raw scan may take to be kept between passes, e.g. 8G or 512M, so "
+        "that later passes read memory, not the file (.blo and .npy are read directly and never "
+        "copied; .mib, HDF5 formats, ARINA and dask arrays are kept when they fit) (default: 1G, "
+        "at most a quarter of the free memory; 0: never)",
     )
 
 
@@ -390,6 +395,7 @@ def run_classify(args) -> int:
     result = classify(
         args.model, args.file, batch_size=args.batch_size, backend=args.backend, reader=args.reader,
         scan_shape=parse_scan_shape(args.scan, name="--scan"), progress=not args.quiet,
+        memory_budget=parse_memory_budget(args.memory_budget, "--memory-budget"),
     )
     result.save(args.out, overwrite=args.overwrite, figures=not args.no_figures)
     print_result(result, args.out, time.perf_counter() - start)

@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from gpu4d.arrays import to_host
 from gpu4d.atomic import atomic_write
 
 __all__ = [
@@ -100,12 +101,6 @@ def _rgba(colour: Any) -> RGBA:
 
 
 # ------------------------------------------------------------------------------------ utilities
-def _to_host(array: Any, dtype: Any = None) -> np.ndarray:
-    if hasattr(array, "__cuda_array_interface__") and hasattr(array, "get"):
-        array = array.get()  # CuPy: an implicit np.asarray would raise
-    return np.asarray(array, dtype=dtype)
-
-
 def _new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
     fig = Figure(figsize=(width, height), layout=layout, dpi=DPI)
     FigureCanvasAgg(fig)  # the Agg canvas, without going through pyplot
@@ -162,7 +157,7 @@ def _clean_image_axes(ax: Axes) -> None:
 # ------------------------------------------------------------------------------------ label maps
 def _as_labels(labels: Any, unscanned: int) -> np.ndarray:
     """Check a label map and return it as int64; NaN in a float map counts as not scanned."""
-    arr = _to_host(labels)
+    arr = np.asarray(to_host(labels))
     if arr.ndim != 2:
         raise ValueError(f"labels should be a 2-D array (ny, nx); got shape {arr.shape}.")
     if arr.dtype.kind == "f":
@@ -386,7 +381,7 @@ def make_pattern_grid_figure(
     -------
     matplotlib.figure.Figure
     """
-    patterns = _to_host(patterns, dtype=float)
+    patterns = np.asarray(to_host(patterns), dtype=float)
     if patterns.ndim != 3 or patterns.shape[0] == 0:
         raise ValueError(
             f"patterns should be a 3-D array (k, qy, qx) with k >= 1; got shape {patterns.shape}."
@@ -546,7 +541,7 @@ def make_centre_map_figure(centres: Any, *, reference: Any = None) -> Figure:
     matplotlib.figure.Figure
         Two panels, Δcy and Δcx, on one symmetric diverging scale with colour bars.
     """
-    centres = _to_host(centres, dtype=float)
+    centres = np.asarray(to_host(centres), dtype=float)
     if centres.ndim != 3 or centres.shape[2] != 2:
         raise ValueError(f"centres should be an array (ny, nx, 2); got shape {centres.shape}.")
     known = centres.reshape(-1, 2)
@@ -555,7 +550,7 @@ def make_centre_map_figure(centres: Any, *, reference: Any = None) -> Figure:
         raise ValueError("centres holds no finite (cy, cx) pair; there is nothing to plot.")
     if reference is None:
         reference = np.median(known, axis=0)
-    reference = _to_host(reference, dtype=float).reshape(2)
+    reference = np.asarray(to_host(reference), dtype=float).reshape(2)
     offsets = centres - reference
     limit = float(np.nanmax(np.abs(offsets)))
     limit = limit if limit > 0 else 1.0
@@ -594,8 +589,9 @@ def make_confidence_map_figure(confidence: Any, *, title: str | None = None, low
     """Build the map of each pattern's confidence in its cluster (0 unsure, 1 clear).
 
     ``low``: patterns below it are counted in the title, the share a user should look at.
+    NaN marks a position without a pattern (a frame that never arrived): blank, not counted.
     """
-    confidence = _to_host(confidence, dtype=float)
+    confidence = np.asarray(to_host(confidence), dtype=float)
     if confidence.ndim != 2:
         raise ValueError(f"confidence should be an array (ny, nx); got shape {confidence.shape}.")
     width, height = _panel_size(confidence.shape, 4.0)
@@ -608,8 +604,9 @@ def make_confidence_map_figure(confidence: Any, *, title: str | None = None, low
     fig.colorbar(image, ax=ax, shrink=0.9, label="confidence (0: boundary or mixed, 1: clear)")
     _scan_axis_labels(ax, False, None)
     text = title or "Confidence of each pattern's cluster"
-    if low is not None:
-        text += f"\n{(confidence < low).mean():.1%} of the patterns below {low:g}"
+    patterns = confidence[np.isfinite(confidence)]
+    if low is not None and patterns.size:
+        text += f"\n{(patterns < low).mean():.1%} of the patterns below {low:g}"
     ax.set_title(text)
     return fig
 
@@ -659,7 +656,7 @@ def make_score_curves_figure(
     fig = _new_figure(ncols * 3.6, nrows * 2.9)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, (name, values) in zip(axes, scores.items()):
-        ax.plot(ks, _to_host(values, dtype=float), "o-", color="tab:blue")
+        ax.plot(ks, np.asarray(to_host(values), dtype=float), "o-", color="tab:blue")
         ax.set_title(_score_title(name), fontsize="medium")
         ax.set_xlabel("k (number of clusters)")
         ax.set_xticks(ks if len(ks) <= 12 else ks[:: math.ceil(len(ks) / 12)])

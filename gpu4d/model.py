@@ -20,7 +20,7 @@ from .atomic import RESULT_MARKER
 from .io.dataset import Axis, open_dataset
 from .errors import InputError
 from .masks import DetectorMask
-from .engine import InlineExecutor, RowRecipe, raw_cache_budget
+from .engine import InlineExecutor, RowRecipe, parse_memory_budget, raw_cache_budget
 from .engine.passes import Distances
 from .preprocessing import (
     NORMALIZATIONS,
@@ -234,14 +234,17 @@ def predict(
 
     engine = get_backend(backend)
     dataset = open_for_model(model, data, reader=reader, scan_shape=scan_shape)
-    return _predict(model, _executor(model, dataset, engine, batch_size), return_distances, progress)
+    # aligned, a prediction makes two passes (beam centres, distances): the scan is worth keeping
+    budget = raw_cache_budget() if alignment_plan(model) is not None else 0
+    return _predict(model, _executor(model, dataset, engine, batch_size, budget), return_distances, progress)
 
 
-def _executor(model: ClusterResult, dataset, engine, batch_size) -> InlineExecutor:
+def _executor(model: ClusterResult, dataset, engine, batch_size, cache_budget: int) -> InlineExecutor:
     """One executor for every pass of a prediction (and classify's mean patterns): a scan that
-    is not read cheaply is then read from the file once (``engine.RawCache``)."""
+    is not read cheaply is then read from the file once (``engine.RawCache``), when it fits
+    ``cache_budget`` bytes."""
     batch = resolve_batch_size(batch_size, dataset, engine, model.mask.n_kept)
-    return InlineExecutor(dataset, engine, batch, cache_budget=raw_cache_budget())
+    return InlineExecutor(dataset, engine, batch, cache_budget=cache_budget)
 
 
 def _predict(model: ClusterResult, executor: InlineExecutor, return_distances: bool, progress: bool) -> Prediction:
@@ -329,12 +332,13 @@ def nearest_and_confidence(distances: np.ndarray) -> tuple[np.ndarray, np.ndarra
 # ------------------------------------------------------------------------------ classify
 def classify(
     model, data, *, batch_size=None, backend: str = "cpu", reader=None, scan_shape=None,
-    progress: bool = False,
+    progress: bool = False, memory_budget=None,
 ) -> ClusterResult:
     """Classify a scan with a model (a results folder or a ``ClusterResult``) into a full
     ``ClusterResult`` of the scan: its labels, confidence and mean pattern of each class; the
     model's centroids; ``extra["model"]`` names the model (a folder is then an input that no
-    results folder may hold)."""
+    results folder may hold). ``memory_budget``: as for ``gpu4d.sweep`` (the scan is read by
+    two or three passes)."""
     import time
 
     from .backend import get_backend
@@ -342,9 +346,10 @@ def classify(
     model_name = str(model) if isinstance(model, (str, Path)) else f"in-memory model of {model.source}"
     if isinstance(model, (str, Path)):
         model = load_result(model)
+    budget = raw_cache_budget(parse_memory_budget(memory_budget))
     dataset = open_for_model(model, data, reader=reader, scan_shape=scan_shape)
     engine = get_backend(backend)
-    executor = _executor(model, dataset, engine, batch_size)
+    executor = _executor(model, dataset, engine, batch_size, budget)
     batch = executor.partition_size
     start = time.perf_counter()
     prediction = _predict(model, executor, True, progress)

@@ -290,8 +290,10 @@ def suggest_k(
         if np.isfinite(value) and value >= SEPARATION_THRESHOLD
         and not steady < STABILITY_THRESHOLD and not small < MIN_SUGGESTED_SHARE
     ]
+    share_rule = f" and >= {MIN_SUGGESTED_SHARE:.1%} of the patterns" if smallest_share is not None else ""
     details = {
         "separated_ks": separated,
+        **({"smallest_share": [float(v) for v in share]} if smallest_share is not None else {}),
         "kneedle_elbow_k": kneedle_elbow(ks, scores.get("inertia", nan_list)),
         "silhouette_best_k": ks[int(np.nanargmax(silhouette))] if np.isfinite(silhouette).any() else None,
     }
@@ -316,15 +318,15 @@ def suggest_k(
         steady = f", stability {stable[i]:.3f}" if np.isfinite(stable[i]) else ""
         details["reason"] = (
             f"k={k} is the largest k whose clusters are all separated by >= {SEPARATION_THRESHOLD}, "
-            f"stable (>= {STABILITY_THRESHOLD}) and >= {MIN_SUGGESTED_SHARE:.1%} of the patterns "
+            f"stable (>= {STABILITY_THRESHOLD}){share_rule} "
             f"(least separated pair: {separation[i]:.2f}{steady}{after})"
         )
         details["supported"] = True
         return k, details
     details["reason"] = (
         f"no k is clearly supported: none has all its clusters separated by >= {SEPARATION_THRESHOLD}, "
-        f"stable (>= {STABILITY_THRESHOLD}) and >= {MIN_SUGGESTED_SHARE:.1%} of the patterns; the smallest k "
-        "is given, read the scores and label maps"
+        f"stable (>= {STABILITY_THRESHOLD}){share_rule}; the smallest k is given, read the scores and "
+        "label maps"
     )
     details["supported"] = False
     return ks[0], details

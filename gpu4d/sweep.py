@@ -334,9 +334,9 @@ def sweep(
         fits the regions on its CPU. By default ``DASK_SCHEDULER_ADDRESS`` if set, else inline.
     memory_budget : bytes (or text: ``"8G"``, ``"512M"``) of host memory the raw scan may take
         to be kept between passes, so that later passes read memory, not the file (a scan
-        read through RosettaSciIO's lazy readers, e.g. compressed HDF5, is otherwise read once
-        per pass). Default: 1 GiB, at most a quarter of the memory available. Files gpu4d reads
-        by plain file reads or memory maps (.blo, .npy, .mib) are never copied.
+        read through RosettaSciIO's lazy readers, e.g. .mib or compressed HDF5, is otherwise
+        read once per pass). Default: 1 GiB, at most a quarter of the memory available; 0:
+        never. Files gpu4d reads by plain file reads or memory maps (.blo, .npy) are never copied.
 
     Returns
     -------
@@ -446,6 +446,7 @@ def sweep(
             totals = _final_pass(executor, recipe, engine, labels_all, ks_list, progress)
             n_passes += 1
         raw_kept = executor.raw_kept
+        budget_applied = getattr(executor, "cache_budget", None)  # None: Dask workers keep nothing
         execution = executor.describe()
     del features, recipe
 
@@ -484,7 +485,7 @@ def sweep(
         "sketch_size": sketch_size,
         "variance_target": variance_target,
         "silhouette_samples": min(silhouette_samples, n),
-        "memory_budget": memory_budget,
+        "memory_budget": budget_applied,
         "raw_patterns_kept_in_memory": raw_kept,
         "execution": execution,
     }

@@ -298,3 +298,8 @@ def test_classify_reads_a_scan_once_when_it_must_align_it():
     # the mean pattern's sample (MEAN_PATTERN_SAMPLE patterns: all of this small scan) and one
     # pass; measured 2.0, and 4.0 when each pass read the scan again
     assert counting.values_read / second.data.size < 2.5, counting.values_read / second.data.size
+    # memory_budget=0 keeps nothing: every pass reads the scan again, with the same labels
+    again = _CountingArray(second.data)
+    unkept = gpu4d.classify(model, da.from_array(again, chunks=(4, -1, -1, -1)), memory_budget=0)
+    assert again.values_read / second.data.size > 3.5, again.values_read / second.data.size
+    np.testing.assert_array_equal(unkept.labels, result.labels)

@@ -7,7 +7,7 @@ host/device transfers. Everything above it (``gpu4d.pipeline``) is one code path
 The GPU backend runs in three settings:
 
 * a real GPU: cupy arrays, CUDA kernels, cuML (or, without it, ``gpu4d.kmeans``'s Lloyd on CuPy),
-  pinned double-buffered transfers (``_gpu``, which states the stream discipline);
+  pinned double-buffered transfers (``device``, which states the stream discipline);
 * numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``): the same CUDA kernels run on the CPU
   over numpy arrays that refuse to mix with host arrays, as CuPy's do (``simulated_xp``), and
   the CuPy KMeans code runs on them. This is how CI checks the GPU path;

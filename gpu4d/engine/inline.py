@@ -33,7 +33,7 @@ def raw_cache_budget(memory_budget: int | None = None) -> int:
     return int(budget)
 
 
-_SIZE = re.compile(r"^\s*([0-9.]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*([0-9.]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)(?:ib?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -44,11 +44,14 @@ def parse_memory_budget(value, name: str = "memory_budget") -> int | None:
         return None
     number = math.nan
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            pass
     elif isinstance(value, str) and (match := _SIZE.match(value)):
         try:
             number = float(match.group(1)) * _UNITS[match.group(2).upper()]
-        except ValueError:
+        except (ValueError, OverflowError):
             pass
     if not (math.isfinite(number) and number >= 0):
         raise InputError(
@@ -107,6 +110,7 @@ class InlineExecutor:
         self.backend = backend
         self.partitions = plan_partitions(dataset.n_patterns, partition_size)
         self.partition_size = int(partition_size)
+        self.cache_budget = int(cache_budget)  # bytes of raw patterns it may keep (RawCache)
         self._cache = RawCache(dataset, cache_budget)
         self.context = ContextCache(backend)  # context(recipe): one Context per recipe
 

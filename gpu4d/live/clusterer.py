@@ -81,7 +81,7 @@ NOVEL_MIN_GAP = 256
 RESEED_GROWTH = 2.0
 #: ... but no more often than these shares of the time allow (a re-seed takes 0.1-0.5 s). At
 #: 0.3 for novel frames, three re-seeds took a third of a 10,000-frame live window; at 0.15 two
-#: or three, and the CLI's median rate rose from 3,700-3,900 to 4,760 frames/s (bench_live.py
+#: or three, and the CLI's median rate rose from 3,700-3,900 to 4,550-4,760 frames/s (bench_live.py
 #: --cli, 8 runs each); the final map is the refinement's either way.
 RESEED_SHARE = 0.1
 NOVEL_RESEED_SHARE = 0.15
