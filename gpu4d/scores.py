@@ -285,11 +285,19 @@ def suggest_k(
     silhouette = np.asarray(scores.get("silhouette", nan_list), float)
     stable = np.asarray(scores.get("stability", nan_list), float)  # NaN (exact mode): not asked
     share = np.asarray(nan_list if smallest_share is None else smallest_share, float)
-    separated = [
-        k for k, value, steady, small in zip(ks, separation, stable, share)
-        if np.isfinite(value) and value >= SEPARATION_THRESHOLD
-        and not steady < STABILITY_THRESHOLD and not small < MIN_SUGGESTED_SHARE
-    ]
+
+    def unmet(j: int) -> list[str]:
+        """What keeps ``ks[j]`` from being suggested (NaN stability or share: not asked)."""
+        failed = []
+        if not (np.isfinite(separation[j]) and separation[j] >= SEPARATION_THRESHOLD):
+            failed.append(f"separation {separation[j]:.2f}")
+        if stable[j] < STABILITY_THRESHOLD:
+            failed.append(f"stability {stable[j]:.3f}")
+        if share[j] < MIN_SUGGESTED_SHARE:
+            failed.append(f"smallest cluster {share[j]:.1%}")
+        return failed
+
+    separated = [k for j, k in enumerate(ks) if not unmet(j)]
     share_rule = f" and >= {MIN_SUGGESTED_SHARE:.1%} of the patterns" if smallest_share is not None else ""
     details = {
         "separated_ks": separated,
@@ -303,16 +311,8 @@ def suggest_k(
     if separated:
         k = max(separated)
         i = ks.index(k)
-        if i + 1 < len(ks):
-            j = i + 1
-            failed = []
-            if not (np.isfinite(separation[j]) and separation[j] >= SEPARATION_THRESHOLD):
-                failed.append(f"separation {separation[j]:.2f}")
-            if stable[j] < STABILITY_THRESHOLD:
-                failed.append(f"stability {stable[j]:.3f}")
-            if share[j] < MIN_SUGGESTED_SHARE:
-                failed.append(f"smallest cluster {share[j]:.1%}")
-            after = f"; k={ks[j]} has {', '.join(failed) or f'separation {separation[j]:.2f}'}"
+        if i + 1 < len(ks):  # ks increase, so the next k fails the rule
+            after = f"; k={ks[i + 1]} has {', '.join(unmet(i + 1))}"
         else:
             after = "; it is the largest k tried: try larger ks"
         steady = f", stability {stable[i]:.3f}" if np.isfinite(stable[i]) else ""
