@@ -36,18 +36,17 @@ def measure_alignment(
     radius = beam["half_max_radius"]
     window = default_window_radius(radius)
     executor = executor or InlineExecutor(dataset, backend, batch_size)
+    beam_info = {"reference": [float(v) for v in reference], "beam_radius_px": radius, "window_radius_px": window}
     if auto:
         quick = _grid_wander(executor, method, reference, radius, window)
         if quick is not None and quick < GRID_MARGIN * AUTO_ALIGN_THRESHOLD_PX:
-            info = {"method": method, "reference": [float(v) for v in reference], "beam_radius_px": radius,
-                    "window_radius_px": window, "auto": _auto_summary(quick, on_grid=True)}
-            return None, None, info
+            return None, None, {"method": method, **beam_info, "auto": _auto_summary(quick, on_grid=True)}
     # on the device until the pass ends: a copy to the host per batch would wait for its kernels
     centres = backend.to_host(executor.run(BeamCentres(method, reference, radius, window), None, progress))
     shifts, info = descan_shifts(centres.reshape(*dataset.scan_shape, 2), method, reference)
-    info.update(reference=[float(v) for v in reference], beam_radius_px=radius, window_radius_px=window)
+    info.update(beam_info)
     if auto:
-        info["auto"] = _auto_summary(float(np.ptp(shifts, axis=0).max()) if len(shifts) else 0.0)
+        info["auto"] = _auto_summary(_wander(shifts))
         if not info["auto"]["applied"]:
             shifts = None
     return centres, shifts, info
@@ -76,6 +75,11 @@ def _grid_wander(executor, method, reference, radius, window) -> float | None:
         executor.run(BeamCentres(method, reference, radius, window, sample=sample), None, False)
     )
     shifts, _ = descan_shifts(centres.reshape(rows.size, cols.size, 2), method, reference)
+    return _wander(shifts)
+
+
+def _wander(shifts: np.ndarray) -> float:
+    """Peak to peak of the shifts on the detector axis where it is larger (px)."""
     return float(np.ptp(shifts, axis=0).max()) if len(shifts) else 0.0
 
 
