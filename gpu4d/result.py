@@ -103,12 +103,18 @@ class ClusterResult:
             **self.extra,
         }
 
-    def confidence_of_patterns(self) -> np.ndarray | None:
-        """The confidence of the positions that hold a pattern (flat): a partial live result
-        labels -1, with confidence 0, where no frame arrived, and those are not patterns."""
+    def confidence_map(self) -> np.ndarray | None:
+        """The confidence (ny, nx), NaN where no pattern is: a partial live result labels -1,
+        with confidence 0, where no frame arrived, and those are not patterns."""
         if self.confidence is None:
             return None
-        return np.asarray(self.confidence).ravel()[np.asarray(self.labels).ravel() >= 0]
+        confidence = np.asarray(self.confidence)
+        return np.where(np.asarray(self.labels) >= 0, confidence, confidence.dtype.type(np.nan))
+
+    def confidence_of_patterns(self) -> np.ndarray | None:
+        """The confidence of the positions that hold a pattern (flat; ``confidence_map``)."""
+        confidence = self.confidence_map()
+        return None if confidence is None else confidence[np.isfinite(confidence)]
 
     def _confidence_summary(self) -> dict:
         confidence = self.confidence_of_patterns()

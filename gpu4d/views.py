@@ -76,8 +76,7 @@ def _build_result_figure(result, kind: str):
             return make_pattern_grid_figure(result.centroids, title="Cluster centroids (preprocessed)", **grid)
         return make_pattern_grid_figure(result.mean_patterns, title="Mean pattern of each cluster", log=True, **grid)
     if kind == "confidence":
-        confidence = np.where(np.asarray(result.labels) >= 0, result.confidence, np.nan)
-        return make_confidence_map_figure(confidence, low=LOW_CONFIDENCE)
+        return make_confidence_map_figure(result.confidence_map(), low=LOW_CONFIDENCE)
     reference = result.extra.get("alignment", {}).get("reference")
     return make_centre_map_figure(result.centres, reference=np.asarray(reference) if reference else None)
 
