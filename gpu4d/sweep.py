@@ -446,7 +446,7 @@ def sweep(
             totals = _final_pass(executor, recipe, engine, labels_all, ks_list, progress)
             n_passes += 1
         raw_kept = executor.raw_kept
-        budget_applied = getattr(executor, "cache_budget", None)  # None: Dask workers keep nothing
+        budget_applied = executor.cache_budget
         execution = executor.describe()
     del features, recipe
 

@@ -131,6 +131,7 @@ class DaskExecutor:
 
     name = "dask"
     raw_kept = False
+    cache_budget = None  # workers re-read their partitions; nothing is kept between passes
     local = False
 
     def __init__(self, client, dataset, backend, partition_size: int, *, worker_backend: str = "cpu", address=None):
