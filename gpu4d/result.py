@@ -100,6 +100,7 @@ class ClusterResult:
             "detector_axes": [a.as_dict() for a in self.detector_axes],
             "versions": _versions(__version__),
             **self._confidence_summary(),
+            **self._signal_summary(),
             **self.extra,
         }
 
@@ -130,6 +131,22 @@ class ClusterResult:
                 "meaning": "1 - (distance to its own cluster) / (distance to the closest other "
                            "cluster), reduced space: 0 on a boundary or for a pattern mixing two "
                            "clusters, near 1 deep inside one; confidence.npy",
+            }
+        }
+
+    def _signal_summary(self) -> dict:
+        """Counts per pattern, from the mean raw patterns: how much signal the map stood on."""
+        sizes = np.asarray(self.cluster_sizes, np.float64)
+        if self.mean_patterns is None or sizes.sum() <= 0:
+            return {}
+        per_cluster = np.asarray(self.mean_patterns, np.float64).reshape(len(sizes), -1).sum(axis=1)
+        return {
+            "signal": {
+                "mean_counts_per_pattern": float(per_cluster @ sizes / sizes.sum()),
+                "cluster_counts_per_pattern": [float(v) for v in per_cluster],
+                "meaning": "the sum of a raw pattern (direct beam included), in the detector's units: "
+                           "electrons on a counting detector. README, 'How the map is made': how "
+                           "weak a region the defaults find at a given dose",
             }
         }
 

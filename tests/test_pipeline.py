@@ -60,6 +60,14 @@ def test_result_contents():
         want = flat[result.labels.ravel() == label].mean(axis=0)
         np.testing.assert_allclose(result.mean_patterns[label], want, rtol=1e-5)
     assert set(result.timings) >= {"open", "mask", "kmeans"}
+    # the summary states the counts per pattern the map stood on (the beam brightens to the right)
+    signal = result.summary()["signal"]
+    sums = flat.sum(axis=(1, 2))
+    assert signal["mean_counts_per_pattern"] == pytest.approx(sums.mean(), rel=1e-5)
+    for label in range(3):
+        assert signal["cluster_counts_per_pattern"][label] == pytest.approx(
+            sums[result.labels.ravel() == label].mean(), rel=1e-5
+        )
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, None])
