@@ -32,7 +32,11 @@ from .kmeans.core import nearest
 #: Atoms per cluster of the largest k asked for (and at least ``MIN_ATOMS``): enough that every
 #: region, the smallest included, gets atoms of its own and a gradient several atoms in a chain.
 ATOMS_PER_CLUSTER = 4
-MIN_ATOMS = 24
+#: As many atoms as the default sweep (k = 2..12) fits, whatever k is asked: ``cluster -k K``
+#: then cuts the very tree that ``sweep`` cuts, so both give the same map at K. With 24 atoms
+#: for a single small k, two grains 4 degrees apart (abTEM, ``benchmarks/bench_abtem.py``) were
+#: merged at the true k (ARI 0.67) where the sweep's 48 atoms kept them apart (1.00).
+MIN_ATOMS = 48
 #: The atoms are fitted on at most this many patterns; every pattern then joins its nearest atom.
 ATOM_SAMPLE = 50_000
 #: A cluster smaller than this share of the patterns (and at least ``MIN_SIZE_FLOOR`` patterns)

@@ -265,6 +265,17 @@ def test_suggested_k_on_regions_known(result):
     assert successes(found) >= 4, found
 
 
+def test_cluster_gives_the_default_sweeps_map_at_its_k():
+    """``cluster -k K`` cuts the tree the default sweep (k = 2..12) cuts: a user who picks K from
+    the sweep and then clusters at K gets the map the sweep showed, label for label."""
+    synthetic = make_scan((40, 40), (40, 40), n_grains=4, drift_px=1.0, seed=3)
+    swept = gpu4d.sweep(synthetic.data, random_state=0)
+    for k in (3, synthetic.n_regions, 9):
+        clustered = gpu4d.cluster(synthetic.data, k, random_state=0)
+        np.testing.assert_array_equal(clustered.labels, swept[k].labels)
+        np.testing.assert_allclose(clustered.centroids, swept[k].centroids, rtol=1e-5, atol=1e-6)
+
+
 def test_suggested_k_on_synthetic_polycrystal():
     # 8 small polycrystals (4 grains and a planar defect each, seeds 0-7); measured 2026-11-30:
     # the right k on 7 and ARI >= 0.95 at the right k on 8; at least 5 of 8 each are required
