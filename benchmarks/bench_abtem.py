@@ -1,6 +1,6 @@
 """Map quality on scans from a third physics model: abTEM multislice (dynamical diffraction).
 
-    python benchmarks/bench_abtem.py              # 8 scans (4 conditions x 2 seeds), ~4 min
+    python benchmarks/bench_abtem.py              # 12 scans (6 conditions x 2 seeds), ~5 min
     python benchmarks/bench_abtem.py --only band  # the scans whose name holds "band"
 
 ``bench_quality.py``'s two generators draw spot intensities from a kinematic model (diffsims,
@@ -93,6 +93,8 @@ CONDITIONS = [
     Condition("si-band-lowdose", "Si", 4, 300.0, dtype="uint8", drift="linear", drift_px=1.0, band_share=0.035),
     Condition("cu-close", "Cu", 4, 2000.0, detector=96, drift="curved", drift_px=1.5, close_degrees=4.0),
     Condition("mgo-au-incl", "MgO", 4, 500.0, dtype="uint8", inclusion_phase="Au", inclusion_share=0.03),
+    Condition("au-lowdose-det128", "Au", 4, 150.0, dtype="uint8", detector=128, drift="linear", drift_px=2.0),
+    Condition("si-3deg-band", "Si", 5, 800.0, drift="curved", drift_px=2.0, band_share=0.02, band_degrees=3.0),
 ]
 
 

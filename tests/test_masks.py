@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from scipy import ndimage
 import pytest
 
 import gpu4d
@@ -105,6 +106,19 @@ def test_auto_radius_is_capped_at_three_half_maximum_radii():
     found = find_beam(beam_pattern((47.5, 45.2), radius, halo=halo, length=length, shape=(96, 96)))
     assert found["half_max_radius"] == pytest.approx(radius, abs=0.35)
     assert found["mask_radius"] == pytest.approx(3 * found["half_max_radius"] + 1.5, rel=1e-9)
+
+
+def test_a_sharp_spot_brighter_at_its_peak_is_not_taken_for_the_beam():
+    """At low dose a Bragg spot a pixel wide can peak higher than a broad direct-beam disc while
+    holding a sixth of its electrons: the beam is the disc (the spot won before 2026-11-30)."""
+    mean = beam_pattern((24.3, 16.6), 6.0, height=10.0, background=1.0)
+    yy, xx = np.indices(DETECTOR, dtype=np.float64)
+    mean += 50.0 * np.exp(-((yy - 24.0) ** 2 + (xx - 33.0) ** 2) / (2 * 0.7**2))  # 16 px away
+    smoothed = ndimage.gaussian_filter(mean, 1.0)
+    assert smoothed[24, 33] > smoothed[24, 17]  # the spot peaks higher
+    found = find_beam(mean)
+    assert np.allclose(found["centre"], (24.3, 16.6), atol=CENTRE_TOL)
+    assert found["half_max_radius"] == pytest.approx(6.0, abs=0.5)
 
 
 def test_flat_pattern_has_no_beam():
