@@ -1,6 +1,6 @@
 """Map quality on scans from a third physics model: abTEM multislice (dynamical diffraction).
 
-    python benchmarks/bench_abtem.py              # 12 scans (6 conditions x 2 seeds), ~5 min
+    python benchmarks/bench_abtem.py              # 16 scans (8 conditions x 2 seeds), 1-5 min
     python benchmarks/bench_abtem.py --only band  # the scans whose name holds "band"
 
 ``bench_quality.py``'s two generators draw spot intensities from a kinematic model (diffsims,
@@ -84,6 +84,9 @@ class Condition:
     close_degrees: float = 0.0  # grain 1 this many degrees from grain 0 (in plane) if > 0
     inclusion_phase: str | None = None
     inclusion_share: float = 0.0
+    disks: bool = False  # every reflection a disc of the beam's size (a convergent probe)
+    amorphous: bool = False  # the last grain is amorphous (random atoms at the phase's density)
+    vacuum_share: float = 0.0  # a strip along one scan edge beyond the specimen: the beam alone
     seeds: tuple = (11, 12)
     extra: dict = field(default_factory=dict)
 
@@ -95,14 +98,17 @@ CONDITIONS = [
     Condition("mgo-au-incl", "MgO", 4, 500.0, dtype="uint8", inclusion_phase="Au", inclusion_share=0.03),
     Condition("au-lowdose-det128", "Au", 4, 150.0, dtype="uint8", detector=128, drift="linear", drift_px=2.0),
     Condition("si-3deg-band", "Si", 5, 800.0, drift="curved", drift_px=2.0, band_share=0.02, band_degrees=3.0),
+    Condition("au-disks", "Au", 4, 1000.0, detector=96, disks=True, drift="linear", drift_px=1.5),
+    Condition("si-amorphous-vacuum", "Si", 4, 600.0, dtype="uint8", amorphous=True, vacuum_share=0.12),
 ]
 
 
 # ------------------------------------------------------------------------------ simulation
-def simulate(phase: str, tilt_mrad: tuple[float, float], cache: Path) -> np.ndarray:
+def simulate(phase: str, tilt_mrad: tuple[float, float], cache: Path, amorphous: bool = False) -> dict:
     """Diffraction patterns (N_PLANES, g, g) of a plane wave through ``phase`` along [001],
-    tilted by ``tilt_mrad``, at thicknesses of 1..N_PLANES exit planes (cached)."""
-    path = cache / f"{phase}_{tilt_mrad[0]:+.2f}_{tilt_mrad[1]:+.2f}.npz"
+    tilted by ``tilt_mrad``, at thicknesses of 1..N_PLANES exit planes (cached). ``amorphous``:
+    the same atoms at random positions instead (one configuration)."""
+    path = cache / f"{phase}{'-amorphous' if amorphous else ''}_{tilt_mrad[0]:+.2f}_{tilt_mrad[1]:+.2f}.npz"
     if path.exists():
         with np.load(path) as stored:
             return {name: stored[name] for name in stored.files}
@@ -115,6 +121,9 @@ def simulate(phase: str, tilt_mrad: tuple[float, float], cache: Path) -> np.ndar
     repeat = max(1, round(CELL_A / spec["a"]))
     depth = max(1, math.ceil(10.0 * 32.0 / spec["a"]))  # cells along the beam: >= 32 nm
     atoms = unit * (repeat, repeat, depth)
+    if amorphous:
+        rng = np.random.default_rng(0)
+        atoms.positions = rng.uniform(0, 1, (len(atoms), 3)) * atoms.cell.lengths()
     slice_a = spec["a"] / 2
     step_slices = max(1, round(depth * spec["a"] / N_PLANES / slice_a))
     potential = abtem.Potential(atoms, sampling=SAMPLING_A, slice_thickness=slice_a, exit_planes=step_slices)
@@ -142,7 +151,7 @@ def spot_list(sim) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return beam, angles, patterns[:, ky, kx], sim["thickness_nm"]
 
 
-def render_region(sim, rotation_deg: float, detector: int) -> dict:
+def render_region(sim, rotation_deg: float, detector: int, disks: bool = False, vacuum: bool = False) -> dict:
     """Expected pattern templates (T, q, q) of a region (unit dose per pattern before noise)
     on the detector, spots rotated in plane, plus the beam share per plane."""
     beam, angles, intensity, thickness = spot_list(sim)
@@ -154,14 +163,22 @@ def render_region(sim, rotation_deg: float, detector: int) -> dict:
     keep = np.all((positions > 1) & (positions < detector - 2), axis=1)
     positions, intensity = positions[keep], intensity[:, keep]
     pix = np.arange(detector, dtype=np.float64)
-    gy = np.exp(-0.5 * ((pix[None, :] - positions[:, 0:1]) / SPOT_SIGMA_PX) ** 2)  # (K, q)
-    gx = np.exp(-0.5 * ((pix[None, :] - positions[:, 1:2]) / SPOT_SIGMA_PX) ** 2)
-    norm = gy.sum(1) * gx.sum(1)
-    spots = np.einsum("tk,ky,kx->tyx", intensity / norm[None, :], gy, gx)  # (T, q, q)
     yy, xx = np.indices((detector, detector))
     r = np.hypot(yy - centre, xx - centre)
-    disc = np.clip(BEAM_RADIUS_FRAC * detector + 0.5 - r, 0, 1)
+    radius = BEAM_RADIUS_FRAC * detector
+    disc = np.clip(radius + 0.5 - r, 0, 1)
     disc /= disc.sum()
+    if disks:  # each reflection a copy of the beam's disc
+        shapes = np.stack([np.clip(radius + 0.5 - np.hypot(yy - py, xx - px), 0, 1).ravel() for py, px in positions])
+        shapes /= np.maximum(shapes.sum(axis=1, keepdims=True), 1e-12)
+        spots = (intensity @ shapes).reshape(-1, detector, detector)
+    else:
+        gy = np.exp(-0.5 * ((pix[None, :] - positions[:, 0:1]) / SPOT_SIGMA_PX) ** 2)  # (K, q)
+        gx = np.exp(-0.5 * ((pix[None, :] - positions[:, 1:2]) / SPOT_SIGMA_PX) ** 2)
+        norm = gy.sum(1) * gx.sum(1)
+        spots = np.einsum("tk,ky,kx->tyx", intensity / norm[None, :], gy, gx)  # (T, q, q)
+    if vacuum:  # no specimen: the unscattered beam alone
+        return {"templates": np.repeat(disc[None], len(thickness), axis=0), "thickness_nm": thickness}
     halo = np.exp(-0.5 * (r / (HALO_SIGMA_FRAC * detector)) ** 2)
     halo /= halo.sum()
     halo_share = HALO_SHARE_MAX * thickness / thickness.max()
@@ -204,9 +221,23 @@ def make_scan(cond: Condition, seed: int, cache: Path) -> tuple[np.ndarray, np.n
         tilts.append((0.0, 0.0))
         phases.append(cond.inclusion_phase)
         next_label += 1
+    amorphous = [False] * len(phases)
+    if cond.amorphous:
+        amorphous[cond.n_grains - 1] = True
+    vacuum = []
+    if cond.vacuum_share > 0:  # a strip along the first scan rows
+        rows = max(1, round(cond.vacuum_share * ny))
+        labels[:rows] = next_label
+        vacuum = [next_label]
+        phases.append(cond.phase)
+        rotations.append(0.0)
+        tilts.append((0.0, 0.0))
+        amorphous.append(False)
+        next_label += 1
     labels = labels.astype(np.int32)
     regions = [
-        render_region(simulate(p, t, cache), r, cond.detector) for p, t, r in zip(phases, tilts, rotations)
+        render_region(simulate(p, t, cache, a), r, cond.detector, cond.disks, i in vacuum)
+        for i, (p, t, r, a) in enumerate(zip(phases, tilts, rotations, amorphous))
     ]
     thickness = fields.thickness_map((ny, nx), *cond.thickness_nm, rng)
     drift = fields.drift_field((ny, nx), cond.drift, cond.drift_px, False, rng)
@@ -225,6 +256,8 @@ def make_scan(cond: Condition, seed: int, cache: Path) -> tuple[np.ndarray, np.n
                 pattern = ndimage.shift(pattern, drift[y, x], order=1, mode="constant")
             data[y, x] = np.minimum(rng.poisson(np.maximum(pattern, 0) * cond.dose), limit)
     counts = data.reshape(ny * nx, -1).sum(axis=1, dtype=np.int64)
+    # the truth numbered 0..k-1 over the regions present (the vacuum strip may cover a grain)
+    labels = np.unique(labels, return_inverse=True)[1].reshape(labels.shape).astype(np.int32)
     info = {
         "rotations_deg": [float(r) for r in rotations], "tilts_mrad": [list(map(float, t)) for t in tilts],
         "phases": phases, "shares": (np.bincount(labels.ravel()) / labels.size).round(4).tolist(),
