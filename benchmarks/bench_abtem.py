@@ -100,15 +100,17 @@ CONDITIONS = [
     Condition("si-3deg-band", "Si", 5, 800.0, drift="curved", drift_px=2.0, band_share=0.02, band_degrees=3.0),
     Condition("au-disks", "Au", 4, 1000.0, detector=96, disks=True, drift="linear", drift_px=1.5),
     Condition("si-amorphous-vacuum", "Si", 4, 600.0, dtype="uint8", amorphous=True, vacuum_share=0.12),
+    Condition("au-thick-wedge", "Au", 4, 2000.0, thickness_nm=(5.0, 64.0), drift="curved", drift_px=1.0),
 ]
 
 
 # ------------------------------------------------------------------------------ simulation
-def simulate(phase: str, tilt_mrad: tuple[float, float], cache: Path, amorphous: bool = False) -> dict:
+def simulate(phase: str, tilt_mrad: tuple[float, float], cache: Path, amorphous: bool = False, depth_nm: float = 32.0) -> dict:
     """Diffraction patterns (N_PLANES, g, g) of a plane wave through ``phase`` along [001],
     tilted by ``tilt_mrad``, at thicknesses of 1..N_PLANES exit planes (cached). ``amorphous``:
     the same atoms at random positions instead (one configuration)."""
-    path = cache / f"{phase}{'-amorphous' if amorphous else ''}_{tilt_mrad[0]:+.2f}_{tilt_mrad[1]:+.2f}.npz"
+    deep = "" if depth_nm <= 32.0 else f"-{depth_nm:.0f}nm"
+    path = cache / f"{phase}{'-amorphous' if amorphous else ''}{deep}_{tilt_mrad[0]:+.2f}_{tilt_mrad[1]:+.2f}.npz"
     if path.exists():
         with np.load(path) as stored:
             return {name: stored[name] for name in stored.files}
@@ -119,7 +121,7 @@ def simulate(phase: str, tilt_mrad: tuple[float, float], cache: Path, amorphous:
     spec = CRYSTALS[phase]
     unit = ase.build.bulk(spec["name"], spec["crystalstructure"], a=spec["a"], cubic=True)
     repeat = max(1, round(CELL_A / spec["a"]))
-    depth = max(1, math.ceil(10.0 * 32.0 / spec["a"]))  # cells along the beam: >= 32 nm
+    depth = max(1, math.ceil(10.0 * max(32.0, depth_nm) / spec["a"]))  # cells along the beam
     atoms = unit * (repeat, repeat, depth)
     if amorphous:
         rng = np.random.default_rng(0)
@@ -236,7 +238,7 @@ def make_scan(cond: Condition, seed: int, cache: Path) -> tuple[np.ndarray, np.n
         next_label += 1
     labels = labels.astype(np.int32)
     regions = [
-        render_region(simulate(p, t, cache, a), r, cond.detector, cond.disks, i in vacuum)
+        render_region(simulate(p, t, cache, a, cond.thickness_nm[1]), r, cond.detector, cond.disks, i in vacuum)
         for i, (p, t, r, a) in enumerate(zip(phases, tilts, rotations, amorphous))
     ]
     thickness = fields.thickness_map((ny, nx), *cond.thickness_nm, rng)
