@@ -1,7 +1,7 @@
 """Map quality on scans from a third physics model: abTEM multislice (dynamical diffraction).
 
     python benchmarks/bench_abtem.py              # 36 scans (9 conditions x 2 seeds x 2 halves)
-    python benchmarks/bench_abtem.py --only band  # the scans whose name holds "band"
+    python benchmarks/bench_abtem.py --only band --half tune  # the tune scans whose name holds "band"
 
 ``bench_quality.py``'s two generators draw spot intensities from a kinematic model (diffsims,
 ``gpu4d.synthetic``), with at most an imposed oscillation. Here each region's spot intensities
