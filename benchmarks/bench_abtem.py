@@ -12,9 +12,9 @@ here. A probe position then gets its region's pattern at its own thickness (a we
 scan, interpolated between exit planes), rotated by the grain's in-plane angle, spots blurred to
 the probe's convergence, a diffuse halo that grows with thickness, the descan shift, and Poisson
 noise at the dose. Each condition is rendered with two seeds of the **tune** half (the scans
-the 2026-11-30 changes were judged on: the beam search, the 48 atoms, the trend on scan
-position) and two of the **holdout** half (other orientations, tilts and layouts; not looked
-at before those changes were kept).
+the 2026-11-30 changes were judged on: the beam search, the 48 atoms, a trend on scan
+position that the holdout half then turned down) and two of the **holdout** half (other
+orientations, tilts and layouts).
 
 Per scan it prints the ARI of ``gpu4d.cluster(data, true_k)`` at default settings, and the
 suggested k of ``gpu4d.sweep(data, 2..12)``. The simulations are cached in ``--cache``

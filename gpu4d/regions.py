@@ -12,16 +12,7 @@ to 3.5), two regions are.
 The merges form a tree; cutting it gives the clustering for every k at once, nested, so a region
 keeps its label across k.
 
-A region's patterns may also drift with scan position (a thickness wedge, bending): the
-separation of two clusters is judged after a linear trend on scan position, fitted to the
-variation inside them, is taken out of both (an analysis of covariance). The two ends of a grain
-on a wedge then differ by little beyond that trend and merge; a lamella in the middle of its host,
-off the trend, does not. On abTEM multislice scans (thickness 4-64 nm, where dynamical
-scattering changes every reflection across a grain) this took the suggested k from 16 to 18 of
-18 right (``benchmarks/bench_abtem.py``, tune half); ``bench_quality.py`` did not change.
-
-Everything after the atoms works on per-atom sufficient statistics (count, mean, scatter matrix,
-position moments),
+Everything after the atoms works on per-atom sufficient statistics (count, mean, scatter matrix),
 so the merge costs nothing that grows with the scan. Atoms smaller than ``min_size`` patterns
 (outlier patterns, a few noisy ones) are merged into their least separated neighbour first: they
 can never stand as a region of their own.
@@ -180,7 +171,6 @@ def fit_region_tree(
     max_iter: int = 300,
     tol: float = 1e-4,
     assign_and_sum=None,
-    positions=None,
 ) -> RegionTree:
     """Over-segment ``z`` (n, c) into atoms with KMeans, then merge the atoms by separation.
 
@@ -192,8 +182,6 @@ def fit_region_tree(
     n_atoms : atoms to start from; default ``max(ATOMS_PER_CLUSTER * max_k, MIN_ATOMS)``,
         at most n.
     min_region_share : clusters smaller than this share of the patterns are merged first.
-    positions : (n, 2) scan positions of the rows of ``z``, or None: with them, separations are
-        judged after a linear trend on position (``_separations``).
     max_iter, tol, assign_and_sum : for the atoms' KMeans (see ``gpu4d.kmeans.core.kmeans``).
     """
     n = int(z.shape[0])
@@ -212,8 +200,7 @@ def fit_region_tree(
     atom_of = to_host(atom_of).astype(np.int32)
     counts, means, scatter = _atom_statistics(to_host(z), atom_of, m)
     min_size = max(MIN_SIZE_FLOOR, min_region_share * n)
-    trends = None if positions is None else _position_moments(to_host(z), positions, atom_of, m)
-    merges, sizes = merge_atoms(counts, means, scatter, min_size, trends)
+    merges, sizes = merge_atoms(counts, means, scatter, min_size)
     return RegionTree(atom_of, merges, sizes, means, int(fit.n_iter), float(min_size))
 
 
@@ -269,26 +256,7 @@ def _atom_statistics(z: np.ndarray, atom_of: np.ndarray, m: int):
     return counts, means, scatter
 
 
-def _position_moments(z, positions, atom_of: np.ndarray, m: int):
-    """Per atom, for the trend of ``z`` on scan position: the sums of the positions (m, 2), of
-    their outer products (m, 2, 2) and of position times ``z`` (m, 2, c), float64."""
-    z = np.asarray(z, np.float64)
-    p = np.asarray(positions, np.float64)
-    p = (p - p.mean(axis=0)) / max(float(p.std()), 1e-12)
-    position_sums = np.zeros((m, p.shape[1]))
-    np.add.at(position_sums, atom_of, p)
-    order = np.argsort(atom_of, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(atom_of, minlength=m))])
-    outer = np.zeros((m, p.shape[1], p.shape[1]))
-    cross = np.zeros((m, p.shape[1], z.shape[1]))
-    for a in range(m):
-        rows = order[bounds[a] : bounds[a + 1]]
-        outer[a] = p[rows].T @ p[rows]
-        cross[a] = p[rows].T @ z[rows]
-    return position_sums, outer, cross
-
-
-def merge_atoms(counts, means, scatter, min_size: float, trends=None):
+def merge_atoms(counts, means, scatter, min_size: float):
     """Merge clusters two at a time until one is left: ``(merges, sizes)`` as in RegionTree.
 
     Empty atoms are merged first (separation 0), then, while any cluster is smaller than
@@ -303,14 +271,9 @@ def merge_atoms(counts, means, scatter, min_size: float, trends=None):
     n_of = {a: counts[a] for a in ids}
     mean_of = {a: means[a] for a in ids}
     scatter_of = {a: scatter[a] for a in ids}
-    trend_of = None if trends is None else {a: tuple(moments[a] for moments in trends) for a in ids}
-
-    def separations_of(a, others):
-        return _separations(a, others, n_of, mean_of, scatter_of, within, trend_of)
-
     separation = {}  # (older id, younger id) -> separation
     for i, a in enumerate(ids[:-1]):
-        for b, value in zip(ids[i + 1 :], separations_of(a, ids[i + 1 :])):
+        for b, value in zip(ids[i + 1 :], _separations(a, ids[i + 1 :], n_of, mean_of, scatter_of, within)):
             separation[a, b] = float(value)
     sizes = list(counts)
     merges = []
@@ -338,11 +301,9 @@ def merge_atoms(counts, means, scatter, min_size: float, trends=None):
         else:
             mean_of[next_id], scatter_of[next_id] = ma, sa
         n_of[next_id] = total
-        if trend_of is not None:
-            trend_of[next_id] = tuple(x + y for x, y in zip(trend_of.pop(a), trend_of.pop(b)))
         ids = [c for c in ids if c not in (a, b)]
         if ids:
-            for c, value in zip(ids, separations_of(next_id, ids)):
+            for c, value in zip(ids, _separations(next_id, ids, n_of, mean_of, scatter_of, within)):
                 separation[c, next_id] = float(value)
         ids.append(next_id)
         merges.append((a, b, sep))
@@ -351,40 +312,17 @@ def merge_atoms(counts, means, scatter, min_size: float, trends=None):
     return merges, np.asarray(sizes, np.int64)
 
 
-def _separations(a, others, n_of, mean_of, scatter_of, within, trend_of=None) -> np.ndarray:
+def _separations(a, others, n_of, mean_of, scatter_of, within) -> np.ndarray:
     """Separation of cluster ``a`` from each of ``others``: the Mahalanobis distance between
     their means under the pooled covariance of both clusters' members, ``PRIOR_PATTERNS`` of
     the typical within-atom spread added (``gpu4d.scores.mahalanobis``). A region's own
     variation (a thickness gradient) lies mostly across the line to another region's mean, so
-    the distance along that line alone would undercount how distinct they are.
-
-    With ``trend_of`` (position moments, ``_position_moments``) the means and the spread are
-    first corrected for a linear trend on scan position, fitted to the variation inside the two
-    clusters and shared by them (an analysis of covariance).
-    """
-    others = list(others)
-    n_a = n_of[a]
-    n_b = np.array([n_of[b] for b in others])
-    means_b = np.stack([mean_of[b] for b in others])
-    deltas = means_b - mean_of[a]
-    scatters = scatter_of[a] + np.stack([scatter_of[b] for b in others])
-    q = 0
-    if trend_of is not None:
-        (pos_a, outer_a, cross_a) = trend_of[a]
-        q = pos_a.shape[0]
-        centre_a = pos_a / max(n_a, 1.0)
-        centres_b = np.stack([trend_of[b][0] for b in others]) / np.maximum(n_b, 1.0)[:, None]
-        outers = (outer_a - n_a * np.outer(centre_a, centre_a)) + np.stack([trend_of[b][1] for b in others]) \
-            - n_b[:, None, None] * np.einsum("ri,rj->rij", centres_b, centres_b)
-        crosses = (cross_a - n_a * np.outer(centre_a, mean_of[a])) + np.stack([trend_of[b][2] for b in others]) \
-            - n_b[:, None, None] * np.einsum("ri,rj->rij", centres_b, means_b)
-        ridge = 1e-6 * np.trace(outers, axis1=1, axis2=2) / q + 1e-12
-        slopes = np.linalg.solve(outers + ridge[:, None, None] * np.eye(q), crosses)  # (r, q, c)
-        scatters = scatters - np.einsum("rqc,rqd->rcd", crosses, slopes)
-        deltas = deltas - np.einsum("rqc,rq->rc", slopes, centres_b - centre_a)
-    dof = n_a + n_b - 2 - q + PRIOR_PATTERNS
-    pooled = (scatters + PRIOR_PATTERNS * within) / np.maximum(dof, 1.0)[:, None, None]
+    the distance along that line alone would undercount how distinct they are."""
+    deltas = np.stack([mean_of[b] for b in others]) - mean_of[a]
+    dof = np.array([n_of[a] + n_of[b] - 2 + PRIOR_PATTERNS for b in others])
+    pooled = np.stack([scatter_of[a] + scatter_of[b] + PRIOR_PATTERNS * within for b in others]) / dof[:, None, None]
     return mahalanobis(deltas, pooled)
+
 
 
 def stability(xp, z, tree: RegionTree, ks, *, rng: np.random.Generator, repeats: int = STABILITY_REPEATS, **fit_options) -> dict:
@@ -398,10 +336,7 @@ def stability(xp, z, tree: RegionTree, ks, *, rng: np.random.Generator, repeats:
     totals = {k: 0.0 for k in ks}
     for _ in range(repeats):
         half = np.sort(rng.choice(n, size=max(n // 2, 1), replace=False))
-        options = dict(fit_options)
-        if options.get("positions") is not None:
-            options["positions"] = options["positions"][half]
-        refit = fit_region_tree(xp, z[xp.asarray(half)], max(ks), rng=rng, **options)
+        refit = fit_region_tree(xp, z[xp.asarray(half)], max(ks), rng=rng, **fit_options)
         for k in ks:
             totals[k] += adjusted_rand_index(tree.labels(k), refit.predict(xp, z, k))
     return {k: totals[k] / repeats for k in ks}

@@ -433,8 +433,7 @@ def sweep(
         z_regions = None if exact else smooth_over_scan(xp, z, dataset.scan_shape)
         with timer.stage("kmeans"):
             fits, kmeans_seconds, tree = _fit_every_k(
-                engine, ks_list, z_regions, features, n_init, max_iter, tol, random_state, progress,
-                _positions(dataset.scan_shape),
+                engine, ks_list, z_regions, features, n_init, max_iter, tol, random_state, progress
             )
 
         labels_all = np.stack([fits[k][0] for k in ks_list], axis=1)  # (n, K)
@@ -459,7 +458,6 @@ def sweep(
             stable = stability(
                 xp, z_regions, tree, ks_list, rng=np.random.default_rng([0 if random_state is None else random_state, 1]),
                 max_iter=max_iter, tol=tol, assign_and_sum=engine.assign_and_sum,
-                positions=_positions(dataset.scan_shape),
             )
         scores["stability"] = [stable[k] for k in ks_list]
     with timer.stage("suggest"):
@@ -539,14 +537,7 @@ def sweep(
     )
 
 
-def _positions(scan_shape):
-    """(n, 2) float64 scan position (row, column) of every pattern, for the regions' trend."""
-    ny, nx = scan_shape
-    yy, xx = np.indices((ny, nx))
-    return np.stack([yy.ravel(), xx.ravel()], axis=1).astype(np.float64)
-
-
-def _fit_every_k(engine, ks, z, features, n_init, max_iter, tol, random_state, progress, positions=None):
+def _fit_every_k(engine, ks, z, features, n_init, max_iter, tol, random_state, progress):
     """The clustering of every k: ``{k: (labels (n,) int32, n_iter)}``, ``{k: seconds}`` and
     the region tree (None in exact mode).
 
@@ -570,7 +561,7 @@ def _fit_every_k(engine, ks, z, features, n_init, max_iter, tol, random_state, p
     with small_matrices(engine.xp), stage_spinner(progress, f"regions k={ks[0]}..{ks[-1]}"):
         tree = fit_region_tree(
             engine.xp, z, max(ks), rng=rng, max_iter=max_iter, tol=tol,
-            assign_and_sum=engine.assign_and_sum, positions=positions,
+            assign_and_sum=engine.assign_and_sum,
         )
     for k in ks:
         fits[k] = (tree.labels(k), tree.atom_iterations)

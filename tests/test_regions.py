@@ -37,38 +37,6 @@ def test_a_gradient_stays_whole_and_a_small_region_apart(seed):
     assert adjusted_rand_score(truth, kmeans.labels_) < 0.5
 
 
-def wedge_scan(seed: int, band_offset: float = 0.0):
-    """(z (1600, 3) float32, positions (1600, 2), band (1600,) bool): a 40x40 scan of one region
-    whose coordinate 0 follows scan row y (a wedge: 0 to 6 across the scan, noise 0.3), and
-    where ``band_offset`` is given, a band of rows 18-21 shifted by it along coordinate 1."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.indices((40, 40))
-    positions = np.stack([yy.ravel(), xx.ravel()], axis=1).astype(np.float64)
-    z = rng.normal(0.0, 0.3, (1600, 3))
-    z[:, 0] += 6.0 * yy.ravel() / 39
-    band = (yy.ravel() >= 18) & (yy.ravel() <= 21)
-    z[band, 1] += band_offset
-    return z.astype(np.float32), positions, band
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_the_trend_on_scan_position_is_taken_out_of_the_separation(seed):
-    """Two atoms cut from a wedge differ by the trend alone: about 3.4 apart plainly (the halves
-    of a uniform spread), under 1.2 once the trend on scan position is taken out. A band in the
-    middle of the wedge is as separated either way: it is off the trend."""
-    z, positions, band = wedge_scan(seed)
-    plain = fit_region_tree(np, z, 1, rng=np.random.default_rng(0), n_atoms=2)
-    trend = fit_region_tree(np, z, 1, rng=np.random.default_rng(0), n_atoms=2, positions=positions)
-    assert plain.merges[0][2] == pytest.approx(2 * np.sqrt(3), abs=0.4)
-    assert trend.merges[0][2] < 1.2  # the atoms split on noisy z, not on y: not exactly 0
-    z, positions, band = wedge_scan(seed, band_offset=2.4)  # 8 noise widths
-    plain = fit_region_tree(np, z, 2, rng=np.random.default_rng(0))
-    trend = fit_region_tree(np, z, 2, rng=np.random.default_rng(0), positions=positions)
-    for tree in (plain, trend):
-        assert adjusted_rand_score(band, tree.labels(2)) >= 0.95
-    assert trend.merges[-1][2] == pytest.approx(plain.merges[-1][2], rel=0.2) and trend.merges[-1][2] > 5
-
-
 def test_cuts_are_nested_and_keep_label_ids():
     z, _ = gradient_and_small_region(7)
     tree = fit_region_tree(np, z, 6, rng=np.random.default_rng(0))
