@@ -589,7 +589,6 @@ def _window_centres(centre, n: int, xp):
     return xp.asarray(np.ascontiguousarray(values))
 
 
-
 def _crops(batch, my: int, mx: int, half: int, xp):
     """(n, 2*half+1, 2*half+1) float32 crops centred on pixel (my, mx), zero off the detector."""
     n, qy, qx = batch.shape

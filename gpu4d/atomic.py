@@ -27,8 +27,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .arrays import to_host
-
+from gpu4d.arrays import to_host
 from gpu4d.errors import OutputError
 
 __all__ = [
@@ -198,7 +197,6 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     # Serialise before opening anything, so a TypeError leaves no file behind.
     text = json.dumps(_to_jsonable(obj), sort_keys=True, indent=2, allow_nan=False) + "\n"
     return atomic_write(path, lambda fh: fh.write(text), mode="w")
-
 
 
 def _to_jsonable(obj: Any) -> Any:

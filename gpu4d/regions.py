@@ -324,7 +324,6 @@ def _separations(a, others, n_of, mean_of, scatter_of, within) -> np.ndarray:
     return mahalanobis(deltas, pooled)
 
 
-
 def stability(xp, z, tree: RegionTree, ks, *, rng: np.random.Generator, repeats: int = STABILITY_REPEATS, **fit_options) -> dict:
     """Per k, how well the clustering survives a refit on half of the patterns: the mean
     adjusted Rand index between ``tree``'s k-cut and that of a tree fitted on a random half

@@ -274,4 +274,3 @@ def _finish(xp, z, p) -> Sketch:
         scores=(z @ v.astype(np.float32)),
         singular_values=np.asarray(to_host(s), np.float64),
     )
-

@@ -145,4 +145,3 @@ def _cuml_fit(xp, x, squared_norms, centres, max_iter, tol_abs, assign_and_sum):
     model.fit(x)
     xp.cuda.Device().synchronize()
     return core.KMeansFit(model.labels_, model.cluster_centers_, float(model.inertia_), int(model.n_iter_))
-

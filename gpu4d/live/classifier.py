@@ -447,5 +447,3 @@ class LiveClassifier:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-

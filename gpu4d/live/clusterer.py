@@ -99,9 +99,6 @@ FINAL_N_INIT = 32
 FINAL_DIMENSIONS = 32
 
 
-
-
-
 # ------------------------------------------------------------------------------------- sample
 class _Sample:
     """A stratified reservoir sample of the frames: up to ``capacity`` frames per cluster, plus a
