@@ -117,16 +117,23 @@ class ClusterResult:
         confidence = self.confidence_map()
         return None if confidence is None else confidence[np.isfinite(confidence)]
 
+    def low_confidence_share(self) -> float | None:
+        """The share of the patterns whose confidence is below ``LOW_CONFIDENCE``; None without
+        a confidence or a pattern."""
+        confidence = self.confidence_of_patterns()
+        if confidence is None or not confidence.size:
+            return None
+        return float((confidence < LOW_CONFIDENCE).mean())
+
     def _confidence_summary(self) -> dict:
         confidence = self.confidence_of_patterns()
         if confidence is None:
             return {}
-        low = confidence < LOW_CONFIDENCE
         return {
             "confidence": {
                 "low_below": LOW_CONFIDENCE,
                 "patterns": int(confidence.size),
-                "share_low": float(low.mean()) if confidence.size else None,
+                "share_low": self.low_confidence_share(),
                 "median": float(np.median(confidence)) if confidence.size else None,
                 "meaning": "1 - (distance to its own cluster) / (distance to the closest other "
                            "cluster), reduced space: 0 on a boundary or for a pattern mixing two "

@@ -110,13 +110,11 @@ def result_html(result) -> str:
         ("inertia", f"{result.inertia:.6g}"),
         ("backend", result.backend),
     ]
-    if result.confidence is not None:
+    share = result.low_confidence_share()
+    if share is not None:
         from .result import LOW_CONFIDENCE
 
-        confidence = result.confidence_of_patterns()
-        if confidence.size:
-            share = float((confidence < LOW_CONFIDENCE).mean())
-            rows.append((f"confidence < {LOW_CONFIDENCE:g}", f"{share:.1%} of the patterns"))
+        rows.append((f"confidence < {LOW_CONFIDENCE:g}", f"{share:.1%} of the patterns"))
     if "model" in result.extra:
         rows.append(("classified with", str(result.extra["model"])))
     total = max(1, int(np.sum(result.cluster_sizes)))
