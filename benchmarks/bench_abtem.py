@@ -34,7 +34,7 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +92,6 @@ class Condition:
     vacuum_share: float = 0.0  # a strip along one scan edge beyond the specimen: the beam alone
     seeds: tuple = (11, 12)  # the tune half: the scans code changes were judged on
     holdout_seeds: tuple = (13, 14)  # never looked at before a change was kept
-    extra: dict = field(default_factory=dict)
 
 
 CONDITIONS = [
@@ -168,23 +167,23 @@ def render_region(sim, rotation_deg: float, detector: int, disks: bool = False, 
     positions = centre + (angles @ rot.T) * px_per_mrad  # (K, 2)
     keep = np.all((positions > 1) & (positions < detector - 2), axis=1)
     positions, intensity = positions[keep], intensity[:, keep]
-    pix = np.arange(detector, dtype=np.float64)
     yy, xx = np.indices((detector, detector))
     r = np.hypot(yy - centre, xx - centre)
     radius = BEAM_RADIUS_FRAC * detector
     disc = np.clip(radius + 0.5 - r, 0, 1)
     disc /= disc.sum()
+    if vacuum:  # no specimen: the unscattered beam alone
+        return {"templates": np.repeat(disc[None], len(thickness), axis=0), "thickness_nm": thickness}
     if disks:  # each reflection a copy of the beam's disc
         shapes = np.stack([np.clip(radius + 0.5 - np.hypot(yy - py, xx - px), 0, 1).ravel() for py, px in positions])
         shapes /= np.maximum(shapes.sum(axis=1, keepdims=True), 1e-12)
         spots = (intensity @ shapes).reshape(-1, detector, detector)
     else:
+        pix = np.arange(detector, dtype=np.float64)
         gy = np.exp(-0.5 * ((pix[None, :] - positions[:, 0:1]) / SPOT_SIGMA_PX) ** 2)  # (K, q)
         gx = np.exp(-0.5 * ((pix[None, :] - positions[:, 1:2]) / SPOT_SIGMA_PX) ** 2)
         norm = gy.sum(1) * gx.sum(1)
         spots = np.einsum("tk,ky,kx->tyx", intensity / norm[None, :], gy, gx)  # (T, q, q)
-    if vacuum:  # no specimen: the unscattered beam alone
-        return {"templates": np.repeat(disc[None], len(thickness), axis=0), "thickness_nm": thickness}
     halo = np.exp(-0.5 * (r / (HALO_SIGMA_FRAC * detector)) ** 2)
     halo /= halo.sum()
     halo_share = HALO_SHARE_MAX * thickness / thickness.max()
