@@ -90,3 +90,17 @@ def same_phase_scans(drift_px: float):
     first = make_scan((32, 32), SAME_PHASE_DETECTOR, **options)
     second = make_scan(SAME_PHASE_SECOND, SAME_PHASE_DETECTOR, **options)
     return first, second
+
+
+class CountingArray:
+    """An array-like over ``data`` that counts the bytes read out of it, as a lazily loaded
+    file (a dask array over a reader) is read."""
+
+    def __init__(self, data):
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+        self.bytes_read = 0
+
+    def __getitem__(self, key):
+        out = self.data[key]
+        self.bytes_read += out.nbytes
+        return out

@@ -19,7 +19,7 @@ from gpu4d.io.dataset import Axis, open_dataset
 from gpu4d.model import nearest_and_confidence
 from gpu4d.synthetic import make_scan
 
-from .helpers import SAME_PHASE_DETECTOR, run_main, same_phase_scans
+from .helpers import SAME_PHASE_DETECTOR, CountingArray, run_main, same_phase_scans
 
 DETECTOR = SAME_PHASE_DETECTOR
 
@@ -271,19 +271,6 @@ def test_cli_classify_frames_with_a_scan_shape(tmp_path, model_dir, scans):
     assert adjusted_rand_score(scans[1].labels.ravel(), labels.ravel()) >= 0.95
 
 
-class _CountingArray:
-    """An array that counts the values read from it (behind a dask array: not read cheaply)."""
-
-    def __init__(self, array):
-        self.array, self.shape, self.dtype, self.ndim = array, array.shape, array.dtype, array.ndim
-        self.values_read = 0
-
-    def __getitem__(self, key):
-        out = self.array[key]
-        self.values_read += out.size
-        return out
-
-
 def test_classify_reads_a_scan_once_when_it_must_align_it():
     """Alignment, distances and mean patterns are three passes; a scan that is not read cheaply
     (here a dask array) is read once, then kept in memory (``engine.RawCache``)."""
@@ -292,14 +279,14 @@ def test_classify_reads_a_scan_once_when_it_must_align_it():
     first, second = same_phase_scans(2.5)
     model = gpu4d.cluster(first.data, first.n_regions)
     assert model.extra["alignment"]["auto"]["applied"]
-    counting = _CountingArray(second.data)
+    counting = CountingArray(second.data)
     result = gpu4d.classify(model, da.from_array(counting, chunks=(4, -1, -1, -1)))
     assert adjusted_rand_score(second.labels.ravel(), result.labels.ravel()) >= 0.95
     # the mean pattern's sample (MEAN_PATTERN_SAMPLE patterns: all of this small scan) and one
     # pass; measured 2.0, and 4.0 when each pass read the scan again
-    assert counting.values_read / second.data.size < 2.5, counting.values_read / second.data.size
+    assert counting.bytes_read / second.data.nbytes < 2.5, counting.bytes_read / second.data.nbytes
     # memory_budget=0 keeps nothing: every pass reads the scan again, with the same labels
-    again = _CountingArray(second.data)
+    again = CountingArray(second.data)
     unkept = gpu4d.classify(model, da.from_array(again, chunks=(4, -1, -1, -1)), memory_budget=0)
-    assert again.values_read / second.data.size > 3.5, again.values_read / second.data.size
+    assert again.bytes_read / second.data.nbytes > 3.5, again.bytes_read / second.data.nbytes
     np.testing.assert_array_equal(unkept.labels, result.labels)

@@ -21,7 +21,7 @@ from gpu4d.sketch import streaming_sketch
 from gpu4d.sweep import folder_name, parse_ks
 from gpu4d.synthetic import make_scan
 
-from .helpers import bytes_read_by_this_process, needs_proc_io
+from .helpers import CountingArray, bytes_read_by_this_process, needs_proc_io
 from .reference import preprocess_reference, random_patterns, shift_patterns
 
 MASK = (11.5, 11.5, 2.5)  # (cy, cx, r): the beam of region_scan
@@ -52,20 +52,6 @@ def region_scan(seed=0, scan=(24, 20), q=24, n_regions=4):  # >= 400 patterns: t
 def full_features(data, masked, transform="none", normalize="max"):
     """The preprocessed matrix (n, kept) float64, from the independent numpy reference."""
     return preprocess_reference(data.reshape(-1, *data.shape[2:]), masked, transform, normalize)
-
-
-class CountingArray:
-    """An array-like over ``data`` that counts the bytes read out of it, as a lazily loaded
-    file (a dask array over a reader) is read."""
-
-    def __init__(self, data: np.ndarray):
-        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
-        self.bytes_read = 0
-
-    def __getitem__(self, key):
-        out = self.data[key]
-        self.bytes_read += out.nbytes
-        return out
 
 
 def sketch_of(data, *, shifts=None, **options):
