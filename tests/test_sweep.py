@@ -17,7 +17,7 @@ from gpu4d.errors import InputError
 from gpu4d.preprocessing import NORMALIZATIONS, TRANSFORMS
 from gpu4d.scores import MIN_SUGGESTED_SHARE, SEPARATION_THRESHOLD, inertia_drops, min_separation, suggest_k
 from gpu4d.engine import InlineExecutor, RowRecipe
-from gpu4d.sketch import streaming_sketch
+from gpu4d.sketch import blur_over_scan, sample_tiles, streaming_sketch
 from gpu4d.sweep import folder_name, parse_ks
 from gpu4d.synthetic import make_scan
 
@@ -92,6 +92,67 @@ def test_sketch_matches_float64_pca(min_sample):
     np.testing.assert_allclose(
         sketch.scores[:, :rank], centred @ sketch.components[:, :rank].astype(np.float64), atol=2e-2 * s[0] / np.sqrt(n)
     )
+
+
+def test_the_tiled_sample_takes_one_whole_tile_in_every_two_by_two_block_of_tiles():
+    scan_shape, tile = (61, 50), 4
+    sample = sample_tiles(scan_shape, random_state=3, min_sample=100, tile=tile)
+    taken = np.zeros(scan_shape, bool)
+    taken.flat[sample] = True
+    assert np.all(np.diff(sample) > 0)
+    for y in range(0, 56, 2 * tile):  # whole blocks only
+        for x in range(0, 48, 2 * tile):
+            block = taken[y : y + 2 * tile, x : x + 2 * tile].reshape(2, tile, 2, tile).transpose(0, 2, 1, 3)
+            counts = block.sum(axis=(2, 3))
+            assert sorted(counts.ravel().tolist()) == [0, 0, 0, tile * tile], (y, x, counts)
+    assert 0.2 < sample.size / taken.size < 0.3
+    np.testing.assert_array_equal(sample, sample_tiles(scan_shape, random_state=3, min_sample=100, tile=tile))
+    # a quarter of a small scan is below min_sample: all of it
+    np.testing.assert_array_equal(sample_tiles(scan_shape, 3, min_sample=1000), np.arange(taken.size))
+
+
+def test_blur_over_a_sample_is_the_weighted_mean_of_the_neighbours_in_the_sample():
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    scan_shape, sigma = (23, 17), 0.7
+    sample = sample_tiles(scan_shape, random_state=1, min_sample=10)
+    values = rng.normal(size=(sample.size, 3)).astype(np.float32)
+    # reference: scipy's Gaussian (radius 1, edges repeated) of the sample scattered on the scan,
+    # over the same Gaussian of the sample's indicator
+    grid = np.zeros((*scan_shape, 3))
+    grid.reshape(-1, 3)[sample] = values
+    present = np.zeros(scan_shape)
+    present.flat[sample] = 1.0
+    options = dict(sigma=sigma, mode="nearest", truncate=1 / sigma)
+    smooth = gaussian_filter(grid, sigma=(sigma, sigma, 0), mode="nearest", truncate=1 / sigma).reshape(-1, 3)
+    expected = smooth[sample] / gaussian_filter(present, **options).ravel()[sample, None]
+    blurred = blur_over_scan(np, values, scan_shape, sigma, sample)
+    np.testing.assert_allclose(blurred, expected, rtol=1e-5, atol=1e-6)
+    # every pattern of the scan: the plain Gaussian
+    every = rng.normal(size=(23 * 17, 2)).astype(np.float32)
+    reference = gaussian_filter(every.reshape(*scan_shape, 2), sigma=(sigma, sigma, 0), mode="nearest", truncate=1 / sigma)
+    np.testing.assert_allclose(blur_over_scan(np, every, scan_shape, sigma), reference.reshape(-1, 2), rtol=1e-5, atol=1e-6)
+
+
+def test_the_transposed_blur_is_the_blurs_transpose_away_from_the_scans_edges():
+    scan_shape, sigma = (30, 30), 0.7
+    inner = np.zeros(scan_shape, bool)
+    inner[2:-2, 2:-2] = True
+    sample = np.intersect1d(np.flatnonzero(inner), sample_tiles(scan_shape, random_state=2, min_sample=10))
+    identity = np.eye(sample.size, dtype=np.float32)
+    forward = blur_over_scan(np, identity, scan_shape, sigma, sample)  # column j: the blur of e_j
+    transposed = blur_over_scan(np, identity, scan_shape, sigma, sample, transpose=True)
+    np.testing.assert_allclose(transposed, forward.T, atol=1e-6)
+
+
+def test_the_tiled_sample_finds_the_same_blurred_axes_as_every_pattern():
+    data, _ = region_scan(seed=4, scan=(64, 64), q=24)
+    every = sketch_of(data, sketch_size=16, random_state=0, basis_blur=0.7, min_sample=10**6)
+    tiles = sketch_of(data, sketch_size=16, random_state=0, basis_blur=0.7, min_sample=256)
+    # the regions' 3 axes; the tiles hold a quarter of the patterns
+    assert np.degrees(subspace_angles(every.components[:, :3], tiles.components[:, :3])).max() < 2.0
+    np.testing.assert_allclose(tiles.singular_values[:3], every.singular_values[:3], rtol=0.02)
 
 
 # -------------------------------------------------------------------------- labels, centroids
