@@ -69,6 +69,7 @@ def passes(scan, features):
     rng = np.random.default_rng(4)
     matrix = rng.standard_normal((m, 5)).astype(np.float32)
     sample = np.sort(rng.choice(n, 150, replace=False))
+    grid = (np.arange(0, SHAPE[0], 5)[:, None] * SHAPE[1] + np.arange(0, SHAPE[1], 3)[None, :]).ravel()
     q = rng.standard_normal((sample.size, 6)).astype(np.float32)
     labels = rng.integers(0, 4, n)
     columns = np.stack([labels, 4 + rng.integers(0, 3, n)], axis=1).astype(np.int32)
@@ -83,6 +84,7 @@ def passes(scan, features):
     return {
         "project": (Project(matrix, "project"), features @ matrix),
         "project sample": (Project(matrix, "project", sample), features[sample] @ matrix),
+        "project grid": (Project(matrix, "project", grid), features[grid] @ matrix),
         "features": (Project(None, "features", n_features=m), features),
         "transposed product": (TransposedProduct(q, "product", sample), features[sample].T @ q),
         "label sums": (
@@ -119,6 +121,22 @@ def test_beam_centres_do_not_depend_on_the_partitioning(scan):
     for result in results[1:]:
         np.testing.assert_array_equal(result, results[0])
     assert np.isfinite(results[0]).all() and results[0].shape == (SHAPE[0] * SHAPE[1], 2)
+
+
+def test_a_sample_on_few_scan_rows_reads_only_those_rows(scan, recipe):
+    """A grid of patterns (every 6th scan row) reads its rows, not the whole scan."""
+    from .helpers import CountingArray
+
+    _, raw, *_ = scan
+    counting = CountingArray(raw.reshape(*SHAPE, *DETECTOR))
+    rows = np.arange(0, SHAPE[0], 6)
+    grid = (rows[:, None] * SHAPE[1] + np.arange(0, SHAPE[1], 4)[None, :]).ravel()
+    executor = InlineExecutor(open_dataset(counting), get_backend("cpu"), SHAPE[0] * SHAPE[1])
+    got = executor.run(Project(None, "grid", grid, n_features=recipe.n_features), recipe)
+    everything = executor.run(Project(None, "all", n_features=recipe.n_features), recipe)
+    np.testing.assert_array_equal(got, everything[grid])
+    row_bytes = SHAPE[1] * raw[0].nbytes
+    assert counting.bytes_read == (rows.size + SHAPE[0]) * row_bytes
 
 
 def test_raw_cache_replays_the_same_patterns(scan, recipe, passes):

@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..progress import batch_bar
 from .base import Part, count, plan_partitions, rows_in_partition
 from .context import ContextCache
-from .reading import read_checked
+from .reading import read_part
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,9 +110,7 @@ def map_partition(source: DatasetSource, shared, partition, backend_name: str):
     if n == 0:
         return partition.index, offset, None, address, 0
     dataset = _opened(source, address)
-    raw = read_checked(dataset, partition.start, partition.stop)
-    if not isinstance(indices, slice):
-        raw = raw[indices - partition.start]
+    raw = read_part(dataset, partition, indices)
     ctx = _context(backend_name, recipe)
     partial = pass_.map(ctx, Part(partition, ctx.backend.to_device(raw), indices, offset))
     if isinstance(partial, tuple):

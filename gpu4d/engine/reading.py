@@ -37,3 +37,22 @@ def read_checked(dataset: Dataset, start: int, stop: int) -> np.ndarray:
             batch = np.array(batch)  # a copy: the input is never written
             batch[:, zeroed[0], zeroed[1]] = 0
     return batch
+
+
+def read_part(dataset: Dataset, partition, indices) -> np.ndarray:
+    """The patterns of ``partition`` a pass reads (``indices`` from ``rows_in_partition``): all
+    of them, or a sample's. A sample on few scan rows (a grid of patterns: every few rows) is
+    read row run by row run, not the whole partition; a sample on most rows in one read."""
+    if isinstance(indices, slice):
+        return read_checked(dataset, indices.start, indices.stop)
+    nx = dataset.scan_shape[1]
+    rows = np.unique(indices // nx)
+    if 2 * rows.size * nx > partition.stop - partition.start:
+        return read_checked(dataset, partition.start, partition.stop)[indices - partition.start]
+    pieces = []
+    for run in np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1):
+        start = max(int(run[0]) * nx, partition.start)
+        stop = min((int(run[-1]) + 1) * nx, partition.stop)
+        wanted = indices[(indices >= start) & (indices < stop)]
+        pieces.append(read_checked(dataset, start, stop)[wanted - start])
+    return np.concatenate(pieces)
