@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 
 def matching_permutation(previous: np.ndarray, current: np.ndarray, k_previous: int, k: int) -> np.ndarray:
     """``perm`` (k,) int: current label ``j`` becomes ``perm[j]``, so that the clusters that
     overlap most with the previous labelling keep its numbers (``k >= k_previous``)."""
+    from scipy.optimize import linear_sum_assignment  # here: a 0.3 s import cluster (one k) never needs
+
     overlap = np.zeros((k_previous, k), np.int64)
     np.add.at(overlap, (previous.ravel(), current.ravel()), 1)
     rows, cols = linear_sum_assignment(overlap, maximize=True)
