@@ -494,14 +494,6 @@ def test_cli_existing_output_without_overwrite(run_cli, tmp_path, blo_file):
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
-def test_blockfile_header_disagreeing_with_rosettasciio(blo_file):
-    from gpu4d.io.blockfile import read_header
-    from gpu4d.io.dataset import _blockfile_patterns
-
-    with pytest.raises(InputError, match=re.escape(str(blo_file)) + ".*RosettaSciIO read"):
-        _blockfile_patterns(blo_file, read_header(blo_file), (2, 3, 144, 144))
-
-
 # -- values checked before the work, files read in words (issue 14) ------------------------------
 
 

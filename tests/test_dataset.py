@@ -85,6 +85,39 @@ def test_blockfile_shape_dtype_calibrations_and_values(blo_file):
     np.testing.assert_array_equal(patterns, reference.data)
 
 
+@pytest.mark.parametrize("scan_step, detector_scale", [(3.7, 0.02), (0.5, 1.0)])
+def test_a_written_blockfile_reads_as_hyperspy_loads_it(tmp_path, scan_step, detector_scale):
+    """gpu4d reads a .blo's shape and calibrations from its header (no lazy HyperSpy load): the
+    same axes, sizes and patterns as HyperSpy's load of the file."""
+    from gpu4d.synthetic import write_blo
+
+    data = np.random.default_rng(3).integers(0, 255, (5, 7, 16, 16), dtype=np.uint8)
+    path = tmp_path / "scan.blo"
+    write_blo(path, data, scan_step_nm=scan_step, detector_scale=detector_scale)
+    dataset = gpu4d.open_dataset(path)
+    reference = _hs_load(path)
+    scan, detector = _hs_axes(reference)
+    assert _gpu4d_axes(dataset.scan_axes) == scan
+    assert _gpu4d_axes(dataset.detector_axes) == detector
+    assert [a.name for a in dataset.scan_axes + dataset.detector_axes] == [
+        a.name for a in reference.axes_manager.navigation_axes[::-1] + reference.axes_manager.signal_axes[::-1]
+    ]
+    np.testing.assert_array_equal(_all_patterns(dataset), data)
+
+
+def test_opening_a_blockfile_imports_neither_dask_nor_hyperspy(blo_file):
+    """What the header holds is read without the ~1 s import of HyperSpy's lazy load."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gpu4d; d = gpu4d.open_dataset(sys.argv[1]); d.read_patterns(0, 2); "
+        "print(sorted(m for m in ('dask', 'hyperspy.api') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(blo_file)], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_mib_6bit(mib_file):
     dataset = gpu4d.open_dataset(mib_file)
     assert dataset.shape == (2, 4, 256, 256)

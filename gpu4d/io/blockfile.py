@@ -1,11 +1,14 @@
-"""The patterns of a NanoMegas blockfile (.blo), read in batches of scan rows with file reads.
+"""A NanoMegas blockfile (.blo): its header's shape and calibrations, and its patterns read in
+batches of scan rows with file reads.
 
-RosettaSciIO reads the metadata and calibrations (``gpu4d.io.dataset``); this module only serves
-the pixel data of the layout RosettaSciIO's reader describes: from ``offset_2``, one frame per
-scan position, a 6-byte frame header then dp x dp uint8 pixels. RosettaSciIO serves them
-through dask, which copied every batch into fresh memory (~2 s of a ~15 s sweep of the
-seed-sized scan); a read into a new buffer costs a quarter of that. Reads, unlike a memory map,
-do not add the file's pages to the process's resident memory.
+The layout is RosettaSciIO's (``rsciio.blockfile``): a header, then from ``offset_2`` one frame
+per scan position, a 6-byte frame header then dp x dp uint8 pixels. gpu4d reads it itself
+because RosettaSciIO serves the pixels through dask, which copied every batch into fresh memory
+(~2 s of a ~15 s sweep of the seed-sized scan; a read into a new buffer costs a quarter of
+that), and its lazy load imports dask and HyperSpy (~1 s of a ~6 s ``cluster``) for the four
+calibration numbers the header holds. ``tests/test_readers.py`` checks the shape and every
+axis against HyperSpy's load of the same files. Reads, unlike a memory map, do not add the
+file's pages to the process's resident memory.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import os
 
 import numpy as np
 
-#: The start of a NanoMegas blockfile header (see rsciio.blockfile).
+#: The start of a NanoMegas blockfile header, as ``rsciio.blockfile`` reads it: scan steps
+#: ``sx``, ``sy`` in nm, ``sdp`` the detector's pixels per cm times 100.
 BLOCKFILE_HEADER = np.dtype(
     [("id", "S6"), ("magic", "<u2"), ("offset_1", "<u4"), ("offset_2", "<u4"), ("flags", "<u4"),
-     ("dp_size", "<u2"), ("dp_rotation", "<u2"), ("nx", "<u2"), ("ny", "<u2")]
+     ("dp_size", "<u2"), ("dp_rotation", "<u2"), ("nx", "<u2"), ("ny", "<u2"),
+     ("scan_rotation", "<u2"), ("sx", "<f8"), ("sy", "<f8"), ("beam_energy", "<u4"), ("sdp", "<u2")]
 )
 FRAME_HEADER_BYTES = 6
 
@@ -55,16 +60,21 @@ class BlockfileFrames:
 
 
 def read_header(path) -> dict:
-    """``nx``, ``ny``, ``dp`` and ``offset`` (of the first frame) from a .blo header; empty
-    when the file is too short or lacks the blockfile signature."""
+    """``nx``, ``ny``, ``dp``, ``offset`` (of the first frame) and the calibrations from a .blo
+    header: ``scan_step`` (sy, sx) in nm and ``detector_step`` in cm (RosettaSciIO's units and
+    values: 100 / sdp, 1 where sdp is 0); empty when the file is too short or lacks the
+    blockfile signature."""
     header = np.fromfile(path, BLOCKFILE_HEADER, count=1)
     if len(header) == 0 or int(header["magic"][0]) != 0x0102:
         return {}
+    sdp = int(header["sdp"][0])
     return {
         "nx": int(header["nx"][0]),
         "ny": int(header["ny"][0]),
         "dp": int(header["dp_size"][0]),
         "offset": int(header["offset_2"][0]),
+        "scan_step": (float(header["sy"][0]), float(header["sx"][0])),
+        "detector_step": 100.0 / sdp if sdp else 1.0,
     }
 
 

@@ -251,6 +251,8 @@ def _open_file(path: Path, reader: str | None, scan_shape) -> Dataset:
             reader = guess_hdf5_reader(path)
         if reader == "Arina":
             dataset = _open_arina(path, scan_shape)
+        elif reader in (None, "Blockfile") and path.suffix.lower() == ".blo":
+            dataset = _open_blockfile(path, scan_shape)
         else:
             dataset = _open_with_rosettasciio(path, reader, scan_shape)
     _check_dtype(dataset)  # before the first read: the value checks need a numeric type
@@ -259,11 +261,35 @@ def _open_file(path: Path, reader: str | None, scan_shape) -> Dataset:
     return dataset
 
 
+def _open_blockfile(path: Path, scan_shape) -> Dataset:
+    """A .blo from its own header (``gpu4d.io.blockfile``: the layout and calibrations
+    RosettaSciIO reads, without its dask-backed lazy load)."""
+    from .blockfile import BlockfileFrames
+
+    header = _check_blockfile_header(path)
+    ny, nx, dp = header["ny"], header["nx"], header["dp"]
+    frames = BlockfileFrames(path, ny, nx, dp, header["offset"])
+    step = header["detector_step"]
+    detector_axes = (_calibrated("dy", dp, step, "cm"), _calibrated("dx", dp, step, "cm"))
+    if scan_shape is not None and tuple(scan_shape) != (ny, nx):
+        dataset = _from_array(frames, str(path), scan_shape)
+        dataset.detector_axes = detector_axes
+        return dataset
+    scan_axes = (_calibrated("y", ny, header["scan_step"][0], "nm"), _calibrated("x", nx, header["scan_step"][1], "nm"))
+    return Dataset(frames, scan_axes, detector_axes, str(path), {"title": ""})
+
+
+def _calibrated(name: str, size: int, scale: float, units: str, offset: float = 0.0) -> Axis:
+    """An axis of ``scale`` units per pixel; in pixels when the scale is not a positive number
+    (a broken calibration)."""
+    if not (np.isfinite(scale) and scale > 0):
+        return Axis(name, size)
+    return Axis(name, size, float(scale), float(offset), units)
+
+
 def _open_with_rosettasciio(path: Path, reader: str | None, scan_shape) -> Dataset:
     suffix = path.suffix.lower()
-    blockfile_header = mib = None
-    if reader in (None, "Blockfile") and suffix == ".blo":
-        blockfile_header = _check_blockfile_header(path)
+    mib = None
     if reader in (None, "QuantumDetector") and suffix == ".mib":
         from .mibfile import check_mib
 
@@ -274,10 +300,7 @@ def _open_with_rosettasciio(path: Path, reader: str | None, scan_shape) -> Datas
     why = None
     if mib is not None and mib.header is None:
         why = f"its header {path.with_suffix('.hdr').name} is not beside it"
-    dataset = _from_signal(signal, str(path), scan_shape, why_flat=why)
-    if blockfile_header is not None:
-        dataset.array = _blockfile_patterns(path, blockfile_header, dataset.shape)
-    return dataset
+    return _from_signal(signal, str(path), scan_shape, why_flat=why)
 
 
 def _open_arina(path: Path, scan_shape) -> Dataset:
@@ -378,20 +401,6 @@ def _check_blockfile_header(path: Path) -> dict:
     return header
 
 
-def _blockfile_patterns(path: Path, header: dict, shape: tuple[int, int, int, int]):
-    """The .blo's patterns, read by file reads (``gpu4d.io.blockfile``), after checking that its
-    ``header`` (``blockfile.read_header``) agrees with the shape RosettaSciIO reported."""
-    from .blockfile import BlockfileFrames
-
-    described = (header["ny"], header["nx"], header["dp"], header["dp"])
-    if described != tuple(shape):
-        raise InputError(
-            f"{path}: the blockfile header describes shape {described} but RosettaSciIO read "
-            f"{tuple(shape)}; the file is corrupt"
-        )
-    return BlockfileFrames(path, *described[:3], header["offset"])
-
-
 def _hyperspy_load(path: Path, reader: str | None):
     import hyperspy.api as hs
 
@@ -488,10 +497,7 @@ def _axis(hs_axis, default_name: str) -> Axis:
             "reads it in pixels", Gpu4dWarning, stacklevel=2,
         )
         return Axis(name, int(hs_axis.size))
-    scale = float(hs_axis.scale)
-    if not (np.isfinite(scale) and scale > 0):  # a broken calibration: fall back to pixels
-        return Axis(name, int(hs_axis.size))
-    return Axis(name, int(hs_axis.size), scale, float(hs_axis.offset), units)
+    return _calibrated(name, int(hs_axis.size), float(hs_axis.scale), units, float(hs_axis.offset))
 
 
 def default_axes(shape) -> tuple[tuple[Axis, Axis], tuple[Axis, Axis]]:
