@@ -48,7 +48,9 @@ def _write_hyperspy(result, path: Path) -> None:
     main.metadata.set_item("gpu4d.summary_json", "see summary.json beside this file")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        main.save(str(path), overwrite=True)
+        # uncompressed: gzip took half of each write (26 of 51 ms on the seed-sized scan, 0.3 s of
+        # an 11-k sweep) to make a 1.3 MB file 0.8 MB
+        main.save(str(path), overwrite=True, compression=None)
 
 
 def write_figures(result, folder: Path) -> None:
