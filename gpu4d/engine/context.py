@@ -12,6 +12,14 @@ from ..kernels import pixel_math
 #: (L3) while the pass's product reads it (the GPU takes the whole partition at once). Chunks
 #: of 4-32 MB timed alike on the seed-sized scan; much smaller ones pay per-call thread wake-ups.
 CPU_CHUNK_BYTES = 8 * 2**20
+#: ... and at least this many rows.
+MIN_CHUNK_ROWS = 8
+
+
+def cpu_chunk_rows(n_features: int) -> int:
+    """Feature rows of ``n_features`` float32 values preprocessed at a time on the CPU (by
+    every pass, and by live clustering and classification)."""
+    return max(MIN_CHUNK_ROWS, CPU_CHUNK_BYTES // (4 * max(1, int(n_features))))
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,7 +91,7 @@ class Context:
             yield 0, recipe.features[self.device_indices(part.indices)]
             return
         m = recipe.n_features
-        chunk = part.size if self.backend.name != "cpu" else max(8, CPU_CHUNK_BYTES // (4 * max(1, m)))
+        chunk = part.size if self.backend.name != "cpu" else cpu_chunk_rows(m)
         work = self._buffer("rows", min(chunk, part.size), m)
         pixel_y, pixel_x = self.on_device(recipe.pixel_y), self.on_device(recipe.pixel_x)
         shifts = self.shifts(part.indices)

@@ -29,20 +29,12 @@ import time
 
 import numpy as np
 
+from gpu4d.engine.context import cpu_chunk_rows
 from gpu4d.errors import InputError
-from gpu4d.live.frames import FrameStore, check_scan_shape
+from gpu4d.live.frames import FrameStore, check_scan_shape, default_batch
 from gpu4d.live.threads import processing_threads
 
 __all__ = ["LiveClassifier"]
-
-#: Frames per step of the loop: as many as fit in this much float32 feature memory, within
-#: [MIN_BATCH, MAX_BATCH] (as LiveClusterer's mini-batches).
-BATCH_FEATURE_BYTES = 128 * 2**20
-MIN_BATCH, MAX_BATCH = 256, 2048
-#: On the CPU, frames are classified in chunks of about this many feature bytes, so that the
-#: features are still in cache when the distance matmul reads them.
-CPU_CHUNK_BYTES = 8 * 2**20
-MIN_CHUNK = 8
 
 
 class LiveClassifier:
@@ -210,14 +202,15 @@ class LiveClassifier:
         """Frames per step of the loop (LiveRun asks for this many at a time)."""
         if self.batch_size is not None:
             return self.batch_size
-        return int(min(MAX_BATCH, max(MIN_BATCH, BATCH_FEATURE_BYTES // (4 * self.mask.n_kept))))
+        return default_batch(self.mask.n_kept)
 
     @property
     def _chunk(self) -> int:
         """Frames classified at a time: cache-sized on the CPU, the whole step on the GPU."""
         if self.backend.xp is not np or self.backend.kernel_target == "cuda":
             return self._batch
-        return int(min(self._batch, max(MIN_CHUNK, CPU_CHUNK_BYTES // (4 * self.mask.n_kept))))
+        # chunks still in cache when the distance matmul reads them
+        return int(min(self._batch, cpu_chunk_rows(self.mask.n_kept)))
 
     def process(self, max_frames: int | None = None, *, final: bool = False) -> int:
         """Classify received frames (at most about ``max_frames``); return how many.

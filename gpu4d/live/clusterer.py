@@ -39,12 +39,13 @@ import numpy as np
 
 from gpu4d.arrays import to_host
 from gpu4d.defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
+from gpu4d.engine.context import cpu_chunk_rows
 
 from gpu4d.errors import InputError
 from gpu4d.kmeans import core as kmeans_core
 from gpu4d.kmeans.matching import match_centroids
 from gpu4d.kmeans.minibatch import MiniBatchKMeans
-from gpu4d.live.frames import FrameStore, check_scan_shape
+from gpu4d.live.frames import FrameStore, check_scan_shape, default_batch
 from gpu4d.live.threads import processing_threads
 
 __all__ = ["LiveClusterer", "MiniBatchKMeans", "match_centroids"]
@@ -57,15 +58,6 @@ INIT_MIN_FRAMES = 512
 #: evenly spaced frames of the initial buffer, and measured in their mean (``_beam_pattern``).
 BEAM_PERCENTILE = 20
 BEAM_FRAMES = 256
-#: Default mini-batch: as many frames as fit in this much float32 feature memory, within
-#: [MIN_BATCH, MAX_BATCH] frames. Large batches amortise the per-batch Python work.
-BATCH_FEATURE_BYTES = 128 * 2**20
-MIN_BATCH, MAX_BATCH = 256, 2048
-#: On the CPU, frames are preprocessed in chunks of about this many feature bytes (at least
-#: MIN_CHUNK frames), so that they are still in cache when the assignment matmul and the one-hot
-#: sums read them (a 1024-frame batch of 144x144 features is 85 MB; an L3 cache 8-32 MB).
-CPU_CHUNK_BYTES = 8 * 2**20
-MIN_CHUNK = 8
 #: The sample the centroids are re-seeded from: frames whose features take up to this many
 #: bytes, between MIN and MAX frames per cluster (and as many for the novel bucket).
 SAMPLE_BYTES = 128 * 2**20
@@ -402,7 +394,7 @@ class LiveClusterer:
         if self.batch_size is not None:
             return self.batch_size
         m = self.mask.n_kept if self.mask is not None else math.prod(self.detector_shape or (1, 1))
-        return int(min(MAX_BATCH, max(MIN_BATCH, BATCH_FEATURE_BYTES // (4 * m))))
+        return default_batch(m)
 
     def _initialise(self, stop: int) -> int:
         """Mask, alignment reference and the first centroids from frames ``[0, stop)``."""
@@ -515,7 +507,9 @@ class LiveClusterer:
         if self.backend.xp is not np or self.backend.kernel_target == "cuda":
             return self._batch
         m = self.mask.n_kept if self.mask is not None else math.prod(self.detector_shape)
-        return int(min(self._batch, max(MIN_CHUNK, CPU_CHUNK_BYTES // (4 * m))))
+        # chunks still in cache when the assignment matmul and the one-hot sums read them (a
+        # 1024-frame batch of 144x144 features is 85 MB)
+        return int(min(self._batch, cpu_chunk_rows(m)))
 
     def _update(self, start: int, stop: int) -> None:
         """One mini-batch step on frames ``[start, stop)``: every frame is assigned with the

@@ -3,9 +3,7 @@
 :class:`FrameStore` preallocates ``(n, qy, qx)`` at the first frames (memory-mapped when large)
 and checks what arrives: frames in order, one shape, one dtype, finite values. The receiving
 thread writes it (:meth:`FrameStore.receive`); the processing loop reads
-``frames[:frames_received]``.
-
-(``LiveClusterer`` still has its own copy of this logic; it can move here.)
+``frames[:frames_received]``. ``default_batch`` is how many of them a step of the loop takes.
 """
 
 from __future__ import annotations
@@ -20,10 +18,20 @@ import numpy as np
 from gpu4d.errors import InputError
 from gpu4d.live._base import FrameBatch
 
-__all__ = ["FrameStore", "check_scan_shape"]
+__all__ = ["FrameStore", "check_scan_shape", "default_batch"]
 
 #: Raw frames larger than this fraction of the physical memory go to a memory-mapped file.
 IN_MEMORY_FRACTION = 0.4
+#: Frames per step of a live loop (clustering and classifying): as many as fit in this much
+#: float32 feature memory, within [MIN_BATCH, MAX_BATCH]. Large steps amortise the per-step
+#: Python work.
+BATCH_FEATURE_BYTES = 128 * 2**20
+MIN_BATCH, MAX_BATCH = 256, 2048
+
+
+def default_batch(n_features: int) -> int:
+    """Frames per step of the loop for feature rows of ``n_features`` values."""
+    return int(min(MAX_BATCH, max(MIN_BATCH, BATCH_FEATURE_BYTES // (4 * max(1, int(n_features))))))
 
 
 class FrameStore:
