@@ -64,6 +64,8 @@ SYNTHETIC = [
     ("flat", dict(scan=(64, 64), detector=64, n_grains=6, defect=False, thickness_gradient=False, drift_px=2.0, dose=1500, dtype="uint8", dead=5), dict(n_grains=5, dead=0, hot=2)),
     ("det256", dict(scan=(32, 32), detector=256, n_grains=4, drift_px=1.0, dose=5000), dict(n_grains=3, drift_px=0.8)),
     ("lowdose", dict(scan=(64, 64), detector=64, n_grains=4, dose=400, dtype="uint8"), dict(dose=300, drift_px=0.6)),
+    # seed-sized scans (more than 16,384 patterns): the sketch finds its axes on a tiled quarter
+    ("seedsize", dict(scan=(181, 172), detector=64, n_grains=4, drift_px=1.0, dose=1500, dtype="uint8"), dict(dose=1200, drift_px=1.5)),
 ]
 
 DIFFSIMS = [
@@ -83,6 +85,8 @@ DIFFSIMS = [
     ("mg-det256", dict(phase="Mg", scan=(32, 32), detector=256, n_grains=3, band_share=0.05, drift="curved", drift_px=1.5, dose=5000), dict(phase="Ti", band_share=0.045, dose=4000)),
     ("two-phase", dict(phase="Al", second_phase="Si", n_second=2, n_grains=6, band_share=0.035, close_pairs=1, misorientation_deg=2.0, dose=300, dtype="uint8", dead=4, dynamical=0.2, precession_deg=1.0, thickness_nm=(25.0, 125.0)),
      dict(phase="Cu", second_phase="Fe", misorientation_deg=2.5)),
+    ("seedsize", dict(phase="Cu", scan=(181, 172), n_grains=5, band_share=0.03, inclusion_phase="MgO", inclusion_share=0.025, inclusion_count=2, drift="curved", drift_px=1.0, dose=800, dtype="uint8"),
+     dict(phase="Fe", inclusion_phase="Au", dose=600)),
 ]
 
 SCANS: list[ScanSpec] = [
