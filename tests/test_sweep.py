@@ -54,10 +54,10 @@ def full_features(data, masked, transform="none", normalize="max"):
     return preprocess_reference(data.reshape(-1, *data.shape[2:]), masked, transform, normalize)
 
 
-def sketch_of(data, *, shifts=None, **options):
+def sketch_of(data, *, shifts=None, partition_size=37, **options):
     """``streaming_sketch`` of every pixel of ``data`` (ny, nx, qy, qx), no transform or norm."""
     pixels = tuple(a.astype(np.int32).ravel() for a in np.indices(data.shape[2:]))
-    executor = InlineExecutor(open_dataset(data), get_backend("cpu"), 37)
+    executor = InlineExecutor(open_dataset(data), get_backend("cpu"), partition_size)
     recipe = RowRecipe(pixels[0], pixels[1], TRANSFORMS["none"], NORMALIZATIONS["none"], shifts)
     return streaming_sketch(executor, recipe, **options)
 
@@ -153,6 +153,15 @@ def test_the_tiled_sample_finds_the_same_blurred_axes_as_every_pattern():
     # the regions' 3 axes; the tiles hold a quarter of the patterns
     assert np.degrees(subspace_angles(every.components[:, :3], tiles.components[:, :3])).max() < 2.0
     np.testing.assert_allclose(tiles.singular_values[:3], every.singular_values[:3], rtol=0.02)
+
+
+def test_the_tiled_sketch_does_not_depend_on_the_partitioning():
+    data, _ = region_scan(seed=4, scan=(64, 64), q=24)
+    options = dict(sketch_size=16, random_state=0, basis_blur=0.7, min_sample=256)
+    one, other = (sketch_of(data, partition_size=size, **options) for size in (37, 1000))
+    # float32 products summed per partition, partitions merged in float64: rounding only
+    np.testing.assert_allclose(other.singular_values[:3], one.singular_values[:3], rtol=1e-5)
+    np.testing.assert_allclose(np.abs(other.scores[:, :3]), np.abs(one.scores[:, :3]), atol=1e-3 * one.singular_values[0] / 64)
 
 
 # -------------------------------------------------------------------------- labels, centroids
