@@ -6,7 +6,7 @@ per scan position, a 6-byte frame header then dp x dp uint8 pixels. gpu4d reads 
 because RosettaSciIO serves the pixels through dask, which copied every batch into fresh memory
 (~2 s of a ~15 s sweep of the seed-sized scan; a read into a new buffer costs a quarter of
 that), and its lazy load imports dask and HyperSpy (~1 s of a ~6 s ``cluster``) for the four
-calibration numbers the header holds. ``tests/test_readers.py`` checks the shape and every
+calibration numbers the header holds. ``tests/test_dataset.py`` checks the shape and every
 axis against HyperSpy's load of the same files. Reads, unlike a memory map, do not add the
 file's pages to the process's resident memory.
 """

@@ -40,7 +40,6 @@ import numpy as np
 from gpu4d.arrays import to_host
 from gpu4d.defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
 from gpu4d.engine.context import cpu_chunk_rows
-
 from gpu4d.errors import InputError
 from gpu4d.kmeans import core as kmeans_core
 from gpu4d.kmeans.matching import match_centroids
