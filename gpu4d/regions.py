@@ -112,40 +112,46 @@ class RegionTree:
         atoms = to_host(nearest(xp, z, xp.asarray(self.atom_means, dtype=np.float32)))
         return self.cluster_labels(k)[atoms]
 
-    def confidence(self, z, k: int, chunk: int = 65536) -> np.ndarray:
-        """(n,) float32 in [0, 1]: how clearly each pattern belongs to its region of the
-        k-cluster cut: ``1 - d_own / d_other``, with d_own the distance (reduced space) to the
-        nearest atom of its own region and d_other to the nearest atom of any other region.
+    def confidence(self, z, ks, chunk: int = 65536) -> dict:
+        """{k: (n,) float32 in [0, 1]} for every k of ``ks``: how clearly each pattern belongs
+        to its region of the k-cluster cut: ``1 - d_own / d_other``, with d_own the distance
+        (reduced space) to the nearest atom of its own region and d_other to the nearest atom
+        of any other region. The distances to the atoms are computed once for every k.
 
         0 where a pattern is as close to another region as to its own (a boundary, a pattern
         that mixes two crystals); near 1 deep inside a region far from the others.
         """
-        if k <= 1:
-            return np.ones(self.atom_of.shape[0], np.float32)
+        n = self.atom_of.shape[0]
+        out = {k: np.ones(n, np.float32) for k in ks}
+        regions = {k: self._usable_regions(k) for k in ks if k > 1}
+        if not regions:
+            return out
+        means = self.atom_means.astype(np.float64)
+        norms = np.einsum("ij,ij->i", means, means)
+        for start in range(0, n, chunk):
+            rows = np.asarray(to_host(z[start : start + chunk]), np.float64)
+            d2 = norms[None, :] - 2.0 * rows @ means.T + np.einsum("ij,ij->i", rows, rows)[:, None]
+            atoms = self.atom_of[start : start + chunk]
+            for k, (region_of_atom, counted) in regions.items():
+                same = counted[None, :] == region_of_atom[atoms][:, None]
+                other = (counted[None, :] >= 0) & ~same
+                d_own = np.sqrt(np.maximum(np.where(same, d2, np.inf).min(axis=1), 0.0))
+                d_other = np.sqrt(np.maximum(np.where(other, d2, np.inf).min(axis=1), 0.0))
+                out[k][start : start + chunk] = np.clip(1.0 - d_own / np.maximum(d_other, 1e-300), 0.0, 1.0)
+        return out
+
+    def _usable_regions(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(n_atoms,) region of each atom in the k-cluster cut, and the same with -1 for the
+        atoms too small to say where a region is: a few outlier patterns make an atom of their
+        own, at distance ~0 from themselves, so only atoms of a region's size count (all of a
+        region's, if none does)."""
         region_of_atom = self.cluster_labels(k)
-        own_region = region_of_atom[self.atom_of]
-        # a few outlier patterns make an atom of their own, at distance ~0 from themselves: only
-        # atoms of a region's size count as where a region is (all of a region's, if none does)
-        sizes = self.sizes[: self.n_atoms]
-        usable = sizes >= self.min_size
+        usable = self.sizes[: self.n_atoms] >= self.min_size
         for region in range(k):
             own = region_of_atom == region
             if not (usable & own).any():
                 usable |= own
-        region_of_atom = np.where(usable, region_of_atom, -1)
-        means = self.atom_means.astype(np.float64)
-        norms = np.einsum("ij,ij->i", means, means)
-        out = np.empty(self.atom_of.shape[0], np.float32)
-        for start in range(0, out.shape[0], chunk):
-            rows = np.asarray(to_host(z[start : start + chunk]), np.float64)
-            d2 = norms[None, :] - 2.0 * rows @ means.T + np.einsum("ij,ij->i", rows, rows)[:, None]
-            same = region_of_atom[None, :] == own_region[start : start + chunk, None]
-            other = (region_of_atom[None, :] >= 0) & ~same
-            d_own = np.where(same, d2, np.inf).min(axis=1)
-            d_other = np.where(other, d2, np.inf).min(axis=1)
-            d_own, d_other = np.sqrt(np.maximum(d_own, 0.0)), np.sqrt(np.maximum(d_other, 0.0))
-            out[start : start + chunk] = np.clip(1.0 - d_own / np.maximum(d_other, 1e-300), 0.0, 1.0)
-        return out
+        return region_of_atom, np.where(usable, region_of_atom, -1)
 
     def _atoms_under(self, cluster: int) -> list[int]:
         n_atoms = self.n_atoms

@@ -441,7 +441,7 @@ def sweep(
         if tree is not None:
             with timer.stage("confidence"):
                 z_host = engine.to_host(z_regions)
-                confidence = {k: tree.confidence(z_host, k).reshape(dataset.scan_shape) for k in ks_list}
+                confidence = {k: c.reshape(dataset.scan_shape) for k, c in tree.confidence(z_host, ks_list).items()}
         with timer.stage("final_pass"):
             totals = _final_pass(executor, recipe, engine, labels_all, ks_list, progress)
             n_passes += 1

@@ -112,3 +112,27 @@ def test_smoothing_is_the_weighted_mean_of_the_eight_neighbours():
                         weight += w
             expected[y, x] = total / weight
     np.testing.assert_allclose(smooth_over_scan(np, z, (ny, nx)), expected.reshape(-1, c), rtol=1e-5, atol=1e-6)
+
+
+def test_confidence_of_every_k_matches_its_definition():
+    """1 - d_own / d_other per pattern, from the atoms of a region's size, computed pattern by
+    pattern; the same for any chunking of the patterns."""
+    z, _ = gradient_and_small_region(4)
+    outliers = np.full((3, 4), 40.0, np.float32)  # an atom below the minimum size
+    z = np.concatenate([z, outliers])
+    tree = fit_region_tree(np, z, 5, rng=np.random.default_rng(0))
+    ks = [1, 2, 3, 5]
+    got = tree.confidence(z, ks, chunk=777)
+    usable = tree.sizes[: tree.n_atoms] >= tree.min_size
+    assert not usable.all()  # the outliers' atom is left out of the distances
+    distances = np.linalg.norm(z[:, None, :].astype(np.float64) - tree.atom_means[None].astype(np.float64), axis=2)
+    np.testing.assert_array_equal(got[1], 1.0)
+    for k in ks[1:]:
+        region = tree.cluster_labels(k)
+        counted = usable | ~np.isin(region, region[usable])  # a region with no big atom counts all its own
+        own = region[tree.atom_of]
+        d_own = np.where(counted & (region[None, :] == own[:, None]), distances, np.inf).min(axis=1)
+        d_other = np.where(counted & (region[None, :] != own[:, None]), distances, np.inf).min(axis=1)
+        want = np.clip(1.0 - d_own / d_other, 0.0, 1.0)
+        np.testing.assert_allclose(got[k], want, atol=1e-6)
+    np.testing.assert_array_equal(tree.confidence(z, ks)[3], got[3])
