@@ -72,22 +72,57 @@ def subsample(n: int, size: int, random_state: int | None) -> np.ndarray:
     return np.sort(rng.choice(n, size=size, replace=False))
 
 
-def sample_distances(z: np.ndarray, sample: np.ndarray) -> np.ndarray:
-    """(s, s) float64 Euclidean distances between the subsampled rows, zero diagonal.
+def silhouettes(z: np.ndarray, sample: np.ndarray, labelings: np.ndarray, block: int = 512) -> list[float]:
+    """Mean silhouette of the rows ``sample`` of ``z`` under each column of ``labelings``
+    (n, K), as scikit-learn's (a member alone in its cluster scores 0); NaN where undefined
+    (fewer than 2 clusters in the sample, or as many as its members).
 
-    Computed once per sweep and shared by the silhouettes of every k.
+    The Euclidean distances between the sampled rows (float64) are computed ``block`` rows at
+    a time and summed per cluster of every labeling in one product: the (s, s) matrix is never
+    held, and every labeling shares it.
     """
     rows = np.asarray(z[sample], np.float64)
     norms = np.einsum("ij,ij->i", rows, rows)
-    # in place: one (s, s) array (fresh memory is slow to touch on some machines)
-    distances = rows @ rows.T
-    distances *= -2.0
-    distances += norms[:, None]
-    distances += norms[None, :]
-    np.maximum(distances, 0.0, out=distances)
-    np.sqrt(distances, out=distances)
-    np.fill_diagonal(distances, 0.0)
-    return distances
+    s = rows.shape[0]
+    codes, columns = [], []  # each labeling's 0..k-1 codes in the sample and its one-hot columns
+    for labels in np.asarray(labelings).reshape(labelings.shape[0], -1).T:
+        ids, code = np.unique(labels[sample], return_inverse=True)
+        codes.append(code.reshape(-1))
+        columns.append(ids.size)
+    offsets = np.concatenate([[0], np.cumsum(columns)]).astype(np.int64)
+    one_hot = np.zeros((s, int(offsets[-1])))
+    for code, offset in zip(codes, offsets):
+        one_hot[np.arange(s), offset + code] = 1.0
+    sums = np.empty((s, one_hot.shape[1]))  # summed distance of each sampled row to each cluster
+    for start in range(0, s, block):
+        stop = min(s, start + block)
+        squared = norms[start:stop, None] + norms[None, :] - 2.0 * (rows[start:stop] @ rows.T)
+        np.maximum(squared, 0.0, out=squared)
+        distances = np.sqrt(squared, out=squared)
+        distances[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        sums[start:stop] = distances @ one_hot
+    values = []
+    for code, k, offset in zip(codes, columns, offsets):
+        if 2 <= k <= s - 1:
+            values.append(_mean_silhouette(sums[:, offset : offset + k], code))
+        else:
+            values.append(float("nan"))
+    return values
+
+
+def _mean_silhouette(sums: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette from each member's summed distance to each cluster (s, k)."""
+    s, k = sums.shape
+    sizes = np.bincount(labels, minlength=k).astype(np.float64)
+    own_size = sizes[labels]
+    within = sums[np.arange(s), labels] / np.maximum(own_size - 1, 1)
+    mean_to = sums / sizes[None, :]
+    mean_to[np.arange(s), labels] = np.inf
+    nearest = mean_to.min(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = (nearest - within) / np.maximum(within, nearest)
+    values[own_size == 1] = 0.0
+    return float(np.nan_to_num(values).mean())
 
 
 class _Clusters:
@@ -136,27 +171,6 @@ def davies_bouldin(clusters: _Clusters) -> float:
     return float(ratios.max(axis=1).mean())
 
 
-def silhouette(distances: np.ndarray, labels: np.ndarray) -> float:
-    """Mean silhouette of the sample, from its (s, s) distances (as scikit-learn's: a member
-    alone in its cluster scores 0)."""
-    ids, labels = np.unique(labels, return_inverse=True)
-    labels = labels.reshape(-1)
-    s, k = labels.size, ids.size
-    one_hot = np.zeros((s, k))
-    one_hot[np.arange(s), labels] = 1.0
-    sizes = one_hot.sum(axis=0)
-    sums = distances @ one_hot  # (s, k): summed distance of each sample to each cluster
-    own_size = sizes[labels]
-    within = sums[np.arange(s), labels] / np.maximum(own_size - 1, 1)
-    mean_to = sums / sizes[None, :]
-    mean_to[np.arange(s), labels] = np.inf
-    nearest = mean_to.min(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        values = (nearest - within) / np.maximum(within, nearest)
-    values[own_size == 1] = 0.0
-    return float(np.nan_to_num(values).mean())
-
-
 def mahalanobis(deltas: np.ndarray, covariances: np.ndarray) -> np.ndarray:
     """``sqrt(d^T C^-1 d)`` for each row d of ``deltas`` (r, c) and its ``covariances`` (r, c, c).
 
@@ -192,7 +206,7 @@ def min_separation(z: np.ndarray, labels: np.ndarray, clusters: _Clusters | None
 
 
 def reduced_space_scores(
-    z: np.ndarray, labels: np.ndarray, sample: np.ndarray, distances: np.ndarray | None = None
+    z: np.ndarray, labels: np.ndarray, sample: np.ndarray, silhouette: float | None = None
 ) -> dict[str, float]:
     """Silhouette (on ``sample``), Calinski-Harabasz, Davies-Bouldin and separation of one
     clustering.
@@ -202,7 +216,7 @@ def reduced_space_scores(
     z : (n, c) float32 host array, the reduced coordinates.
     labels : (n,) int labels.
     sample : indices of the silhouette's subsample.
-    distances : ``sample_distances(z, sample)``, if already computed.
+    silhouette : the silhouette, if already computed (``silhouettes`` does every k at once).
 
     Returns
     -------
@@ -210,18 +224,15 @@ def reduced_space_scores(
     NaN where a score is undefined (fewer than 2 clusters, or as many clusters as patterns).
     """
     nan = float("nan")
-    scores = {"silhouette": nan, "calinski_harabasz": nan, "davies_bouldin": nan, "separation": nan}
+    if silhouette is None:
+        silhouette = silhouettes(z, sample, labels[:, None])[0]
+    scores = {"silhouette": silhouette, "calinski_harabasz": nan, "davies_bouldin": nan, "separation": nan}
     n_labels = np.unique(labels).size
     if 2 <= n_labels <= z.shape[0] - 1:
         clusters = _Clusters(z, labels)
         scores["calinski_harabasz"] = calinski_harabasz(z, clusters)
         scores["davies_bouldin"] = davies_bouldin(clusters)
         scores["separation"] = min_separation(z, labels, clusters)
-    sample_labels = labels[sample]
-    if 2 <= np.unique(sample_labels).size <= sample.size - 1:
-        if distances is None:
-            distances = sample_distances(z, sample)
-        scores["silhouette"] = silhouette(distances, sample_labels)
     return scores
 
 

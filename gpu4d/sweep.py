@@ -55,7 +55,7 @@ from .scores import (
     RULE,
     SCORE_NAMES,
     reduced_space_scores,
-    sample_distances,
+    silhouettes,
     subsample,
     suggest_k,
 )
@@ -573,14 +573,14 @@ def _scores(z, labels_all, ks, totals, silhouette_samples, random_state) -> dict
     """Every score of every k: the exact inertia from the final pass, the others in ``z``."""
     z = np.ascontiguousarray(z, dtype=np.float64)  # once: every score works in float64
     sample = subsample(z.shape[0], silhouette_samples, random_state)
-    distances = sample_distances(z, sample)  # shared by the silhouettes of every k
+    silhouette = silhouettes(z, sample, labels_all)  # every k at once
     scores = {name: [] for name in SCORE_NAMES}
     for i in range(len(ks)):
         sums, counts = totals.centroid_sums[i], totals.counts[i]
         # the exact inertia of the clustering: sum_i ||x_i||^2 - sum_j ||S_j||^2 / n_j
         between = np.einsum("ij,ij->i", sums, sums) / np.maximum(counts, 1)
         scores["inertia"].append(max(0.0, totals.sum_squares - float(between.sum())))
-        for name, value in reduced_space_scores(z, labels_all[:, i], sample, distances).items():
+        for name, value in reduced_space_scores(z, labels_all[:, i], sample, silhouette[i]).items():
             scores[name].append(value)
     return scores
 

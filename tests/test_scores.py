@@ -7,11 +7,10 @@ import pytest
 from sklearn.metrics import (
     calinski_harabasz_score,
     davies_bouldin_score,
-    pairwise_distances,
     silhouette_score,
 )
 
-from gpu4d.scores import min_separation, reduced_space_scores, sample_distances, subsample
+from gpu4d.scores import min_separation, reduced_space_scores, silhouettes, subsample
 
 
 def blobs(seed, n=900, dim=5, k=4):
@@ -46,12 +45,17 @@ def test_silhouette_with_a_singleton_in_the_sample():
     )
 
 
-def test_sample_distances_match_scikit_learn():
-    z, _ = blobs(4)
+def test_silhouettes_of_several_labelings_at_once_match_scikit_learn():
+    """Every labeling's silhouette from one blocked pass over the sample's distances (blocks
+    smaller than the sample, a last partial block), each against scikit-learn's; NaN where a
+    labeling has one cluster in the sample."""
+    z, labels = blobs(4)
     sample = subsample(z.shape[0], 300, 0)
-    distances = sample_distances(z, sample)
-    np.testing.assert_allclose(distances, pairwise_distances(z[sample].astype(np.float64)), atol=1e-9)
-    assert np.all(np.diag(distances) == 0)
+    labelings = np.stack([labels, labels % 2, labels * 10 + 3, np.zeros_like(labels)], axis=1)
+    got = silhouettes(z, sample, labelings, block=64)
+    for column, value in zip(labelings.T, got[:3]):
+        assert value == pytest.approx(silhouette_score(z[sample].astype(np.float64), column[sample]), rel=1e-9)
+    assert np.isnan(got[3])
 
 
 def test_separation_is_the_mahalanobis_distance_under_the_pooled_covariance():
