@@ -85,7 +85,8 @@ def silhouettes(z: np.ndarray, sample: np.ndarray, labelings: np.ndarray, block:
     norms = np.einsum("ij,ij->i", rows, rows)
     s = rows.shape[0]
     codes, columns = [], []  # each labeling's 0..k-1 codes in the sample and its one-hot columns
-    for labels in np.asarray(labelings).reshape(labelings.shape[0], -1).T:
+    labelings = np.asarray(labelings)
+    for labels in labelings.reshape(labelings.shape[0], -1).T:
         ids, code = np.unique(labels[sample], return_inverse=True)
         codes.append(code.reshape(-1))
         columns.append(ids.size)

@@ -23,6 +23,9 @@ out : (n, m) float32
 The CPU kernel walks the kept pixels as *runs*: stretches of consecutive pixels of one
 detector row. A beam mask leaves at most a few runs per row, so the inner loops read and write
 contiguous memory and compile to SIMD code (a per-pixel gather ran about 5x slower).
+``peak_scaled_cpu_kernel`` is the same computation for the commonest case (unsigned patterns,
+no shifts, max normalization) in fewer sweeps over each row; the CUDA kernel needs no such
+twin, as it reduces each pattern in a block of threads whatever the case.
 """
 
 from __future__ import annotations
