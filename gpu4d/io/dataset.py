@@ -375,8 +375,9 @@ def _check_hdf5_signature(path: Path) -> None:
 
 
 def _check_blockfile_header(path: Path) -> dict:
-    """Check a .blo header against the file size before rsciio trusts it (with a corrupt
-    header rsciio memory-maps billions of patterns and never returns); return the header."""
+    """Check a .blo header against the file size before any pattern is read (a corrupt header
+    can describe billions of patterns: RosettaSciIO's reader then never returned); return the
+    header."""
     from .blockfile import BLOCKFILE_HEADER, FRAME_HEADER_BYTES, read_header
 
     size = path.stat().st_size
