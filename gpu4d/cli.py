@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument("-k", "--n-clusters", type=int, required=True, help="number of clusters")
     add_scan_option(cluster)
     add_preprocessing_options(cluster)
+    add_offset_option(cluster)
     add_run_options(cluster)
     add_scheduler_option(cluster)
     cluster.set_defaults(run=run_cluster)
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_scan_option(sweep)
     add_preprocessing_options(sweep)
+    add_offset_option(sweep)
     add_run_options(sweep)
     add_sweep_options(sweep)
     add_scheduler_option(sweep)
@@ -242,6 +244,15 @@ def add_preprocessing_options(parser: argparse.ArgumentParser) -> None:
                         "(default: chosen from the file)")
 
 
+def add_offset_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--offset", default="auto", metavar="auto|none|COUNTS",
+        help="counts subtracted from every pixel first, a detector's dark level (pedestal): auto "
+        "(the level every pixel holds in every sampled frame; 0 for counting detectors) | none | "
+        "a number >= 0 (default auto)",
+    )
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=_seed, default=0,
                         help="KMeans random state, 0..4294967295 (default 0)")
@@ -353,6 +364,7 @@ def cluster_kwargs(args) -> dict:
         "normalize": args.normalize,
         "transform": args.transform,
         "align": _align_option(args.align),
+        **({"offset": args.offset} if hasattr(args, "offset") else {}),
         "backend": args.backend,
         "batch_size": args.batch_size,
         "reader": args.reader,
@@ -441,6 +453,8 @@ def print_sweep(result, out, seconds: float) -> None:
     print(f"{first.source}: {first.labels.shape[0]}x{first.labels.shape[1]} scan, k = {result.ks[0]}..{result.ks[-1]}")
     print(f"  backend  {first.backend_description}")
     print(f"  space    {space}")
+    if first.mask.detector_offset:
+        print(f"  offset   {first.mask.detector_offset:g} counts (the detector's dark level) subtracted from every pixel")
     print("       k      inertia  silhouette  calinski-harabasz  davies-bouldin  separation  stability")
     for i, k in enumerate(result.ks):
         mark = " <" if k == result.suggested_k else ""
@@ -520,6 +534,8 @@ def print_result(result, out, seconds: float) -> None:
         mask_text += f", radius {mask['radius']:.1f})" if "radius" in mask else ")"
     if result.mask.bad_pixels_text:
         mask_text += f"; also masked: {result.mask.bad_pixels_text}"
+    if result.mask.detector_offset:
+        mask_text += f"; detector offset {result.mask.detector_offset:g} counts subtracted"
     print(f"{result.source}: {result.labels.shape[0]}x{result.labels.shape[1]} scan, k = {result.n_clusters}")
     print(f"  backend  {result.backend_description}")
     print(f"  mask     {mask_text}")

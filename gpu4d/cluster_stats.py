@@ -107,10 +107,10 @@ def _first_patterns(dataset, labels, n_clusters: int) -> np.ndarray:
 def result_statistics(result, data, *, batch_size=None, reader=None, scan_shape=None) -> ClusterStatistics:
     """The statistics of ``result``'s clusters over ``data``, the scan it labels: read as the
     result read it (its dead and hot pixels as 0, its descan shifts when it was aligned), so
-    that ``mean`` is ``result.mean_patterns`` in float64."""
+    that ``mean`` is ``result.mean_patterns`` in float64 (its detector offset subtracted too)."""
     from .model import model_aligned, open_for_model
 
-    dataset = open_for_model(result, data, reader=reader, scan_shape=scan_shape)
+    dataset = open_for_model(result, data, reader=reader, scan_shape=scan_shape, own_scan=True)
     if dataset.scan_shape != tuple(result.labels.shape):
         raise InputError(
             f"{dataset.source}: scan shape {dataset.scan_shape} is not the result's "

@@ -71,6 +71,7 @@ class DetectorMask:
     bad_pixels_text: str = ""  # the same in one phrase, for the CLI
     bad_masked: np.ndarray | None = None  # (qy, qx) bool: the dead and hot pixels alone
     border_px: list | None = None  # the border masked after alignment (mask_shifted_border)
+    detector_offset: float = 0.0  # counts subtracted from every pixel (gpu4d.detector_offset)
 
     @property
     def n_kept(self) -> int:
@@ -82,7 +83,7 @@ class DetectorMask:
         return ys.astype(np.int32), xs.astype(np.int32)
 
     def describe(self) -> dict:
-        info = {"kind": self.kind, "n_masked_pixels": int(self.masked.sum())}
+        info = {"kind": self.kind, "n_masked_pixels": int(self.masked.sum()), "detector_offset": float(self.detector_offset)}
         for key in ("centre", "radius", "inner", "outer", "beam", "bad_pixels", "border_px"):
             value = getattr(self, key)
             if value is not None:
@@ -170,22 +171,26 @@ def _array_spec(array: np.ndarray, what: str) -> MaskSpec:
     return MaskSpec("array", array=array.copy(), text=what)
 
 
-def detector_mask_for(spec: MaskSpec, dataset, needs_mean: bool = False):
-    """The DetectorMask of ``spec`` for ``dataset``, with its dead and hot pixels (found in one
-    pass over a sample of the scan, before the beam is looked for), and the mean pattern
-    (bad pixels replaced by their neighbours' median) when the mask or ``needs_mean`` needs it,
-    else None."""
+def detector_mask_for(spec: MaskSpec, dataset, needs_mean: bool = False, offset="auto"):
+    """The DetectorMask of ``spec`` for ``dataset``, with its dead and hot pixels and its offset
+    (``gpu4d.detector_offset``: ``"auto"`` or counts), found in one pass over a sample of the
+    scan before the beam is looked for, and the mean pattern (offset subtracted, bad pixels
+    replaced by their neighbours' median) when the mask or ``needs_mean`` needs it, else None."""
     from .bad_pixels import clean_mean, find_bad_pixels, pattern_statistics
+    from .detector_offset import find_offset
 
-    if not (spec.needs_beam_centre or spec.finds_bad_pixels or needs_mean):
-        return build_mask(spec, dataset.detector_shape), None
+    if not (spec.needs_beam_centre or spec.finds_bad_pixels or needs_mean or offset == "auto"):
+        return replace(build_mask(spec, dataset.detector_shape), detector_offset=float(offset)), None
     stats = pattern_statistics(dataset)
+    value = find_offset(stats.minimum, stats.maximum) if offset == "auto" else float(offset)
     bad = None
     if spec.finds_bad_pixels:
         bad = find_bad_pixels(dataset, stats, dataset.metadata.get("detector_bad_pixels"))
     mean = clean_mean(stats.mean, bad)
+    if value:
+        mean = np.maximum(mean - value, 0.0)
     try:
-        return build_mask(spec, dataset.detector_shape, mean, bad_pixels=bad), mean
+        return replace(build_mask(spec, dataset.detector_shape, mean, bad_pixels=bad), detector_offset=value), mean
     except InputError as exc:
         raise InputError(f"{dataset.source}: {exc}") from None  # which scan has no beam
 

@@ -171,6 +171,7 @@ def mask_from_description(masked: np.ndarray, info: dict) -> DetectorMask:
         centre=None if centre is None else (float(centre[0]), float(centre[1])),
         radius=info.get("radius"), inner=info.get("inner"), outer=info.get("outer"),
         beam=info.get("beam"), bad_pixels=bad, bad_masked=bad_masked, border_px=info.get("border_px"),
+        detector_offset=float(info.get("detector_offset", 0.0)),
     )
 
 
@@ -193,14 +194,37 @@ def check_detector(model: ClusterResult, dataset) -> None:
             )
 
 
-def open_for_model(model: ClusterResult, data, *, reader=None, scan_shape=None):
+def open_for_model(model: ClusterResult, data, *, reader=None, scan_shape=None, own_scan: bool = False):
     """Open ``data`` as ``cluster`` does, check its detector against the model's, and read the
-    model's dead and hot pixels as 0 in every pass (as ``cluster`` read them)."""
+    model's dead and hot pixels as 0 and the scan's detector offset subtracted in every pass
+    (as ``cluster`` read the model's scan). ``own_scan``: ``data`` is the model's own scan,
+    whose offset the model holds."""
     dataset = open_dataset(data, reader=reader, scan_shape=scan_shape)
     check_detector(model, dataset)
     if model.mask.bad_masked is not None:
         dataset = dataclasses.replace(dataset, zeroed_pixels=model.mask.bad_masked)
+    offset = model.mask.detector_offset if own_scan else scan_offset(model, dataset)
+    if offset:
+        dataset = dataclasses.replace(dataset, offset=offset)
     return dataset
+
+
+def scan_offset(model: ClusterResult, dataset) -> float:
+    """The counts to subtract from every pixel of a scan classified with ``model``: the
+    model's number if it was given one (0 for models made before gpu4d subtracted offsets);
+    with ``"auto"``, found on the scan itself by ``gpu4d.detector_offset``'s rule (a dark level
+    drifts between sessions), unless the model's own scan had none: the same detector (its
+    shape and scale are checked) is then a counting one, and the scan is not read for it."""
+    from .bad_pixels import pattern_statistics
+    from .detector_offset import find_offset, parse_offset
+
+    requested = parse_offset(model.parameters.get("offset", 0.0))
+    if requested != "auto":
+        return requested
+    if not model.mask.detector_offset:
+        return 0.0
+    stats = pattern_statistics(dataset)
+    return find_offset(stats.minimum, stats.maximum)
 
 
 def model_aligned(model: ClusterResult) -> bool:
@@ -367,7 +391,7 @@ def classify(
         inertia=float((own.astype(np.float64) ** 2).sum()), n_iter=0, backend=engine.name,
         backend_description=engine.describe(),
         parameters={**model.parameters, "batch_size": batch, "backend_requested": backend},
-        mask=model.mask,
+        mask=dataclasses.replace(model.mask, detector_offset=float(dataset.offset)),  # this scan's
         timings={"predict": round(predicted, 4), "mean_patterns": round(time.perf_counter() - start - predicted, 4)},
         scan_axes=dataset.scan_axes, detector_axes=dataset.detector_axes, source=dataset.source,
         centres=prediction.centres, confidence=prediction.confidence, extra=extra,

@@ -14,6 +14,7 @@ from .io.dataset import open_dataset
 from .engine import parse_memory_budget
 from .executors import requested_scheduler
 from .errors import InputError
+from .detector_offset import parse_offset
 from .masks import MaskSpec, detector_mask_for, mask_shifted_border, parse_mask
 from .defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
 from .preprocessing import (
@@ -36,6 +37,7 @@ def cluster(
     normalize: str = "max",
     transform: str = DEFAULT_TRANSFORM,
     align=DEFAULT_ALIGN,
+    offset="auto",
     backend: str = "cpu",
     random_state: int | None = 0,
     n_init: int = 10,
@@ -70,6 +72,9 @@ def cluster(
     align : "auto" (default: measure the descan, correct it when the beam wanders by >= 0.5
         px), None/False (never), True, "com", "xcorr" or "fit": shift every pattern onto its
         direct beam first.
+    offset : counts subtracted from every pixel before anything else (a detector's dark level
+        or pedestal): "auto" (default: the level every pixel holds in every sampled frame, 0
+        for counting detectors; see ``gpu4d.detector_offset``), "none" or a number >= 0.
     backend : "cpu", "gpu" or "auto" (the GPU if usable, else the CPU with a warning).
     random_state, n_init, max_iter, tol : KMeans parameters (scikit-learn's meaning).
         ``n_init`` applies to ``exact`` fits, whose trials run on a subsample of the patterns;
@@ -90,7 +95,7 @@ def cluster(
     """
     _check_kmeans_parameters(n_clusters, n_init, max_iter, tol, random_state)
     parse_memory_budget(memory_budget)  # checked on every path; only the streaming one uses it
-    options = PreprocessingOptions.parse(mask=mask, normalize=normalize, transform=transform, align=align)
+    options = PreprocessingOptions.parse(mask=mask, normalize=normalize, transform=transform, align=align, offset=offset)
     timer = StageTimer()
     with timer.stage("open"):
         dataset = open_dataset(data, reader=reader, scan_shape=scan_shape)
@@ -111,7 +116,7 @@ def cluster(
             warnings.simplefilter("always")
             swept = sweep(
                 dataset, [n_clusters], mask=mask, normalize=normalize, transform=transform,
-                align=align, backend=backend, random_state=random_state, n_init=n_init,
+                align=align, offset=offset, backend=backend, random_state=random_state, n_init=n_init,
                 max_iter=max_iter, tol=tol, batch_size=batch_size, progress=progress,
                 scheduler=scheduler, memory_budget=memory_budget,
             )
@@ -155,6 +160,7 @@ def cluster(
         "normalize": normalize,
         "transform": transform,
         "align": options.align,
+        "offset": options.offset,
         "backend_requested": backend,
         "random_state": random_state,
         "n_init": n_init,
@@ -192,23 +198,27 @@ class PreprocessingOptions:
     transform: int  # kernels.pixel_math code
     norm: int  # kernels.pixel_math code
     align: str | None  # alignment method, None for none
+    offset: str | float = "auto"  # the detector offset: "auto" or counts (gpu4d.detector_offset)
 
     @classmethod
-    def parse(cls, *, mask, normalize, transform, align) -> "PreprocessingOptions":
+    def parse(cls, *, mask, normalize, transform, align, offset="auto") -> "PreprocessingOptions":
         """Check the options (an InputError names a bad one) and resolve them."""
         return cls(
             transform=option_code(TRANSFORMS, transform, "transform"),
             norm=option_code(NORMALIZATIONS, normalize, "normalize"),
             mask=parse_mask(mask),
             align=_resolve_align(align),
+            offset=parse_offset(offset),
         )
 
     def masked_dataset(self, dataset):
         """``(dataset, detector_mask, mean)``: the mask (see ``detector_mask``), and the dataset
-        reading its dead and hot pixels as 0 in every pass from now on."""
+        reading its dead and hot pixels as 0, and its offset subtracted, in every pass from now on."""
         detector_mask, mean = self.detector_mask(dataset)
         if detector_mask.bad_masked is not None:
             dataset = dataclasses.replace(dataset, zeroed_pixels=detector_mask.bad_masked)
+        if detector_mask.detector_offset:
+            dataset = dataclasses.replace(dataset, offset=detector_mask.detector_offset)
         return dataset, detector_mask, mean
 
     def alignment(self, dataset, engine, detector_mask, mean, batch_size: int, progress=False, executor=None):
@@ -234,7 +244,7 @@ class PreprocessingOptions:
     def detector_mask(self, dataset):
         """The DetectorMask for ``dataset`` and the mean pattern its beam was found in (None
         when neither the mask nor the alignment needs the beam)."""
-        return detector_mask_for(self.mask, dataset, needs_mean=self.align is not None)
+        return detector_mask_for(self.mask, dataset, needs_mean=self.align is not None, offset=self.offset)
 
 
 def _check_kmeans_parameters(n_clusters, n_init, max_iter, tol, random_state) -> None:

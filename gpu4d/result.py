@@ -212,8 +212,9 @@ class ClusterResult:
         return signals
 
     def cluster_statistics(self, data, *, batch_size=None, reader=None, scan_shape=None):
-        """Mean, per-pixel standard deviation and count of the raw patterns of each cluster, in
-        one pass over ``data``, the scan this result labels (a ``gpu4d.cluster_stats.ClusterStatistics``)."""
+        """Mean, per-pixel standard deviation and count of the raw patterns of each cluster (the
+        detector offset subtracted, ``mask.detector_offset``), in one pass over ``data``, the scan
+        this result labels (a ``gpu4d.cluster_stats.ClusterStatistics``)."""
         from .cluster_stats import result_statistics
 
         return result_statistics(self, data, batch_size=batch_size, reader=reader, scan_shape=scan_shape)
@@ -224,11 +225,13 @@ class ClusterResult:
         count as one datacube, ``path`` ending in ``.hspy`` or ``.zspy``: a Signal2D
         (statistic, cluster | qx, qy) float32 with the detector calibration, ``.inav[0]`` the
         means, ``.inav[1]`` the standard deviations, the counts in ``metadata.gpu4d.count``
-        (see ``gpu4d.cluster_stats``). ``data`` is the scan this result labels (one pass over it)."""
+        (see ``gpu4d.cluster_stats``), the detector offset subtracted from the patterns in
+        ``metadata.gpu4d.detector_offset``. ``data`` is the scan this result labels (one pass over it)."""
         from .cluster_stats import save_signal, statistics_signal
 
         stats = self.cluster_statistics(data, batch_size=batch_size, reader=reader, scan_shape=scan_shape)
         signal = statistics_signal(stats, self.detector_axes, title=f"gpu4d cluster statistics of {self.source}")
+        signal.metadata.set_item("gpu4d.detector_offset", float(self.mask.detector_offset))
         return save_signal(signal, path, overwrite=overwrite, inputs=[self.source] + ([data] if isinstance(data, (str, Path)) else []))
 
     def predict(self, data, *, batch_size=None, backend: str = "cpu", reader=None, scan_shape=None,

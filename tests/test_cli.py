@@ -76,6 +76,9 @@ def test_cluster_writes_the_arrays(blo_run, blo_file):
     assert set(np.unique(labels)) <= {0, 1}
     assert centroids.shape == means.shape == (2, 144, 144)
     raw = hs.load(str(blo_file)).data.reshape(6, 144, 144).astype(np.float64)
+    # the mean patterns are of the patterns as clustered: the detector's dark level subtracted
+    offset = json.loads((out / "summary.json").read_text())["mask"]["detector_offset"]
+    raw = np.maximum(raw - offset, 0.0)
     for k in range(2):
         members = raw[labels.ravel() == k]
         if len(members):

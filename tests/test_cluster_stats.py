@@ -127,7 +127,11 @@ def test_result_statistics_need_the_scan_the_result_labels(result, scan):
 def test_saved_datacube_loads_with_its_calibration_means_stds_and_counts(result, scan, tmp_path, suffix):
     path = result.save_cluster_patterns(tmp_path / f"clusters{suffix}", _signal(scan.data))
     loaded = hs.load(path)
-    mean, std, count = _numpy_statistics(scan.data, result.labels, 3)
+    # the patterns as clustered: the detector offset gpu4d found (a flat background every pixel
+    # holds in every frame of this small-detector scan) subtracted
+    offset = loaded.metadata.gpu4d.detector_offset
+    assert offset == result.mask.detector_offset
+    mean, std, count = _numpy_statistics(np.maximum(scan.data.astype(np.float64) - offset, 0), result.labels, 3)
     assert loaded.data.shape == (3, 2, 32, 32) and loaded.data.dtype == np.float32
     np.testing.assert_allclose(loaded.inav[0].data, mean, rtol=1e-6)
     np.testing.assert_allclose(loaded.inav[1].data, std, rtol=1e-5, atol=1e-3)

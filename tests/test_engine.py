@@ -335,3 +335,19 @@ def test_cli_with_a_scheduler_and_workers_started_by_dask_commands(scan, tmp_pat
             if process is not None:
                 process.terminate()
                 process.wait(timeout=30)
+
+
+def test_dask_workers_subtract_the_offset_the_client_found(tmp_path, cluster):
+    """The detector offset travels with the scan to the workers: a scan with a pedestal gives
+    on Dask the map and mean patterns it gives inline, both with the pedestal found."""
+    from gpu4d.synthetic import make_scan
+
+    scan = make_scan((16, 20), (32, 32), n_grains=3, dose=2000, dtype="uint16", seed=5)
+    path = tmp_path / "pedestal.npy"
+    np.save(path, scan.data + np.uint16(200))
+    inline = gpu4d.sweep(str(path), "2:4", batch_size=64)
+    on_dask = gpu4d.sweep(str(path), "2:4", batch_size=64, scheduler=cluster.scheduler_address)
+    assert inline[3].mask.detector_offset == on_dask[3].mask.detector_offset >= 200
+    for k in inline.ks:
+        np.testing.assert_array_equal(on_dask[k].labels, inline[k].labels)
+        np.testing.assert_allclose(on_dask[k].mean_patterns, inline[k].mean_patterns, rtol=1e-6, atol=1e-6)

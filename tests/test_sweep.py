@@ -219,8 +219,8 @@ def test_a_lazily_read_scan_is_read_the_same_whatever_the_ks(scan):
 def test_a_file_is_read_the_same_whatever_the_ks(tmp_path):
     """A file read directly (a .blo, not kept in memory) is read a whole number of times, the
     same for 1 k or 7, and at most four (three sketch passes and the final one; README), never
-    a pass per k. (An explicit mask needs no mean pattern and align=None no measuring pass, so
-    nothing else reads the scan.)"""
+    a pass per k. (An explicit mask needs no mean pattern, align=None no measuring pass and
+    offset=None no search for the detector's offset, so nothing else reads the scan.)"""
     from gpu4d.synthetic import write_blo
 
     data, _ = region_scan(scan=(64, 64), q=64)  # 16 MiB: other reads (metadata) are noise
@@ -230,11 +230,11 @@ def test_a_file_is_read_the_same_whatever_the_ks(tmp_path):
     mask = (31.5, 31.5, 2.5)
 
     bytes_read = bytes_read_by_this_process
-    gpu4d.sweep(path, [2], mask=mask, align=None)  # imports and kernels loaded: not counted below
+    gpu4d.sweep(path, [2], mask=mask, align=None, offset=None)  # imports and kernels loaded: not counted below
     scans_read = {}
     for ks in ([3], range(2, 9)):
         before = bytes_read()
-        gpu4d.sweep(path, ks, mask=mask, align=None)
+        gpu4d.sweep(path, ks, mask=mask, align=None, offset=None)
         scans_read[len(ks)] = (bytes_read() - before) / size
     assert scans_read[7] == pytest.approx(scans_read[1], abs=0.05), scans_read
     passes = round(scans_read[1])  # measured 4.11 (2026-11-30): the rest is headers and checks

@@ -66,6 +66,8 @@ SYNTHETIC = [
     ("lowdose", dict(scan=(64, 64), detector=64, n_grains=4, dose=400, dtype="uint8"), dict(dose=300, drift_px=0.6)),
     # seed-sized scans (more than 16,384 patterns): the sketch finds its axes on a tiled quarter
     ("seedsize", dict(scan=(181, 172), detector=64, n_grains=4, drift_px=1.0, dose=1500, dtype="uint8"), dict(dose=1200, drift_px=1.5)),
+    # a detector that adds a dark level (pedestal) to every pixel, written without dark subtraction
+    ("pedestal", dict(scan=(64, 64), detector=64, n_grains=4, dose=1500, pedestal=100.0), dict(pedestal=40.0, drift_px=1.0, dose=1200)),
 ]
 
 DIFFSIMS = [
@@ -87,6 +89,9 @@ DIFFSIMS = [
      dict(phase="Cu", second_phase="Fe", misorientation_deg=2.5)),
     ("seedsize", dict(phase="Cu", scan=(181, 172), n_grains=5, band_share=0.03, inclusion_phase="MgO", inclusion_share=0.025, inclusion_count=2, drift="curved", drift_px=1.0, dose=800, dtype="uint8"),
      dict(phase="Fe", inclusion_phase="Au", dose=600)),
+    # a CMOS-like camera: 30 counts per electron, a pedestal of ~1,000 and read noise
+    ("cmos", dict(phase="Cu", n_grains=5, band_share=0.03, dose=1500, gain=30.0, pedestal=1000.0, read_noise=10.0),
+     dict(phase="Au", dose=1200, pedestal=800.0, read_noise=8.0, drift="linear", drift_px=1.0)),
 ]
 
 SCANS: list[ScanSpec] = [

@@ -100,6 +100,20 @@ def render(labels: np.ndarray, regions: Regions, beam: Beam, detector: tuple[int
     return data.reshape(ny, nx, *detector)
 
 
+def detector_response(data: np.ndarray, gain: float, pedestal: float, read_noise: float, rng: np.random.Generator) -> np.ndarray:
+    """An integrating detector's reading of the counts ``data``: ``gain`` per electron, a dark
+    level ``pedestal`` on every pixel and Gaussian read noise, rounded and clipped to the dtype
+    (a CCD or CMOS camera that writes its frames without dark subtraction)."""
+    top = np.iinfo(data.dtype).max
+    out = np.empty_like(data)
+    for i in range(data.shape[0]):  # a scan row at a time: float64 copies of the whole scan are large
+        row = data[i].astype(np.float64) * gain + pedestal
+        if read_noise:
+            row += rng.normal(0.0, read_noise, row.shape)
+        out[i] = np.clip(np.rint(row), 0, top)
+    return out
+
+
 def bad_pixels(data: np.ndarray, n_hot: int, n_dead: int, rng: np.random.Generator) -> dict:
     """Set ``n_hot`` pixels to a high, noisy level in every pattern and ``n_dead`` to zero, in
     place, away from the beam centre's neighbourhood or not (anywhere). Returns their places."""

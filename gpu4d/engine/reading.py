@@ -1,9 +1,11 @@
-"""Reading a scan's patterns for a pass: checked for non-finite values, bad pixels read as 0."""
+"""Reading a scan's patterns for a pass: checked for non-finite values, the detector's offset
+subtracted, bad pixels read as 0."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..detector_offset import subtract_offset
 from ..io.dataset import Dataset
 from ..errors import InputError
 
@@ -23,7 +25,8 @@ def check_finite(batch: np.ndarray, dataset: Dataset, start: int) -> None:
 
 
 def read_checked(dataset: Dataset, start: int, stop: int) -> np.ndarray:
-    """Patterns ``start:stop``, checked for non-finite values, ``dataset.zeroed_pixels`` read as 0.
+    """Patterns ``start:stop``, checked for non-finite values, ``dataset.offset`` subtracted
+    (``gpu4d.detector_offset``), ``dataset.zeroed_pixels`` read as 0.
 
     Why zero them and not only mask them: alignment samples every pattern at shifted
     positions, so a hot pixel left in the raw pattern would land beside its masked position,
@@ -31,6 +34,8 @@ def read_checked(dataset: Dataset, start: int, stop: int) -> np.ndarray:
     """
     batch = dataset.read_patterns(start, stop)
     check_finite(batch, dataset, start)
+    if dataset.offset:
+        batch = subtract_offset(batch, dataset.offset)  # a new array: the input is never written
     if dataset.zeroed_pixels is not None:
         zeroed = np.nonzero(dataset.zeroed_pixels)
         if zeroed[0].size:

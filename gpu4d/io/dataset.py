@@ -75,6 +75,9 @@ class Dataset:
     #: (qy, qx) bool or None: detector pixels every pass reads as 0 (the dead and hot pixels
     #: found, see ``gpu4d.engine.read_checked``)
     zeroed_pixels: object = None
+    #: counts every pass subtracts from every pixel: the detector's dark level found, see
+    #: ``gpu4d.detector_offset`` (0: none)
+    offset: float = 0.0
     #: ``(path, reader, scan_shape)`` with which another process opens the same scan (files
     #: only; None for data in memory): how Dask workers read it (``gpu4d.engine.distributed``)
     reopen: tuple | None = None
