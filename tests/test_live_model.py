@@ -85,6 +85,25 @@ def test_live_classification_equals_classify_on_the_same_frames(model_dir, scans
     assert progress["frames_processed"] == SECOND[0] * SECOND[1] and progress["n_clusters"] == 3
 
 
+def test_live_classification_subtracts_the_models_detector_offset(scans, tmp_path):
+    """A model of a scan with a pedestal: the frames of the next scan (the same pedestal) are
+    classified as ``classify`` classifies that scan, which finds the same offset in it."""
+    first, second = scans
+    pedestal = np.uint16(100)
+    folder = tmp_path / "model"
+    model = gpu4d.cluster(first.data + pedestal, 3)
+    assert model.mask.detector_offset >= 100
+    model.save(folder, figures=False)
+    run = LiveRun(batches(frames_of(second) + pedestal, 37), scan_shape=SECOND, model=folder,
+                  out=tmp_path / "out", figures=False, batch_size=64)
+    outcome = run.run()
+    assert outcome.status == "complete", outcome.message
+    reference = gpu4d.classify(folder, second.data + pedestal)
+    assert reference.mask.detector_offset == model.mask.detector_offset
+    np.testing.assert_array_equal(outcome.result.labels, reference.labels)
+    assert ari(outcome.result.labels, second.labels) >= 0.95
+
+
 def test_live_labels_match_a_float64_nearest_centroid_reference(model_dir, scans):
     """Independent of gpu4d's kernels: mask, sqrt, max-normalize, scipy's distances."""
     model = gpu4d.load_result(model_dir)

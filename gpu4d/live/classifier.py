@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from gpu4d.detector_offset import subtract_offset
 from gpu4d.engine.context import cpu_chunk_rows
 from gpu4d.errors import InputError
 from gpu4d.live.frames import FrameStore, check_scan_shape, default_batch
@@ -110,6 +111,8 @@ class LiveClassifier:
         self._centroid_norms = (self._centroids**2).sum(axis=1)
         bad = model.mask.bad_masked
         self._zeroed = None if bad is None or not bad.any() else np.nonzero(bad)  # read as 0, as classify
+        # subtracted as the model's scan had it (frames arrive one by one: none to find it in)
+        self._offset = float(model.mask.detector_offset)
 
         self.plan = alignment_plan(model)  # "always", "auto" or None
         self.alignment = None
@@ -243,9 +246,12 @@ class LiveClassifier:
         return self._summed
 
     def _raw_chunk(self, start: int, stop: int) -> np.ndarray:
-        """Stored frames ``[start, stop)``, the model's dead and hot pixels read as 0 (as
-        ``classify`` reads them: a hot pixel must not be shifted into the patterns)."""
+        """Stored frames ``[start, stop)``, the model's detector offset subtracted and its dead
+        and hot pixels read as 0 (as ``classify`` reads them: a hot pixel must not be shifted
+        into the patterns)."""
         raw = self._store.frames[start:stop]
+        if self._offset:
+            raw = subtract_offset(raw, self._offset)  # a new array: the store keeps what arrived
         if self._zeroed is not None:
             raw = np.array(raw)  # a copy: the store keeps what arrived
             raw[:, self._zeroed[0], self._zeroed[1]] = 0
