@@ -147,6 +147,23 @@ def test_labels_keep_their_identity_across_updates_reseeds_and_refinement(scan):
     assert ari(result.labels, scan.labels) >= 0.9
 
 
+def test_a_pedestal_is_found_in_the_first_frames_and_subtracted(scan):
+    """Frames with a detector's dark level give the live map (and the refined one) of the
+    frames without it: the offset is found in the initial buffer as gpu4d.cluster finds it."""
+    frames = frames_of(scan)
+    maps = {}
+    for pedestal in (0, 100):
+        with LiveClusterer(scan.n_regions, SCAN, init_frames=128, batch_size=64, random_state=1) as live:
+            live.feed(frames + np.uint16(pedestal))
+            live.process()
+            live.relabel()
+            assert live.mask.detector_offset == pedestal
+            maps[pedestal] = (live.labels.copy(), live.finish())
+    np.testing.assert_array_equal(maps[100][0], maps[0][0])
+    np.testing.assert_array_equal(maps[100][1].labels, maps[0][1].labels)
+    assert maps[100][1].mask.detector_offset == 100
+
+
 # -- end to end ---------------------------------------------------------------------------------
 
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from gpu4d.arrays import to_host
 from gpu4d.defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
+from gpu4d.detector_offset import find_offset, subtract_offset
 from gpu4d.engine.context import cpu_chunk_rows
 from gpu4d.errors import InputError
 from gpu4d.kmeans import core as kmeans_core
@@ -268,6 +269,7 @@ class LiveClusterer:
         self._shifts = None
         self.frames_processed = 0
         self.mask = None
+        self._offset = 0.0  # the detector offset, found in the initial buffer
         self.alignment: dict | None = None
         self._km: MiniBatchKMeans | None = None
         self._sample: _Sample | None = None
@@ -400,10 +402,14 @@ class LiveClusterer:
         from gpu4d.masks import build_mask, find_beam
 
         t0 = time.perf_counter()
-        raw = self._store.frames[:stop]
+        # the detector offset (gpu4d.detector_offset) is found in the initial buffer, as gpu4d.cluster
+        # finds it in its sample, and subtracted from every frame read from now on
+        first = self._store.frames[:stop]
+        self._offset = find_offset(first.min(axis=0), first.max(axis=0))
+        raw = self._raw(slice(0, stop))
         needs_beam = self.mask_spec.needs_beam_centre or self.align_method is not None
         mean = _beam_pattern(raw) if needs_beam else None
-        self.mask = build_mask(self.mask_spec, self.detector_shape, mean)
+        self.mask = dataclasses.replace(build_mask(self.mask_spec, self.detector_shape, mean), detector_offset=self._offset)
         backend = self.backend
         xp = backend.xp
         self._pixels = tuple(backend.to_device(p) for p in self.mask.kept_pixels())
@@ -444,6 +450,11 @@ class LiveClusterer:
         self.timings["init"] += time.perf_counter() - t0
         return stop
 
+    def _raw(self, index) -> np.ndarray:
+        """Stored frames ``index`` (a slice or indices), the detector offset subtracted."""
+        raw = self._store.frames[index]
+        return subtract_offset(raw, self._offset) if self._offset else raw
+
     def _features(self, start: int, stop: int, *, measure: bool = True):
         """Preprocess frames ``[start, stop)`` into ``self._work[:stop - start]`` on the device.
 
@@ -451,7 +462,7 @@ class LiveClusterer:
         shifts measured before are reused (relabelling).
         """
         backend = self.backend
-        raw = self._store.frames[start:stop]
+        raw = self._raw(slice(start, stop))
         out = self._work[: stop - start]
         for _, batch in backend.device_batches([(start, raw)]):
             shifts = None
@@ -472,7 +483,7 @@ class LiveClusterer:
     def _features_of(self, frames: np.ndarray):
         """Preprocess the frames of the given indices (the sample) into a new (s, m) array."""
         backend = self.backend
-        raw = self._store.frames[frames]  # a copy, in the order given
+        raw = self._raw(frames)  # a copy, in the order given
         shifts = None if self._shifts is None else self._shifts[frames]
         out = backend.xp.empty((len(frames), self.mask.n_kept), np.float32)
         py, px = self._pixels
@@ -817,7 +828,7 @@ class LiveClusterer:
 
         self.relabel()  # every label under the final centroids
         n = self.frames_processed
-        raw = self._store.frames[:n].reshape(1, n, *self.detector_shape)
+        raw = self._raw(slice(0, n)).reshape(1, n, *self.detector_shape)
         dataset = open_dataset(raw)
         shifts = None if self._shifts is None else self._shifts[:n]
         batch = min(n, self._batch)
