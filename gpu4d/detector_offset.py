@@ -69,6 +69,7 @@ def subtract_offset(patterns: np.ndarray, offset: float) -> np.ndarray:
     """``patterns - offset`` as a new array of the same dtype; integers stop at 0 (the input
     is never written)."""
     if patterns.dtype.kind in "iu":
-        level = patterns.dtype.type(min(np.floor(offset), np.iinfo(patterns.dtype).max))
-        return np.maximum(patterns, level) - level
+        from .kernels.offset import subtract_offset_cpu
+
+        return subtract_offset_cpu(patterns, min(np.floor(offset), np.iinfo(patterns.dtype).max))
     return patterns - patterns.dtype.type(offset)

@@ -64,6 +64,14 @@ def test_subtracting_stops_at_zero_and_never_writes_the_input(dtype):
     np.testing.assert_array_equal(patterns, before)
 
 
+@pytest.mark.parametrize("dtype", ("uint8", "uint16", "uint32", "int32"))
+def test_subtracting_equals_numpy_on_a_strided_batch(dtype):
+    batch = np.random.default_rng(5).integers(0, 250, (40, 33, 30)).astype(dtype)[:, ::2, 1:]
+    out = subtract_offset(batch, 17.0)
+    np.testing.assert_array_equal(out, np.maximum(batch.astype(np.int64) - 17, 0))
+    assert out.dtype == batch.dtype
+
+
 def test_subtracting_from_floats_keeps_their_sign():
     out = subtract_offset(np.array([1.5, 10.0], np.float32), 2.0)
     np.testing.assert_allclose(out, [-0.5, 8.0])  # the transforms count negatives as 0
