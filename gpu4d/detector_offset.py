@@ -32,13 +32,6 @@ from .errors import InputError
 #: The offset is this percentile, over the detector's pixels, of each pixel's smallest value.
 OFFSET_PERCENTILE = 5.0
 
-RULE = (
-    f"the {OFFSET_PERCENTILE:g}th percentile, over the pixels that ever read a value, of each "
-    "pixel's smallest value in the frames sampled for the mask (a level every pixel holds in every "
-    "frame: a detector's dark level or pedestal); 0 for counting detectors"
-)
-
-
 def parse_offset(value) -> str | float:
     """``"auto"``, or a number >= 0 of counts to subtract (``"none"``, None, False: 0)."""
     if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("none", "off")):
@@ -57,7 +50,7 @@ def parse_offset(value) -> str | float:
 
 
 def find_offset(minimum: np.ndarray, maximum: np.ndarray) -> float:
-    """The offset (``RULE``) from the per-pixel smallest and largest values of a sample."""
+    """The offset (the module's rule) from the per-pixel smallest and largest values of a sample."""
     read_something = maximum > 0
     if not read_something.any():
         return 0.0
