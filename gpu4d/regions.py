@@ -194,8 +194,8 @@ def fit_region_tree(
         wide) partly with its host at its edges, so it inflates the separation of the first
         more: on bench_quality's syn-lowdose-t it multiplied the thin end's by 2.35 and the
         band's by 1.65, ranking the end above the band. Measured on each pattern's own
-        coordinates, the merges took bench_quality from 37 to 39 of 44 right maps and
-        bench_abtem's suggested k from 32 to 33 of 36, nothing lost.
+        coordinates, the merges took bench_quality from 37 to 39 of 44 right maps (no map
+        lost) and bench_abtem's suggested k from 32 to 34 of 36 (three fixed, one broken).
     n_atoms : atoms to start from; default ``max(ATOMS_PER_CLUSTER * max_k, MIN_ATOMS)``,
         at most n.
     min_region_share : clusters smaller than this share of the patterns are merged first.
