@@ -7,9 +7,8 @@ generators that made wrong maps at the true k (``shared/QUALITY-NOTES.md``). So 
 cut into many small KMeans clusters, *atoms*, each inside one region, and the atoms are then merged
 two at a time, always the least separated pair first. Two clusters are separated when the
 distance between their means is large against the spread of their members (the Mahalanobis
-distance under their pooled covariance, in the patterns' own coordinates when the atoms were cut
-in smoothed ones: see ``fit_region_tree``'s ``z_own``): the two halves of a smooth gradient are
-not (about 2.5 to 3.5), two regions are.
+distance under their pooled covariance): the two halves of a smooth gradient are not (about 2.5
+to 3.5), two regions are.
 The merges form a tree; cutting it gives the clustering for every k at once, nested, so a region
 keeps its label across k.
 
@@ -173,7 +172,6 @@ def fit_region_tree(
     max_k: int,
     *,
     rng: np.random.Generator,
-    z_own=None,
     n_atoms: int | None = None,
     min_region_share: float = MIN_REGION_SHARE,
     max_iter: int = 300,
@@ -187,15 +185,6 @@ def fit_region_tree(
     xp : numpy or cupy; ``z`` is an (n, c) float32 array of it.
     max_k : the largest number of clusters that will be cut from the tree.
     rng : host random generator (atom seeding and sample).
-    z_own : optional (n, c), the patterns' own coordinates when ``z`` is smoothed over the scan
-        (``smooth_over_scan``): the atoms are found in ``z`` and merged by their separations in
-        ``z_own``. Smoothing averages a broad, gradual change (the thin end of a grain, tens of
-        patterns wide) over all its neighbours but a narrow region (a twin band a few patterns
-        wide) partly with its host at its edges, so it inflates the separation of the first
-        more: on bench_quality's syn-lowdose-t it multiplied the thin end's by 2.35 and the
-        band's by 1.65, ranking the end above the band. Measured on each pattern's own
-        coordinates, the merges took bench_quality from 37 to 39 of 44 right maps (no map
-        lost) and bench_abtem's suggested k from 32 to 34 of 36 (three fixed, one broken).
     n_atoms : atoms to start from; default ``max(ATOMS_PER_CLUSTER * max_k, MIN_ATOMS)``,
         at most n.
     min_region_share : clusters smaller than this share of the patterns are merged first.
@@ -216,12 +205,8 @@ def fit_region_tree(
         atom_of = nearest(xp, z, fit.centers)
     atom_of = to_host(atom_of).astype(np.int32)
     counts, means, scatter = _atom_statistics(to_host(z), atom_of, m)
-    if z_own is not None:  # the atoms' means in z stay theirs (nearest atom, confidence)
-        counts, own_means, scatter = _atom_statistics(to_host(z_own), atom_of, m)
-    else:
-        own_means = means
     min_size = max(MIN_SIZE_FLOOR, min_region_share * n)
-    merges, sizes = merge_atoms(counts, own_means, scatter, min_size)
+    merges, sizes = merge_atoms(counts, means, scatter, min_size)
     return RegionTree(atom_of, merges, sizes, means, int(fit.n_iter), float(min_size))
 
 
@@ -345,7 +330,7 @@ def _separations(a, others, n_of, mean_of, scatter_of, within) -> np.ndarray:
     return mahalanobis(deltas, pooled)
 
 
-def stability(xp, z, tree: RegionTree, ks, *, rng: np.random.Generator, repeats: int = STABILITY_REPEATS, z_own=None, **fit_options) -> dict:
+def stability(xp, z, tree: RegionTree, ks, *, rng: np.random.Generator, repeats: int = STABILITY_REPEATS, **fit_options) -> dict:
     """Per k, how well the clustering survives a refit on half of the patterns: the mean
     adjusted Rand index between ``tree``'s k-cut and that of a tree fitted on a random half
     (every pattern assigned to the refit's nearest atom), over ``repeats`` halves. 1: the same
@@ -356,8 +341,7 @@ def stability(xp, z, tree: RegionTree, ks, *, rng: np.random.Generator, repeats:
     totals = {k: 0.0 for k in ks}
     for _ in range(repeats):
         half = np.sort(rng.choice(n, size=max(n // 2, 1), replace=False))
-        own = None if z_own is None else z_own[xp.asarray(half)]
-        refit = fit_region_tree(xp, z[xp.asarray(half)], max(ks), rng=rng, z_own=own, **fit_options)
+        refit = fit_region_tree(xp, z[xp.asarray(half)], max(ks), rng=rng, **fit_options)
         for k in ks:
             totals[k] += adjusted_rand_index(tree.labels(k), refit.predict(xp, z, k))
     return {k: totals[k] / repeats for k in ks}

@@ -434,7 +434,7 @@ def sweep(
         z_regions = None if exact else smooth_over_scan(xp, z, dataset.scan_shape)
         with timer.stage("kmeans"):
             fits, kmeans_seconds, tree = _fit_every_k(
-                engine, ks_list, z_regions, features, n_init, max_iter, tol, random_state, progress, z_own=z
+                engine, ks_list, z_regions, features, n_init, max_iter, tol, random_state, progress
             )
 
         labels_all = np.stack([fits[k][0] for k in ks_list], axis=1)  # (n, K)
@@ -458,7 +458,7 @@ def sweep(
         with timer.stage("stability"), small_matrices(xp):
             stable = stability(
                 xp, z_regions, tree, ks_list, rng=np.random.default_rng([0 if random_state is None else random_state, 1]),
-                z_own=z, max_iter=max_iter, tol=tol, assign_and_sum=engine.assign_and_sum,
+                max_iter=max_iter, tol=tol, assign_and_sum=engine.assign_and_sum,
             )
         scores["stability"] = [stable[k] for k in ks_list]
     with timer.stage("suggest"):
@@ -539,13 +539,12 @@ def sweep(
     )
 
 
-def _fit_every_k(engine, ks, z, features, n_init, max_iter, tol, random_state, progress, z_own=None):
+def _fit_every_k(engine, ks, z, features, n_init, max_iter, tol, random_state, progress):
     """The clustering of every k: ``{k: (labels (n,) int32, n_iter)}``, ``{k: seconds}`` and
     the region tree (None in exact mode).
 
-    Reduced mode (``features`` None) over-segments the coordinates ``z`` (smoothed over the
-    scan) into KMeans atoms on the device and merges them by their separation in the patterns'
-    own coordinates ``z_own`` (``gpu4d.regions``): one tree, cut at every k.
+    Reduced mode (``features`` None) over-segments the coordinates ``z`` into KMeans atoms on
+    the device and merges them by separation (``gpu4d.regions``): one tree, cut at every k.
     Exact mode fits ``features`` with the backend's full-dimensional KMeans for every k.
     """
     fits, seconds = {}, {}
@@ -563,7 +562,7 @@ def _fit_every_k(engine, ks, z, features, n_init, max_iter, tol, random_state, p
     rng = np.random.default_rng(random_state)
     with small_matrices(engine.xp), stage_spinner(progress, f"regions k={ks[0]}..{ks[-1]}"):
         tree = fit_region_tree(
-            engine.xp, z, max(ks), rng=rng, z_own=z_own, max_iter=max_iter, tol=tol,
+            engine.xp, z, max(ks), rng=rng, max_iter=max_iter, tol=tol,
             assign_and_sum=engine.assign_and_sum,
         )
     for k in ks:

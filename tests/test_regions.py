@@ -37,26 +37,6 @@ def test_a_gradient_stays_whole_and_a_small_region_apart(seed):
     assert adjusted_rand_score(truth, kmeans.labels_) < 0.5
 
 
-def test_atoms_are_cut_in_z_and_merged_by_their_spread_in_the_own_coordinates():
-    """Three compact blobs in ``z``, A nearer C than B; in the patterns' own coordinates A and B
-    are one population and C lies apart. The atoms follow ``z`` (each blob's own), the merges
-    ``z_own``: at k = 2, A joins B; judged in ``z`` alone, A joins C."""
-    rng = np.random.default_rng(0)
-    n = 400
-    truth = np.repeat([0, 1, 2], n)  # A, B, C
-    centres = np.array([[0.0, 0.0], [12.0, 0.0], [0.0, 6.0]])
-    z = (centres[truth] + rng.normal(0.0, 0.5, (3 * n, 2))).astype(np.float32)
-    own_centres = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 6.0]])
-    z_own = (own_centres[truth] + rng.normal(0.0, 0.5, (3 * n, 2))).astype(np.float32)
-    with_own = fit_region_tree(np, z, 3, rng=np.random.default_rng(1), z_own=z_own, n_atoms=12)
-    alone = fit_region_tree(np, z, 3, rng=np.random.default_rng(1), n_atoms=12)
-    np.testing.assert_array_equal(with_own.atom_of, alone.atom_of)  # the same atoms
-    assert adjusted_rand_score(np.where(truth == 2, 1, 0), with_own.labels(2)) == 1.0
-    assert adjusted_rand_score(np.where(truth == 1, 1, 0), alone.labels(2)) == 1.0
-    # the atoms' means, which predict and confidence measure from, stay those of z
-    np.testing.assert_allclose(with_own.atom_means, alone.atom_means)
-
-
 def test_cuts_are_nested_and_keep_label_ids():
     z, _ = gradient_and_small_region(7)
     tree = fit_region_tree(np, z, 6, rng=np.random.default_rng(0))
