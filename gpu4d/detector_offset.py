@@ -15,7 +15,8 @@ the pixels that ever read a value, of each pixel's smallest value in the frames 
 mask (``gpu4d.bad_pixels.pattern_statistics``): a level (nearly) every pixel holds in every
 frame. Read noise puts that minimum a few noise widths below the pedestal, so a little of the
 pedestal stays, which does no harm. A counting detector reads 0 somewhere in most frames, so its
-offset is 0 and nothing changes (every scan of ``bench_quality.py`` and ``bench_abtem.py``).
+offset is 0 and nothing changes (the 40 scans of ``bench_quality.py`` without a pedestal, all of
+``bench_abtem.py``).
 Pixels that never read anything (dead, or outside a detector's active area) do not count. A
 negative floor (data already dark-subtracted, with read noise around zero) gives 0: gpu4d only
 ever subtracts.
