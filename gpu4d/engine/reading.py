@@ -34,13 +34,22 @@ def read_checked(dataset: Dataset, start: int, stop: int) -> np.ndarray:
     """
     batch = dataset.read_patterns(start, stop)
     check_finite(batch, dataset, start)
-    if dataset.offset:
-        batch = subtract_offset(batch, dataset.offset)  # a new array: the input is never written
-    if dataset.zeroed_pixels is not None:
-        zeroed = np.nonzero(dataset.zeroed_pixels)
-        if zeroed[0].size:
-            batch = np.array(batch)  # a copy: the input is never written
-            batch[:, zeroed[0], zeroed[1]] = 0
+    zeroed = None if dataset.zeroed_pixels is None else np.nonzero(dataset.zeroed_pixels)
+    return corrected(batch, dataset.offset, zeroed)
+
+
+def corrected(batch: np.ndarray, offset: float, zeroed=None) -> np.ndarray:
+    """Patterns (b, qy, qx) as every pass reads them: ``offset`` subtracted
+    (``gpu4d.detector_offset``) and the ``zeroed`` pixels (``np.nonzero`` of a (qy, qx) mask,
+    or None) read as 0. A new array when either applies (made once): the input is never
+    written. Live runs correct their stored frames with it too."""
+    has_zeroed = zeroed is not None and zeroed[0].size > 0
+    if offset:
+        batch = subtract_offset(batch, offset)
+    elif has_zeroed:
+        batch = np.array(batch)
+    if has_zeroed:
+        batch[:, zeroed[0], zeroed[1]] = 0
     return batch
 
 

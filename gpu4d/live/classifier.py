@@ -29,8 +29,8 @@ import time
 
 import numpy as np
 
-from gpu4d.detector_offset import subtract_offset
 from gpu4d.engine.context import cpu_chunk_rows
+from gpu4d.engine.reading import corrected
 from gpu4d.errors import InputError
 from gpu4d.live.frames import FrameStore, check_scan_shape, default_batch
 from gpu4d.live.threads import processing_threads
@@ -249,13 +249,7 @@ class LiveClassifier:
         """Stored frames ``[start, stop)``, the model's detector offset subtracted and its dead
         and hot pixels read as 0 (as ``classify`` reads them: a hot pixel must not be shifted
         into the patterns)."""
-        raw = self._store.frames[start:stop]
-        if self._offset:
-            raw = subtract_offset(raw, self._offset)  # a new array: the store keeps what arrived
-        if self._zeroed is not None:
-            raw = np.array(raw)  # a copy: the store keeps what arrived
-            raw[:, self._zeroed[0], self._zeroed[1]] = 0
-        return raw
+        return corrected(self._store.frames[start:stop], self._offset, self._zeroed)  # a copy if either applies
 
     def _classify(self, start: int, stop: int) -> None:
         """Labels, confidence (and the beam centres, when aligning) of frames ``[start, stop)``."""

@@ -39,8 +39,9 @@ import numpy as np
 
 from gpu4d.arrays import to_host
 from gpu4d.defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
-from gpu4d.detector_offset import find_offset, subtract_offset
+from gpu4d.detector_offset import find_offset
 from gpu4d.engine.context import cpu_chunk_rows
+from gpu4d.engine.reading import corrected
 from gpu4d.errors import InputError
 from gpu4d.kmeans import core as kmeans_core
 from gpu4d.kmeans.matching import match_centroids
@@ -452,8 +453,7 @@ class LiveClusterer:
 
     def _raw(self, index) -> np.ndarray:
         """Stored frames ``index`` (a slice or indices), the detector offset subtracted."""
-        raw = self._store.frames[index]
-        return subtract_offset(raw, self._offset) if self._offset else raw
+        return corrected(self._store.frames[index], self._offset)
 
     def _features(self, start: int, stop: int, *, measure: bool = True):
         """Preprocess frames ``[start, stop)`` into ``self._work[:stop - start]`` on the device.
