@@ -308,9 +308,7 @@ def _align_to_model(model, executor, auto, progress):
     method = DEFAULT_ALIGN_METHOD if method in ("auto", True) else method
     info_model = model.extra["alignment"]
     dataset = executor.dataset
-    mean = mean_pattern(dataset)
-    if dataset.zeroed_pixels is not None:  # a hot pixel must not pull the beam search
-        mean[dataset.zeroed_pixels] = 0
+    mean = mean_pattern(dataset)  # as the passes read the scan: offset off, bad pixels 0
     centres, _, info = measure_alignment(
         dataset, executor.backend, method, mean, executor.partition_size, progress, executor=executor
     )

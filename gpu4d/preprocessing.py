@@ -62,9 +62,16 @@ def resolve_batch_size(batch_size, dataset: Dataset, backend, n_features: int) -
 
 
 def mean_pattern(dataset: Dataset, max_patterns: int = MEAN_PATTERN_SAMPLE) -> np.ndarray:
-    """Mean pattern (qy, qx) float64 over evenly spaced scan rows (about ``max_patterns``):
-    the mean of ``bad_pixels.pattern_statistics``, which reads those rows once."""
-    return pattern_statistics(dataset, max_patterns).mean
+    """Mean pattern (qy, qx) float64 over evenly spaced scan rows (about ``max_patterns``), as
+    the passes read them: the mean of ``bad_pixels.pattern_statistics`` (which reads those rows
+    once), the dataset's offset subtracted from it (as ``gpu4d.masks.detector_mask_for`` does)
+    and its zeroed pixels 0 (a hot pixel must not pull a beam search)."""
+    mean = pattern_statistics(dataset, max_patterns).mean
+    if dataset.offset:
+        mean = np.maximum(mean - dataset.offset, 0.0)
+    if dataset.zeroed_pixels is not None:
+        mean[dataset.zeroed_pixels] = 0
+    return mean
 
 
 def build_features(

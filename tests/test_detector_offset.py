@@ -123,6 +123,24 @@ def test_classify_finds_the_new_scans_own_offset(counting_scan, tmp_path):
     np.testing.assert_array_equal(classified.labels, model.labels)
 
 
+def test_an_aligned_classification_reads_the_scan_as_without_its_pedestal(tmp_path):
+    """With descan, classify measures the beam in the new scan (its mean pattern, then every
+    pattern): with the offset found there, a model and a scan that both carry a pedestal give
+    the labels, centres and mean patterns of the same model and scan without one."""
+    from .helpers import same_phase_scans
+
+    first, second = same_phase_scans(2.5)
+    plain = gpu4d.cluster(first.data, first.n_regions)
+    assert plain.extra["alignment"]["auto"]["applied"] and plain.mask.detector_offset == 0
+    with_pedestal = gpu4d.cluster(first.data + np.uint16(100), first.n_regions)
+    expected = gpu4d.classify(plain, second.data)
+    found = gpu4d.classify(with_pedestal, second.data + np.uint16(140))
+    assert found.mask.detector_offset == 140.0
+    np.testing.assert_array_equal(found.labels, expected.labels)
+    np.testing.assert_allclose(found.centres, expected.centres, atol=1e-6)
+    np.testing.assert_allclose(found.mean_patterns, expected.mean_patterns, rtol=1e-6, atol=1e-6)
+
+
 def test_cli_records_and_takes_the_offset(counting_scan, tmp_path, run_cli):
     path = tmp_path / "pedestal.npy"
     np.save(path, counting_scan.data + np.uint16(100))
