@@ -251,6 +251,11 @@ def add_offset_option(parser: argparse.ArgumentParser) -> None:
         "(the level every pixel holds in every sampled frame; 0 for counting detectors) | none | "
         "a number >= 0 (default auto)",
     )
+    parser.add_argument(
+        "--keep-spikes", action="store_true",
+        help="keep transient spikes (cosmic rays, X-ray hits): by default a pixel far brighter "
+        "than in the four patterns around it is read as the brightest of those four",
+    )
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -364,7 +369,7 @@ def cluster_kwargs(args) -> dict:
         "normalize": args.normalize,
         "transform": args.transform,
         "align": _align_option(args.align),
-        **({"offset": args.offset} if hasattr(args, "offset") else {}),
+        **({"offset": args.offset, "spikes": not args.keep_spikes} if hasattr(args, "offset") else {}),
         "backend": args.backend,
         "batch_size": args.batch_size,
         "reader": args.reader,

@@ -196,8 +196,9 @@ def check_detector(model: ClusterResult, dataset) -> None:
 
 def open_for_model(model: ClusterResult, data, *, reader=None, scan_shape=None, own_scan: bool = False):
     """Open ``data`` as ``cluster`` does, check its detector against the model's, and read the
-    model's dead and hot pixels as 0 and the scan's detector offset subtracted in every pass
-    (as ``cluster`` read the model's scan). ``own_scan``: ``data`` is the model's own scan,
+    model's dead and hot pixels as 0, the scan's detector offset subtracted and its spikes
+    replaced or not in every pass (as ``cluster`` read the model's scan; models made before
+    gpu4d replaced spikes replace them too). ``own_scan``: ``data`` is the model's own scan,
     whose offset the model holds."""
     dataset = open_dataset(data, reader=reader, scan_shape=scan_shape)
     check_detector(model, dataset)
@@ -206,7 +207,7 @@ def open_for_model(model: ClusterResult, data, *, reader=None, scan_shape=None, 
     offset = model.mask.detector_offset if own_scan else scan_offset(model, dataset)
     if offset:
         dataset = dataclasses.replace(dataset, offset=offset)
-    return dataset
+    return dataclasses.replace(dataset, spikes=bool(model.parameters.get("spikes", True)))
 
 
 def scan_offset(model: ClusterResult, dataset) -> float:

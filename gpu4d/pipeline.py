@@ -15,6 +15,7 @@ from .engine import parse_memory_budget
 from .executors import requested_scheduler
 from .errors import InputError
 from .detector_offset import parse_offset
+from .spikes import parse_spikes
 from .masks import MaskSpec, detector_mask_for, mask_shifted_border, parse_mask
 from .defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
 from .preprocessing import (
@@ -38,6 +39,7 @@ def cluster(
     transform: str = DEFAULT_TRANSFORM,
     align=DEFAULT_ALIGN,
     offset="auto",
+    spikes: bool = True,
     backend: str = "cpu",
     random_state: int | None = 0,
     n_init: int = 10,
@@ -75,6 +77,9 @@ def cluster(
     offset : counts subtracted from every pixel before anything else (a detector's dark level
         or pedestal): "auto" (default: the level every pixel holds in every sampled frame, 0
         for counting detectors; see ``gpu4d.detector_offset``), "none" or a number >= 0.
+    spikes : True (default): replace transient spikes (cosmic rays, X-ray hits: a pixel far
+        brighter than in the four patterns around it) by the brightest of those four; False
+        keeps them (see ``gpu4d.spikes``).
     backend : "cpu", "gpu" or "auto" (the GPU if usable, else the CPU with a warning).
     random_state, n_init, max_iter, tol : KMeans parameters (scikit-learn's meaning).
         ``n_init`` applies to ``exact`` fits, whose trials run on a subsample of the patterns;
@@ -95,7 +100,7 @@ def cluster(
     """
     _check_kmeans_parameters(n_clusters, n_init, max_iter, tol, random_state)
     parse_memory_budget(memory_budget)  # checked on every path; only the streaming one uses it
-    options = PreprocessingOptions.parse(mask=mask, normalize=normalize, transform=transform, align=align, offset=offset)
+    options = PreprocessingOptions.parse(mask=mask, normalize=normalize, transform=transform, align=align, offset=offset, spikes=spikes)
     timer = StageTimer()
     with timer.stage("open"):
         dataset = open_dataset(data, reader=reader, scan_shape=scan_shape)
@@ -116,7 +121,7 @@ def cluster(
             warnings.simplefilter("always")
             swept = sweep(
                 dataset, [n_clusters], mask=mask, normalize=normalize, transform=transform,
-                align=align, offset=offset, backend=backend, random_state=random_state, n_init=n_init,
+                align=align, offset=offset, spikes=spikes, backend=backend, random_state=random_state, n_init=n_init,
                 max_iter=max_iter, tol=tol, batch_size=batch_size, progress=progress,
                 scheduler=scheduler, memory_budget=memory_budget,
             )
@@ -161,6 +166,7 @@ def cluster(
         "transform": transform,
         "align": options.align,
         "offset": options.offset,
+        "spikes": options.spikes,
         "backend_requested": backend,
         "random_state": random_state,
         "n_init": n_init,
@@ -199,9 +205,10 @@ class PreprocessingOptions:
     norm: int  # kernels.pixel_math code
     align: str | None  # alignment method, None for none
     offset: str | float = "auto"  # the detector offset: "auto" or counts (gpu4d.detector_offset)
+    spikes: bool = True  # replace transient spikes on read (gpu4d.spikes)
 
     @classmethod
-    def parse(cls, *, mask, normalize, transform, align, offset="auto") -> "PreprocessingOptions":
+    def parse(cls, *, mask, normalize, transform, align, offset="auto", spikes=True) -> "PreprocessingOptions":
         """Check the options (an InputError names a bad one) and resolve them."""
         return cls(
             transform=option_code(TRANSFORMS, transform, "transform"),
@@ -209,12 +216,15 @@ class PreprocessingOptions:
             mask=parse_mask(mask),
             align=_resolve_align(align),
             offset=parse_offset(offset),
+            spikes=parse_spikes(spikes),
         )
 
     def masked_dataset(self, dataset):
         """``(dataset, detector_mask, mean)``: the mask (see ``detector_mask``), and the dataset
-        reading its dead and hot pixels as 0, and its offset subtracted, in every pass from now on."""
+        reading its dead and hot pixels as 0, its offset subtracted and its spikes replaced (or
+        not), in every pass from now on."""
         detector_mask, mean = self.detector_mask(dataset)
+        dataset = dataclasses.replace(dataset, spikes=self.spikes)
         if detector_mask.bad_masked is not None:
             dataset = dataclasses.replace(dataset, zeroed_pixels=detector_mask.bad_masked)
         if detector_mask.detector_offset:

@@ -292,6 +292,7 @@ def sweep(
     transform: str = DEFAULT_TRANSFORM,
     align=DEFAULT_ALIGN,
     offset="auto",
+    spikes: bool = True,
     backend: str = "cpu",
     random_state: int | None = 0,
     n_init: int = 3,
@@ -317,7 +318,7 @@ def sweep(
     ks : the numbers of clusters: an iterable of ints (``range(2, 13)``), or text ``"2:12"``
         (both ends included), ``"2:12:2"``, ``"2,4,6"``. Each 1 <= k <= ny * nx. By default
         2..12, clipped to the number of patterns (with a warning saying so).
-    mask, normalize, transform, align, offset, backend, random_state, n_init, max_iter, tol,
+    mask, normalize, transform, align, offset, spikes, backend, random_state, n_init, max_iter, tol,
     batch_size, reader, scan_shape, progress : as for ``gpu4d.cluster``; the preprocessing is the same.
     exact : fit every k with full-dimensional KMeans on the stored feature matrix
         (n_patterns x kept pixels float32 on the device) instead of in the reduced space.
@@ -363,7 +364,7 @@ def sweep(
     _check_kmeans_parameters(1, n_init, max_iter, tol, random_state)
     default_ks = ks is None
     ks_list = parse_ks(DEFAULT_KS if default_ks else ks)
-    options = PreprocessingOptions.parse(mask=mask, normalize=normalize, transform=transform, align=align, offset=offset)
+    options = PreprocessingOptions.parse(mask=mask, normalize=normalize, transform=transform, align=align, offset=offset, spikes=spikes)
     _check_sweep_options(n_components, sketch_size, variance_target, silhouette_samples)
     memory_budget = parse_memory_budget(memory_budget)
     scheduler = requested_scheduler(scheduler)
@@ -476,6 +477,7 @@ def sweep(
         "transform": transform,
         "align": options.align,
         "offset": options.offset,
+        "spikes": options.spikes,
         "backend_requested": backend,
         "random_state": random_state,
         "n_init": n_init,

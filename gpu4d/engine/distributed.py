@@ -27,7 +27,8 @@ from .reading import read_part
 @dataclass(frozen=True, eq=False)
 class DatasetSource:
     """How a worker opens the client's scan: the file, its reader and scan shape, the shape
-    the client read, the detector pixels every pass reads as 0 and the offset it subtracts."""
+    the client read, the detector pixels every pass reads as 0, the offset it subtracts and
+    whether it replaces spikes."""
 
     path: str
     reader: str | None
@@ -35,6 +36,7 @@ class DatasetSource:
     shape: tuple
     zeroed_pixels: object = None
     offset: float = 0.0
+    spikes: bool = True
 
     @classmethod
     def of(cls, dataset) -> "DatasetSource":
@@ -44,11 +46,11 @@ class DatasetSource:
                 "themselves, so give its file path (or leave the scheduler out)"
             )
         path, reader, scan_shape = dataset.reopen
-        return cls(path, reader, scan_shape, tuple(dataset.shape), dataset.zeroed_pixels, float(dataset.offset))
+        return cls(path, reader, scan_shape, tuple(dataset.shape), dataset.zeroed_pixels, float(dataset.offset), bool(dataset.spikes))
 
     def key(self) -> tuple:
         zeroed = None if self.zeroed_pixels is None else np.packbits(self.zeroed_pixels).tobytes()
-        return (self.path, self.reader, self.scan_shape, self.shape, zeroed, self.offset)
+        return (self.path, self.reader, self.scan_shape, self.shape, zeroed, self.offset, self.spikes)
 
     def open(self):
         from ..io.dataset import open_dataset
@@ -59,7 +61,7 @@ class DatasetSource:
                 f"{self.path}: reads as shape {tuple(dataset.shape)} here but {self.shape} on the client; "
                 "is it the same file?"
             )
-        return dataclasses.replace(dataset, zeroed_pixels=self.zeroed_pixels, offset=self.offset)
+        return dataclasses.replace(dataset, zeroed_pixels=self.zeroed_pixels, offset=self.offset, spikes=self.spikes)
 
 
 # per worker process: the scans it has opened and its contexts per backend (kept across tasks,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..detector_offset import subtract_offset
+from ..spikes import CheckedFrames, remove_spikes
 from ..io.dataset import Dataset
 from ..errors import InputError
 
@@ -24,18 +25,35 @@ def check_finite(batch: np.ndarray, dataset: Dataset, start: int) -> None:
         )
 
 
-def read_checked(dataset: Dataset, start: int, stop: int) -> np.ndarray:
-    """Patterns ``start:stop``, checked for non-finite values, ``dataset.offset`` subtracted
-    (``gpu4d.detector_offset``), ``dataset.zeroed_pixels`` read as 0.
+def read_checked(
+    dataset: Dataset, start: int, stop: int, wanted: np.ndarray | None = None, checked: CheckedFrames | None = None,
+) -> np.ndarray:
+    """Patterns ``start:stop`` (or only those of the sorted scan indices ``wanted`` among them),
+    checked for non-finite values, ``dataset.offset`` subtracted (``gpu4d.detector_offset``),
+    ``dataset.zeroed_pixels`` read as 0, spikes replaced if ``dataset.spikes`` (``gpu4d.spikes``;
+    ``checked``: what this run's earlier reads found).
 
     Why zero them and not only mask them: alignment samples every pattern at shifted
     positions, so a hot pixel left in the raw pattern would land beside its masked position,
     somewhere else in every pattern, and be clustered as a feature of the descan.
     """
-    batch = dataset.read_patterns(start, stop)
-    check_finite(batch, dataset, start)
+    nx = dataset.scan_shape[1]
+    # the frames beside the batch in its first and last scan rows: their neighbours for spikes
+    before = 1 if dataset.spikes and start % nx else 0
+    after = 1 if dataset.spikes and stop % nx and stop < dataset.n_patterns else 0
+    block = dataset.read_patterns(start - before, stop + after)
+    check_finite(block, dataset, start - before)
     zeroed = None if dataset.zeroed_pixels is None else np.nonzero(dataset.zeroed_pixels)
-    return corrected(batch, dataset.offset, zeroed)
+    block = corrected(block, dataset.offset, zeroed)
+    if not dataset.spikes:
+        return block if wanted is None else block[wanted - start]
+
+    def read_frame(index):
+        return corrected(dataset.read_patterns(index, index + 1), dataset.offset, zeroed)[0]
+
+    positions = slice(before, before + stop - start) if wanted is None else wanted - (start - before)
+    block_index = np.arange(start - before, stop + after)
+    return remove_spikes(block, block_index, positions, dataset.scan_shape, read_frame, checked)[0]
 
 
 def corrected(batch: np.ndarray, offset: float, zeroed=None) -> np.ndarray:
@@ -53,20 +71,20 @@ def corrected(batch: np.ndarray, offset: float, zeroed=None) -> np.ndarray:
     return batch
 
 
-def read_part(dataset: Dataset, partition, indices) -> np.ndarray:
+def read_part(dataset: Dataset, partition, indices, checked: CheckedFrames | None = None) -> np.ndarray:
     """The patterns of ``partition`` a pass reads (``indices`` from ``rows_in_partition``): all
     of them, or a sample's. A sample on few scan rows (a grid of patterns: every few rows) is
     read row run by row run, not the whole partition; a sample on most rows in one read."""
     if isinstance(indices, slice):
-        return read_checked(dataset, indices.start, indices.stop)
+        return read_checked(dataset, indices.start, indices.stop, checked=checked)
     nx = dataset.scan_shape[1]
     rows = np.unique(indices // nx)
     if 2 * rows.size * nx > partition.stop - partition.start:
-        return read_checked(dataset, partition.start, partition.stop)[indices - partition.start]
+        return read_checked(dataset, partition.start, partition.stop, indices, checked)
     pieces = []
     for run in np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1):
         start = max(int(run[0]) * nx, partition.start)
         stop = min((int(run[-1]) + 1) * nx, partition.stop)
         wanted = indices[(indices >= start) & (indices < stop)]
-        pieces.append(read_checked(dataset, start, stop)[wanted - start])
+        pieces.append(read_checked(dataset, start, stop, wanted, checked))
     return np.concatenate(pieces)

@@ -78,6 +78,8 @@ class Dataset:
     #: counts every pass subtracts from every pixel: the detector's dark level found, see
     #: ``gpu4d.detector_offset`` (0: none)
     offset: float = 0.0
+    #: whether every pass replaces transient spikes (``gpu4d.spikes``)
+    spikes: bool = True
     #: ``(path, reader, scan_shape)`` with which another process opens the same scan (files
     #: only; None for data in memory): how Dask workers read it (``gpu4d.engine.distributed``)
     reopen: tuple | None = None
