@@ -33,11 +33,13 @@ neighbours, which only a one-pattern feature has, or a sharp spot that jumps by 
 from one probe position to the next (a descan changes by far less per step). ``spikes=False``
 (``--keep-spikes``) keeps every pixel as it is.
 
-Live runs read frames as they arrive, without this rule: the frame below a pattern arrives a
-scan row later, and without it the first pattern of a grain (its top corner, whose other
-neighbours are in other grains) would lose its spots. The map ``gpu4d live`` refines at the end
-is ``gpu4d.cluster``'s, which replaces them; ``live --model`` labels the frames as they came
-(``classify`` the saved scan for labels without spikes).
+Live runs: the frame below a pattern arrives a scan row later, and without it the first pattern
+of a grain (its top corner, whose other neighbours are in other grains) would lose its spots.
+So ``live --model`` classifies a frame once the frames right of and below it have arrived (a
+scan row and one frame behind the detector; all at the end), and reads it with all its
+neighbours, as ``classify`` does: its labels equal ``classify``'s. Live clustering's preview map
+reads frames as they come, without this rule; the map it refines at the end is
+``gpu4d.cluster``'s, with it.
 """
 
 from __future__ import annotations
@@ -82,8 +84,9 @@ def remove_spikes(
     subtracted, bad pixels zeroed), ``block_index`` (b,) the flat scan index of each; a frame's
     neighbours in its scan row are the frames beside it in ``block`` when they are the ones
     beside it in the scan (so a batch is read with one frame more at either end).
-    ``read_frame(index)`` returns the frame of that scan index as read here: the frames above and
-    below that are not in ``block`` are read with it, only for the rare frame with candidates. ``positions``: a slice or sorted indices
+    ``read_frame(index)`` returns the frame of that scan index as read here, or None where it has
+    not arrived (live): the frames above and below that are not in ``block`` are read with it,
+    only for the rare frame with candidates. ``positions``: a slice or sorted indices
     into ``block``; for a slice without spikes the frames are a view of ``block``, which is never
     written. ``checked``: what earlier reads of this run found (read and updated).
     """

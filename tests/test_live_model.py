@@ -117,8 +117,11 @@ def test_live_labels_match_a_float64_nearest_centroid_reference(model_dir, scans
             live.receive(frame)
             if live.frames_received % 9 == 0:
                 live.process()
-        # labels first: the class sums wait until no frame is waiting
-        assert live.frames_processed == len(frames) - len(frames) % 9 < len(frames) and live.frames_summed == 0
+        # a frame is classified once the frames right of and below it are in (they are its
+        # neighbours for spikes, gpu4d.spikes); labels first: the class sums wait until no
+        # frame is waiting
+        received = len(frames) - len(frames) % 9
+        assert live.frames_processed == received - (SECOND[1] + 1) and live.frames_summed == 0
         live.process()  # classifies the last frames
         assert live.frames_summed == 0
         assert live.process() == 0 and live.frames_summed == len(frames)  # idle: the sums catch up

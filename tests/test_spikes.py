@@ -169,6 +169,24 @@ def test_classify_reads_spikes_as_the_model_did(spiked_scan, tmp_path):
     assert adjusted_rand_index(kept.labels, gpu4d.load_result(kept_model).labels) < 0.9
 
 
+def test_live_classification_reads_spikes_as_classify_does(spiked_scan, tmp_path):
+    """Frames arrive one by one; each is classified once its right and lower neighbours are in,
+    so the labels and mean patterns are classify's."""
+    from gpu4d.live import LiveClassifier
+
+    scan, data = spiked_scan
+    model = gpu4d.cluster(scan.data, scan.n_regions).save(tmp_path / "model")
+    reference = gpu4d.classify(model, data)
+    with LiveClassifier(gpu4d.load_result(model), data.shape[:2]) as live:
+        for frame in data.reshape(-1, *data.shape[2:]):
+            live.receive(frame)
+            if live.frames_received % 7 == 0:
+                live.process()
+        result = live.finish()
+    np.testing.assert_array_equal(result.labels, reference.labels)
+    np.testing.assert_allclose(result.mean_patterns, reference.mean_patterns, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("value", ("yes", 1, None))
 def test_a_bad_spikes_option_is_refused_by_name(value, spiked_scan):
     with pytest.raises(gpu4d.InputError, match="spikes="):

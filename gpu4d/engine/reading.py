@@ -71,6 +71,27 @@ def corrected(batch: np.ndarray, offset: float, zeroed=None) -> np.ndarray:
     return batch
 
 
+def read_stored(
+    frames: np.ndarray, received: int, start: int, stop: int, scan_shape, offset: float, zeroed=None, spikes: bool = True,
+) -> np.ndarray:
+    """Frames ``[start, stop)`` of a live run's store ``frames`` (the scan in acquisition order,
+    ``[0, received)`` received) as ``read_checked`` reads a file: ``corrected``, and with
+    ``spikes`` their spikes replaced against the neighbours that have arrived (all of them for
+    a frame whose right and lower neighbours are in, which is what a live classifier waits for)."""
+    if not spikes:
+        return corrected(frames[start:stop], offset, zeroed)
+    nx = scan_shape[1]
+    before = 1 if start % nx else 0
+    after = 1 if stop % nx and stop < received else 0
+    block = corrected(frames[start - before : stop + after], offset, zeroed)
+
+    def read_frame(index):
+        return corrected(frames[index : index + 1], offset, zeroed)[0] if index < received else None
+
+    block_index = np.arange(start - before, stop + after)
+    return remove_spikes(block, block_index, slice(before, before + stop - start), scan_shape, read_frame)[0]
+
+
 def read_part(dataset: Dataset, partition, indices, checked: CheckedFrames | None = None) -> np.ndarray:
     """The patterns of ``partition`` a pass reads (``indices`` from ``rows_in_partition``): all
     of them, or a sample's. A sample on few scan rows (a grid of patterns: every few rows) is

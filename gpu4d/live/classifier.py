@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from gpu4d.engine.context import cpu_chunk_rows
-from gpu4d.engine.reading import corrected
+from gpu4d.engine.reading import read_stored
 from gpu4d.errors import InputError
 from gpu4d.live.frames import FrameStore, check_scan_shape, default_batch
 from gpu4d.live.threads import processing_threads
@@ -113,6 +113,7 @@ class LiveClassifier:
         self._zeroed = None if bad is None or not bad.any() else np.nonzero(bad)  # read as 0, as classify
         # subtracted as the model's scan had it (frames arrive one by one: none to find it in)
         self._offset = float(model.mask.detector_offset)
+        self._spikes = bool(model.parameters.get("spikes", True))  # replaced as classify does
 
         self.plan = alignment_plan(model)  # "always", "auto" or None
         self.alignment = None
@@ -225,7 +226,7 @@ class LiveClassifier:
         with processing_threads():
             done = 0
             while True:
-                available = self.frames_received - self.frames_processed
+                available = self._readable(final) - self.frames_processed
                 if available <= 0 and done == 0:
                     self._add_to_sums(max_frames)
                 if available <= 0 or (max_frames is not None and done >= max_frames):
@@ -235,6 +236,15 @@ class LiveClassifier:
                     n = max(1, min(n, max_frames - done))
                 self._classify(self.frames_processed, self.frames_processed + n)
                 done += n
+
+    def _readable(self, final: bool) -> int:
+        """Frames that can be read as ``classify`` reads them: those whose right and lower
+        neighbours have arrived, for spikes (``gpu4d.spikes``); every received one at the end
+        (``final``, the whole scan in, or spikes kept)."""
+        received = self.frames_received
+        if final or received >= self.n_frames or not self._spikes:
+            return received
+        return max(0, received - self.scan_shape[1] - 1)
 
     def relabel(self, max_frames: int | None = None) -> int:
         """Nothing to relabel: the centroids never change."""
@@ -246,10 +256,11 @@ class LiveClassifier:
         return self._summed
 
     def _raw_chunk(self, start: int, stop: int) -> np.ndarray:
-        """Stored frames ``[start, stop)``, the model's detector offset subtracted and its dead
-        and hot pixels read as 0 (as ``classify`` reads them: a hot pixel must not be shifted
-        into the patterns)."""
-        return corrected(self._store.frames[start:stop], self._offset, self._zeroed)  # a copy if either applies
+        """Stored frames ``[start, stop)`` as ``classify`` reads them: the model's detector
+        offset subtracted, its dead and hot pixels read as 0 (a hot pixel must not be shifted
+        into the patterns), spikes replaced unless the model kept them."""
+        store = self._store
+        return read_stored(store.frames, store.received, start, stop, self.scan_shape, self._offset, self._zeroed, self._spikes)
 
     def _classify(self, start: int, stop: int) -> None:
         """Labels, confidence (and the beam centres, when aligning) of frames ``[start, stop)``."""
