@@ -37,23 +37,17 @@ def read_checked(
     positions, so a hot pixel left in the raw pattern would land beside its masked position,
     somewhere else in every pattern, and be clustered as a feature of the descan.
     """
-    nx = dataset.scan_shape[1]
-    # the frames beside the batch in its first and last scan rows: their neighbours for spikes
-    before = 1 if dataset.spikes and start % nx else 0
-    after = 1 if dataset.spikes and stop % nx and stop < dataset.n_patterns else 0
-    block = dataset.read_patterns(start - before, stop + after)
-    check_finite(block, dataset, start - before)
     zeroed = None if dataset.zeroed_pixels is None else np.nonzero(dataset.zeroed_pixels)
-    block = corrected(block, dataset.offset, zeroed)
+
+    def read(begin, end):
+        batch = dataset.read_patterns(begin, end)
+        check_finite(batch, dataset, begin)
+        return corrected(batch, dataset.offset, zeroed)
+
     if not dataset.spikes:
-        return block if wanted is None else block[wanted - start]
-
-    def read_frame(index):
-        return corrected(dataset.read_patterns(index, index + 1), dataset.offset, zeroed)[0]
-
-    positions = slice(before, before + stop - start) if wanted is None else wanted - (start - before)
-    block_index = np.arange(start - before, stop + after)
-    return remove_spikes(block, block_index, positions, dataset.scan_shape, read_frame, checked)[0]
+        batch = read(start, stop)
+        return batch if wanted is None else batch[wanted - start]
+    return _despiked(read, start, stop, dataset.n_patterns, dataset.scan_shape, wanted, checked)
 
 
 def corrected(batch: np.ndarray, offset: float, zeroed=None) -> np.ndarray:
@@ -78,18 +72,30 @@ def read_stored(
     ``[0, received)`` received) as ``read_checked`` reads a file: ``corrected``, and with
     ``spikes`` their spikes replaced against the neighbours that have arrived (all of them for
     a frame whose right and lower neighbours are in, which is what a live classifier waits for)."""
-    if not spikes:
-        return corrected(frames[start:stop], offset, zeroed)
+
+    def read(begin, end):
+        return corrected(frames[begin:end], offset, zeroed)
+
+    return _despiked(read, start, stop, received, scan_shape) if spikes else read(start, stop)
+
+
+def _despiked(read, start: int, stop: int, available: int, scan_shape, wanted=None, checked=None) -> np.ndarray:
+    """Frames ``[start, stop)`` (or those of the sorted scan indices ``wanted`` among them) with
+    their spikes replaced (``gpu4d.spikes``). ``read(begin, end)`` returns the scan's frames
+    ``[begin, end)`` corrected, for any ``end <= available``. The batch is read with the frame
+    beside it in its first and last scan rows; a frame with candidates also with the frames above
+    and below it."""
     nx = scan_shape[1]
     before = 1 if start % nx else 0
-    after = 1 if stop % nx and stop < received else 0
-    block = corrected(frames[start - before : stop + after], offset, zeroed)
+    after = 1 if stop % nx and stop < available else 0
+    block = read(start - before, stop + after)
 
     def read_frame(index):
-        return corrected(frames[index : index + 1], offset, zeroed)[0] if index < received else None
+        return read(index, index + 1)[0] if index < available else None
 
+    positions = slice(before, before + stop - start) if wanted is None else wanted - (start - before)
     block_index = np.arange(start - before, stop + after)
-    return remove_spikes(block, block_index, slice(before, before + stop - start), scan_shape, read_frame)[0]
+    return remove_spikes(block, block_index, positions, scan_shape, read_frame, checked)[0]
 
 
 def read_part(dataset: Dataset, partition, indices, checked: CheckedFrames | None = None) -> np.ndarray:
