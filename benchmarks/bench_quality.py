@@ -6,7 +6,7 @@ One command::
     python benchmarks/bench_quality.py --half tune --no-sweep   # quicker, while tuning
     python benchmarks/bench_quality.py --option transform=sqrt --option align=True --json out.json
 
-The scans (``benchmarks/quality/catalogue.py``: 40 scans from two independent physics models,
+The scans (``benchmarks/quality/catalogue.py``: 48 scans from two independent physics models,
 ``gpu4d.synthetic`` and diffsims kinematic simulation of real crystals, in tune/holdout pairs)
 are generated once, in a child process, into a cache (``--cache``, default
 ``benchmarks/.quality_cache``). For every scan it then runs, in this process:

@@ -183,3 +183,16 @@ def test_synthetic_scan_wrapper():
     assert info["beam_ratio"] > 5
     centres = _beam_centres(_block_means(data, 4), radius=48 / 25 + 3)
     assert np.ptp(centres.reshape(-1, 2), axis=0).max() > 1.5
+
+
+def test_spikes_hit_the_share_of_frames_asked():
+    from quality import render
+
+    data = np.random.default_rng(0).poisson(2.0, (10, 10, 16, 16)).astype(np.uint8)
+    before = data.copy()
+    hit = render.spikes(data, 0.2, 3000.0, 2, np.random.default_rng(1))
+    assert hit.size == 20
+    changed = np.flatnonzero((data != before).reshape(100, -1).any(axis=1))
+    np.testing.assert_array_equal(changed, hit)
+    # a 2x2 blob at the dtype's ceiling in each
+    assert ((data.reshape(100, -1)[hit] == 255).sum(axis=1) == 4).all()

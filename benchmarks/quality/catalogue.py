@@ -68,6 +68,9 @@ SYNTHETIC = [
     ("seedsize", dict(scan=(181, 172), detector=64, n_grains=4, drift_px=1.0, dose=1500, dtype="uint8"), dict(dose=1200, drift_px=1.5)),
     # a detector that adds a dark level (pedestal) to every pixel, written without dark subtraction
     ("pedestal", dict(scan=(64, 64), detector=64, n_grains=4, dose=1500, pedestal=100.0), dict(pedestal=40.0, drift_px=1.0, dose=1200)),
+    # cosmic-ray or X-ray spikes in a tenth (a fifth) of the frames; added after gpu4d.spikes was written
+    ("spikes", dict(scan=(64, 64), detector=64, n_grains=5, dose=1500, spike_share=0.1, spike_counts=3000.0),
+     dict(spike_share=0.2, spike_counts=1000.0, spike_size=2, drift_px=1.0, dtype="uint8")),
 ]
 
 DIFFSIMS = [
@@ -92,6 +95,9 @@ DIFFSIMS = [
     # a CMOS-like camera: 30 counts per electron, a pedestal of ~1,000 and read noise
     ("cmos", dict(phase="Cu", n_grains=5, band_share=0.03, dose=1500, gain=30.0, pedestal=1000.0, read_noise=10.0),
      dict(phase="Au", dose=1200, pedestal=800.0, read_noise=8.0, drift="linear", drift_px=1.0)),
+    # an integrating camera with X-ray hits in 5% (10%) of the frames; added after gpu4d.spikes was written
+    ("xray", dict(phase="Fe", n_grains=5, band_share=0.03, dose=1000, gain=20.0, pedestal=200.0, read_noise=5.0, spike_share=0.05, spike_counts=30000.0, spike_size=3),
+     dict(phase="Al", spike_share=0.1, spike_counts=20000.0, spike_size=2, drift="linear", drift_px=1.0)),
 ]
 
 SCANS: list[ScanSpec] = [

@@ -31,6 +31,7 @@ DEFAULTS = dict(
     dose=1000.0, thickness_nm=(20.0, 150.0), dtype="uint16", hot=0, dead=0, dynamical=0.0,
     precession_deg=0.0, bragg_share=0.35, field_inv_A=1.3, beam_radius_frac=0.045,
     spot_sigma_frac=0.014, halo_sigma_frac=0.08, gain=1.0, pedestal=0.0, read_noise=0.0,
+    spike_share=0.0, spike_counts=0.0, spike_size=1,
 )
 
 
@@ -103,6 +104,8 @@ def make(seed: int, **params) -> tuple[np.ndarray, np.ndarray, dict]:
     if (p["gain"], p["pedestal"], p["read_noise"]) != (1.0, 0.0, 0.0):
         data = render.detector_response(data, p["gain"], p["pedestal"], p["read_noise"], rng)
     bad = render.bad_pixels(data, p["hot"], p["dead"], rng) if p["hot"] or p["dead"] else {"hot": [], "dead": []}
+    if p["spike_share"]:
+        render.spikes(data, p["spike_share"], p["spike_counts"], p["spike_size"], np.random.default_rng([seed, 3]))
     oracle = render.oracle_error(data, labels, regions, beam, bad["hot"] + bad["dead"], ORACLE_SAMPLE, rng)
 
     similarity = np.array([[_cos(a, b) for b in templates] for a in templates])

@@ -114,6 +114,18 @@ def detector_response(data: np.ndarray, gain: float, pedestal: float, read_noise
     return out
 
 
+def spikes(data: np.ndarray, share: float, counts: float, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Cosmic-ray or X-ray hits: a ``size`` x ``size`` blob of ``counts`` (clipped to the dtype),
+    anywhere on the detector, in ``share`` of the frames. Returns the frames hit (flat indices)."""
+    top = np.iinfo(data.dtype).max
+    frames = data.reshape(-1, *data.shape[2:])
+    hit = rng.choice(len(frames), int(round(share * len(frames))), replace=False)
+    for index in hit:
+        y, x = rng.integers(0, frames.shape[1] - size + 1), rng.integers(0, frames.shape[2] - size + 1)
+        frames[index, y : y + size, x : x + size] = min(top, counts)
+    return np.sort(hit)
+
+
 def bad_pixels(data: np.ndarray, n_hot: int, n_dead: int, rng: np.random.Generator) -> dict:
     """Set ``n_hot`` pixels to a high, noisy level in every pattern and ``n_dead`` to zero, in
     place, away from the beam centre's neighbourhood or not (anywhere). Returns their places."""

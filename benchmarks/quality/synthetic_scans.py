@@ -15,6 +15,7 @@ DETECTED_SHARE = 0.62
 DEFAULTS = dict(
     scan=(64, 64), detector=64, n_grains=4, defect=True, drift_px=0.0, dose=1000.0,
     thickness_gradient=True, dtype="uint16", hot=0, dead=0, gain=1.0, pedestal=0.0, read_noise=0.0,
+    spike_share=0.0, spike_counts=0.0, spike_size=1,
 )
 
 
@@ -37,6 +38,8 @@ def make(seed: int, **params) -> tuple[np.ndarray, np.ndarray, dict]:
     if (p["gain"], p["pedestal"], p["read_noise"]) != (1.0, 0.0, 0.0):
         data = render.detector_response(data, p["gain"], p["pedestal"], p["read_noise"], np.random.default_rng([seed, 2]))
     bad = render.bad_pixels(data, p["hot"], p["dead"], rng) if p["hot"] or p["dead"] else {"hot": [], "dead": []}
+    if p["spike_share"]:
+        render.spikes(data, p["spike_share"], p["spike_counts"], p["spike_size"], np.random.default_rng([seed, 3]))
     # the direct beam's share of the electrons follows the thickness: exp(-t / mean free path)
     from gpu4d import synthetic
 
