@@ -94,7 +94,8 @@ def remove_spikes(
     block = np.ascontiguousarray(block)
     block_index = np.asarray(block_index, np.int64)
     frames = block[positions]
-    if isinstance(positions, slice):
+    view = isinstance(positions, slice)  # frames is a view of block (else a copy)
+    if view:
         positions = np.arange(*positions.indices(block.shape[0]))
     positions = np.asarray(positions, np.int64)
     if positions.size == 0 or ny * nx < 2:
@@ -115,7 +116,7 @@ def remove_spikes(
         checked.state[index[unchecked]] = found_here
         candidate = checked.state[index] == 1
     found = 0
-    if candidate.any() and np.shares_memory(frames, block):
+    if view and candidate.any():
         frames = np.array(frames)
     for p in np.flatnonzero(candidate):
         j = int(positions[p])
