@@ -108,7 +108,8 @@ def remove_spikes(
     has_right = (column < nx - 1) & (positions < block.shape[0] - 1) & (after == index + 1)
     unchecked = slice(None) if checked is None else np.flatnonzero(checked.state[index] < 0)
     found_here = np.zeros(positions[unchecked].size, np.bool_)
-    kernel = row_candidates_int_kernel if block.dtype.kind in "iu" else row_candidates_float_kernel
+    narrow = block.dtype.kind in "iu" and block.dtype.itemsize <= 2
+    kernel = row_candidates_int_kernel if narrow else row_candidates_float_kernel
     kernel(block, positions[unchecked], has_left[unchecked], has_right[unchecked], FACTOR, LEVEL, found_here)
     if checked is None:
         candidate = found_here
