@@ -19,6 +19,28 @@ import numba
 import numpy as np
 
 
+@numba.njit(inline="always", cache=True)
+def _in_row(flat, j, left, right):
+    """Frame ``j`` of ``flat`` and the two frames it is compared with: those beside it, a
+    missing one stood in for by the other (max(a, a) = a)."""
+    first = flat[j - 1] if left else flat[j + 1]
+    second = flat[j + 1] if right else flat[j - 1]
+    return flat[j], first, second
+
+
+@numba.njit(inline="always", cache=True, fastmath=True)
+def _mean_positive(frame):
+    """The mean of the positive values of ``frame`` (flat), 0 if it has none (``fastmath``: the
+    sum compiles to SIMD code; its order does not matter here)."""
+    total = 0.0
+    positive = 0
+    for i in range(frame.size):
+        value = frame[i]
+        total += np.float64(value) if value > 0 else 0.0
+        positive += 1 if value > 0 else 0
+    return total / positive if positive else 0.0
+
+
 @numba.njit(cache=True)
 def row_candidates_int_kernel(block, positions, has_left, has_right, factor, level, candidate):
     """``candidate[p]``: whether a pixel of the frame ``block[positions[p]]`` (integers of at most
@@ -32,13 +54,9 @@ def row_candidates_int_kernel(block, positions, has_left, has_right, factor, lev
     factor = np.int32(factor)
     for p in range(positions.size):
         candidate[p] = False
-        j = positions[p]
         if not (has_left[p] or has_right[p]):
             continue
-        frame = flat[j]
-        # a missing neighbour is stood in for by the other one: max(a, a) = a
-        first = flat[j - 1] if has_left[p] else flat[j + 1]
-        second = flat[j + 1] if has_right[p] else flat[j - 1]
+        frame, first, second = _in_row(flat, positions[p], has_left[p], has_right[p])
         total = np.int64(0)
         positive = 0
         excess = np.int32(-(1 << 30))
@@ -53,28 +71,19 @@ def row_candidates_int_kernel(block, positions, has_left, has_right, factor, lev
 @numba.njit(cache=True, fastmath=True)
 def row_candidates_float_kernel(block, positions, has_left, has_right, factor, level, candidate):
     """``row_candidates_int_kernel`` for float frames and integers of more than 16 bits: the
-    margin first, then a count of the pixels above it, in float32 (``fastmath`` lets the sum
-    compile to SIMD code; a 32-bit count above 2**24 is rounded, which moves a threshold, not a
-    frame's values)."""
+    margin first, then a count of the pixels above it, in float32 (a 32-bit count above 2**24
+    is rounded, which moves a threshold, not a frame's values)."""
     flat = block.reshape(block.shape[0], -1)
     factor = np.float32(factor)
     for p in range(positions.size):
         candidate[p] = False
-        j = positions[p]
         if not (has_left[p] or has_right[p]):
             continue
-        frame = flat[j]
-        total = 0.0
-        positive = 0
-        for i in range(frame.size):
-            value = frame[i]
-            total += np.float64(value) if value > 0 else 0.0
-            positive += 1 if value > 0 else 0
-        if positive == 0:
+        frame, first, second = _in_row(flat, positions[p], has_left[p], has_right[p])
+        mean = _mean_positive(frame)
+        if mean == 0.0:
             continue
-        margin = np.float32(level * total / positive)
-        first = flat[j - 1] if has_left[p] else flat[j + 1]
-        second = flat[j + 1] if has_right[p] else flat[j - 1]
+        margin = np.float32(level * mean)
         found = 0
         for i in range(frame.size):
             ref = max(np.float32(first[i]), np.float32(second[i]), np.float32(0.0))
@@ -90,17 +99,10 @@ def replace_spikes_cpu_kernel(frame, neighbours, factor, level, out):
     ``neighbours`` at that pixel; returns how many. float64: exact for integer frames, as the first sweep is (whose same-pixel reference
     is never above this one, so its candidates include every pixel replaced here)."""
     qy, qx = frame.shape
-    total = 0.0
-    positive = 0
-    for y in range(qy):
-        for x in range(qx):
-            value = np.float64(frame[y, x])
-            if value > 0:
-                total += value
-                positive += 1
-    if positive == 0:
+    mean = _mean_positive(frame.reshape(-1))
+    if mean == 0.0:
         return 0
-    margin = level * total / positive
+    margin = level * mean
     found = 0
     for y in range(qy):
         for x in range(qx):
