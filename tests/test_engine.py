@@ -194,6 +194,25 @@ def test_dask_passes_equal_inline(scan, recipe, passes, client, partition_size):
     assert described["workers"] == 2, described  # both workers mapped partitions
 
 
+def test_dask_workers_replace_the_spikes_the_client_would(scan, tmp_path, cluster):
+    """Each worker reads its partitions with the frames beside them and checks a frame once."""
+    data = scan[1].copy()
+    rng = np.random.default_rng(3)
+    for i in rng.choice(len(data), len(data) // 5, replace=False):  # a fifth of the frames hit
+        data[i, rng.integers(0, DETECTOR[0]), rng.integers(0, DETECTOR[1])] = 20000
+    path = tmp_path / "spiked.npy"
+    np.save(path, data.reshape(*SHAPE, *DETECTOR))
+    options = dict(batch_size=100, random_state=0)
+    inline = gpu4d.cluster(str(path), 4, **options)
+    on_dask = gpu4d.cluster(str(path), 4, scheduler=cluster.scheduler_address, **options)
+    np.testing.assert_array_equal(on_dask.labels, inline.labels)
+    np.testing.assert_allclose(on_dask.mean_patterns, inline.mean_patterns, rtol=1e-6, atol=1e-6)
+    clean = gpu4d.cluster(str(scan[0]), 4, **options)
+    assert adjusted_rand_score(clean.labels.ravel(), on_dask.labels.ravel()) >= 0.99
+    kept = gpu4d.cluster(str(path), 4, spikes=False, scheduler=cluster.scheduler_address, **options)
+    assert adjusted_rand_score(clean.labels.ravel(), kept.labels.ravel()) < 0.99
+
+
 def test_sweep_and_cluster_on_dask_give_the_inline_result(scan, cluster, client):
     path = str(scan[0])
     options = dict(batch_size=100, random_state=0)

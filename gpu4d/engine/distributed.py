@@ -21,6 +21,7 @@ from ..errors import InputError
 from ..progress import batch_bar
 from .base import Part, count, plan_partitions, rows_in_partition
 from .context import ContextCache
+from ..spikes import CheckedFrames
 from .reading import read_part
 
 
@@ -64,8 +65,9 @@ class DatasetSource:
         return dataclasses.replace(dataset, zeroed_pixels=self.zeroed_pixels, offset=self.offset, spikes=self.spikes)
 
 
-# per worker process: the scans it has opened and its contexts per backend (kept across tasks,
-# so a file is opened and the kernels' device copies made once per worker)
+# per worker process: the scans it has opened (with the frames of each it has checked for
+# spikes, gpu4d.spikes) and its contexts per backend (kept across tasks, so a file is opened,
+# a frame checked and the kernels' device copies made once per worker)
 _DATASETS: dict = {}
 _CONTEXTS: dict = {}
 
@@ -80,6 +82,7 @@ def _worker_address() -> str:
 
 
 def _opened(source: DatasetSource, address: str):
+    """``(dataset, CheckedFrames)`` of the client's scan in this worker."""
     key = source.key()
     if key not in _DATASETS:
         try:
@@ -88,7 +91,7 @@ def _opened(source: DatasetSource, address: str):
             raise InputError(f"Dask worker {address}: {exc}") from None
         if len(_DATASETS) >= 4:
             _DATASETS.clear()
-        _DATASETS[key] = dataset
+        _DATASETS[key] = dataset, CheckedFrames(dataset.n_patterns)
     return _DATASETS[key]
 
 
@@ -112,8 +115,8 @@ def map_partition(source: DatasetSource, shared, partition, backend_name: str):
     n = count(indices)
     if n == 0:
         return partition.index, offset, None, address, 0
-    dataset = _opened(source, address)
-    raw = read_part(dataset, partition, indices)
+    dataset, checked = _opened(source, address)
+    raw = read_part(dataset, partition, indices, checked)
     ctx = _context(backend_name, recipe)
     partial = pass_.map(ctx, Part(partition, ctx.backend.to_device(raw), indices, offset))
     if isinstance(partial, tuple):
