@@ -84,14 +84,21 @@ def _despiked(read, start: int, stop: int, available: int, scan_shape, wanted=No
     their spikes replaced (``gpu4d.spikes``). ``read(begin, end)`` returns the scan's frames
     ``[begin, end)`` corrected, for any ``end <= available``. The batch is read with the frame
     beside it in its first and last scan rows; a frame with candidates also with the frames above
-    and below it."""
+    and below it, whose scan rows are read whole, once per batch (readers read whole rows anyway,
+    and with many spikes a row was read once for each of its frames that had one)."""
     nx = scan_shape[1]
     before = 1 if start % nx else 0
     after = 1 if stop % nx and stop < available else 0
     block = read(start - before, stop + after)
+    rows = {}
 
     def read_frame(index):
-        return read(index, index + 1)[0] if index < available else None
+        if index >= available:
+            return None
+        row = index // nx
+        if row not in rows:
+            rows[row] = read(row * nx, min((row + 1) * nx, available))
+        return rows[row][index - row * nx]
 
     positions = slice(before, before + stop - start) if wanted is None else wanted - (start - before)
     block_index = np.arange(start - before, stop + after)
