@@ -256,6 +256,12 @@ def add_offset_option(parser: argparse.ArgumentParser) -> None:
         help="keep transient spikes (cosmic rays, X-ray hits): by default a pixel far brighter "
         "than in the four patterns around it is read as the brightest of those four",
     )
+    parser.add_argument(
+        "--blur", default="auto", metavar="auto|none|SIGMA",
+        help="Gaussian blur of each pattern over the detector before the transform, pooling a "
+        "spot's counts at low dose: auto (sigma = detector size / 128 px) | none | sigma in "
+        "detector px (default auto; only the features are blurred)",
+    )
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -369,7 +375,7 @@ def cluster_kwargs(args) -> dict:
         "normalize": args.normalize,
         "transform": args.transform,
         "align": _align_option(args.align),
-        **({"offset": args.offset, "spikes": not args.keep_spikes} if hasattr(args, "offset") else {}),
+        **({"offset": args.offset, "spikes": not args.keep_spikes, "blur": args.blur} if hasattr(args, "offset") else {}),
         "backend": args.backend,
         "batch_size": args.batch_size,
         "reader": args.reader,

@@ -281,7 +281,8 @@ def _predict(model: ClusterResult, executor: InlineExecutor, return_distances: b
     plan = alignment_plan(model)
     if plan is not None:
         centres, shifts, info = _align_to_model(model, executor, plan == "auto", progress)
-    recipe = RowRecipe(pixels[0], pixels[1], transform, norm, shifts)
+    # the model's own detector blur (models made before gpu4d blurred have none)
+    recipe = RowRecipe(pixels[0], pixels[1], transform, norm, shifts, blur=float(model.parameters.get("blur_px", 0.0)))
     centroids = model.centroids[:, pixels[0], pixels[1]]
     all_distances = engine.to_host(executor.run(Distances(centroids), recipe, progress))
     labels, confidence = nearest_and_confidence(all_distances)

@@ -16,6 +16,7 @@ from .executors import requested_scheduler
 from .errors import InputError
 from .detector_offset import parse_offset
 from .spikes import parse_spikes
+from .blur import blur_sigma, parse_blur
 from .masks import MaskSpec, detector_mask_for, mask_shifted_border, parse_mask
 from .defaults import DEFAULT_ALIGN, DEFAULT_TRANSFORM
 from .preprocessing import (
@@ -40,6 +41,7 @@ def cluster(
     align=DEFAULT_ALIGN,
     offset="auto",
     spikes: bool = True,
+    blur="auto",
     backend: str = "cpu",
     random_state: int | None = 0,
     n_init: int = 10,
@@ -80,6 +82,9 @@ def cluster(
     spikes : True (default): replace transient spikes (cosmic rays, X-ray hits: a pixel far
         brighter than in the four patterns around it) by the brightest of those four; False
         keeps them (see ``gpu4d.spikes``).
+    blur : "auto" (default: each pattern blurred over the detector by a Gaussian of sigma =
+        detector size / 128 px before the transform, pooling a spot's counts at low dose), 0 or
+        "none", or sigma in detector px (see ``gpu4d.blur``). Only the features are blurred.
     backend : "cpu", "gpu" or "auto" (the GPU if usable, else the CPU with a warning).
     random_state, n_init, max_iter, tol : KMeans parameters (scikit-learn's meaning).
         ``n_init`` applies to ``exact`` fits, whose trials run on a subsample of the patterns;
@@ -100,7 +105,9 @@ def cluster(
     """
     _check_kmeans_parameters(n_clusters, n_init, max_iter, tol, random_state)
     parse_memory_budget(memory_budget)  # checked on every path; only the streaming one uses it
-    options = PreprocessingOptions.parse(mask=mask, normalize=normalize, transform=transform, align=align, offset=offset, spikes=spikes)
+    options = PreprocessingOptions.parse(
+        mask=mask, normalize=normalize, transform=transform, align=align, offset=offset, spikes=spikes, blur=blur
+    )
     timer = StageTimer()
     with timer.stage("open"):
         dataset = open_dataset(data, reader=reader, scan_shape=scan_shape)
@@ -121,7 +128,7 @@ def cluster(
             warnings.simplefilter("always")
             swept = sweep(
                 dataset, [n_clusters], mask=mask, normalize=normalize, transform=transform,
-                align=align, offset=offset, spikes=spikes, backend=backend, random_state=random_state, n_init=n_init,
+                align=align, offset=offset, spikes=spikes, blur=blur, backend=backend, random_state=random_state, n_init=n_init,
                 max_iter=max_iter, tol=tol, batch_size=batch_size, progress=progress,
                 scheduler=scheduler, memory_budget=memory_budget,
             )
@@ -145,7 +152,10 @@ def cluster(
         pixels = detector_mask.kept_pixels()
 
     with timer.stage("preprocess"):
-        features = build_features(dataset, engine, pixels, options.transform, options.norm, shifts, batch, progress)
+        features = build_features(
+            dataset, engine, pixels, options.transform, options.norm, shifts, batch, progress,
+            blur=options.blur_sigma(dataset),
+        )
 
     with timer.stage("kmeans"), stage_spinner(progress, f"KMeans k={n_clusters}"):
         fit = engine.kmeans(
@@ -167,6 +177,7 @@ def cluster(
         "align": options.align,
         "offset": options.offset,
         "spikes": options.spikes,
+        **options.blur_parameters(dataset),
         "backend_requested": backend,
         "random_state": random_state,
         "n_init": n_init,
@@ -206,9 +217,10 @@ class PreprocessingOptions:
     align: str | None  # alignment method, None for none
     offset: str | float = "auto"  # the detector offset: "auto" or counts (gpu4d.detector_offset)
     spikes: bool = True  # replace transient spikes on read (gpu4d.spikes)
+    blur: str | float = "auto"  # the detector blur: "auto" or sigma in px (gpu4d.blur)
 
     @classmethod
-    def parse(cls, *, mask, normalize, transform, align, offset="auto", spikes=True) -> "PreprocessingOptions":
+    def parse(cls, *, mask, normalize, transform, align, offset="auto", spikes=True, blur="auto") -> "PreprocessingOptions":
         """Check the options (an InputError names a bad one) and resolve them."""
         return cls(
             transform=option_code(TRANSFORMS, transform, "transform"),
@@ -217,7 +229,17 @@ class PreprocessingOptions:
             align=_resolve_align(align),
             offset=parse_offset(offset),
             spikes=parse_spikes(spikes),
+            blur=parse_blur(blur),
         )
+
+    def blur_sigma(self, dataset) -> float:
+        """The detector blur's sigma (px) for this dataset's detector (``gpu4d.blur``)."""
+        return blur_sigma(self.blur, dataset.detector_shape)
+
+    def blur_parameters(self, dataset) -> dict:
+        """The blur as results record it: the option, and the sigma it meant (classify and
+        live classification blur new scans by that sigma)."""
+        return {"blur": self.blur, "blur_px": self.blur_sigma(dataset)}
 
     def masked_dataset(self, dataset):
         """``(dataset, detector_mask, mean)``: the mask (see ``detector_mask``), and the dataset

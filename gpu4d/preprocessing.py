@@ -75,13 +75,15 @@ def mean_pattern(dataset: Dataset, max_patterns: int = MEAN_PATTERN_SAMPLE) -> n
 
 
 def build_features(
-    dataset: Dataset, backend, pixels, transform: int, norm: int, shifts, batch_size: int, progress=False
+    dataset: Dataset, backend, pixels, transform: int, norm: int, shifts, batch_size: int, progress=False,
+    blur: float = 0.0,
 ):
     """Preprocess every pattern into the feature matrix (n_patterns, n_kept) float32 on the device.
 
-    ``pixels`` is (pixel_y, pixel_x) of the kept pixels; ``shifts`` (n, 2) float32 or None.
+    ``pixels`` is (pixel_y, pixel_x) of the kept pixels; ``shifts`` (n, 2) float32 or None;
+    ``blur`` the detector blur's sigma in px (``gpu4d.blur``).
     """
-    recipe = RowRecipe(pixels[0], pixels[1], transform, norm, shifts)
+    recipe = RowRecipe(pixels[0], pixels[1], transform, norm, shifts, blur=blur)
     features = Project(None, "preprocess", n_features=recipe.n_features)
     return InlineExecutor(dataset, backend, batch_size).run(features, recipe, progress)
 

@@ -293,6 +293,7 @@ def sweep(
     align=DEFAULT_ALIGN,
     offset="auto",
     spikes: bool = True,
+    blur="auto",
     backend: str = "cpu",
     random_state: int | None = 0,
     n_init: int = 3,
@@ -318,7 +319,7 @@ def sweep(
     ks : the numbers of clusters: an iterable of ints (``range(2, 13)``), or text ``"2:12"``
         (both ends included), ``"2:12:2"``, ``"2,4,6"``. Each 1 <= k <= ny * nx. By default
         2..12, clipped to the number of patterns (with a warning saying so).
-    mask, normalize, transform, align, offset, spikes, backend, random_state, n_init, max_iter, tol,
+    mask, normalize, transform, align, offset, spikes, blur, backend, random_state, n_init, max_iter, tol,
     batch_size, reader, scan_shape, progress : as for ``gpu4d.cluster``; the preprocessing is the same.
     exact : fit every k with full-dimensional KMeans on the stored feature matrix
         (n_patterns x kept pixels float32 on the device) instead of in the reduced space.
@@ -364,7 +365,9 @@ def sweep(
     _check_kmeans_parameters(1, n_init, max_iter, tol, random_state)
     default_ks = ks is None
     ks_list = parse_ks(DEFAULT_KS if default_ks else ks)
-    options = PreprocessingOptions.parse(mask=mask, normalize=normalize, transform=transform, align=align, offset=offset, spikes=spikes)
+    options = PreprocessingOptions.parse(
+        mask=mask, normalize=normalize, transform=transform, align=align, offset=offset, spikes=spikes, blur=blur
+    )
     _check_sweep_options(n_components, sketch_size, variance_target, silhouette_samples)
     memory_budget = parse_memory_budget(memory_budget)
     scheduler = requested_scheduler(scheduler)
@@ -406,7 +409,7 @@ def sweep(
                 )
             pixels = detector_mask.kept_pixels()
 
-        recipe = RowRecipe(pixels[0], pixels[1], options.transform, options.norm, shifts)
+        recipe = RowRecipe(pixels[0], pixels[1], options.transform, options.norm, shifts, blur=options.blur_sigma(dataset))
         features = None
         n_passes = 0
         if exact:
@@ -478,6 +481,7 @@ def sweep(
         "align": options.align,
         "offset": options.offset,
         "spikes": options.spikes,
+        **options.blur_parameters(dataset),
         "backend_requested": backend,
         "random_state": random_state,
         "n_init": n_init,

@@ -146,3 +146,22 @@ def norm_scale_f32(acc, code):
     if code == NORM_L2:
         return np.float32(1.0) / math.sqrt(acc)
     return np.float32(1.0) / acc
+
+
+def blurred_pixel(pattern_stack, i, y, x, taps):
+    """Pattern i at (y, x) convolved with the separable kernel ``taps`` (odd length, centred)
+    on both detector axes; zero outside the detector. The CPU kernel computes the same sums
+    as two one-axis passes (``kernels.blur``), the CUDA kernel pixel by pixel with this."""
+    r = (taps.shape[0] - 1) // 2
+    total = 0.0
+    for a in range(-r, r + 1):
+        yy = y + a
+        if yy < 0 or yy >= pattern_stack.shape[1]:
+            continue
+        along = 0.0
+        for b in range(-r, r + 1):
+            xx = x + b
+            if xx >= 0 and xx < pattern_stack.shape[2]:
+                along += taps[b + r] * pattern_stack[i, yy, xx]
+        total += taps[a + r] * along
+    return total

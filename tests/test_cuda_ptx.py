@@ -48,6 +48,7 @@ def kernels():
     from numba import types as t
 
     from gpu4d.kernels.beam_centre_cuda import beam_centre_cuda_kernel
+    from gpu4d.kernels.blur_cuda import blur_cuda_kernel
     from gpu4d.kernels.label_sums_cuda import label_sums_cuda_kernel
     from gpu4d.kernels.lloyd_cuda import assign_and_sum_cuda_kernel
     from gpu4d.kernels.preprocess_cuda import preprocess_cuda_kernel
@@ -64,6 +65,8 @@ def kernels():
         "label sums uint8": (label_sums_cuda_kernel(), (a(t.uint8, 2), a(t.int32, 2), a(t.float64, 2), a(t.float64, 1), t.int64)),
         "assign and sum": (assign_and_sum_cuda_kernel(), (a(t.float32, 2), a(t.float32, 1), a(t.float32, 2), a(t.int32, 1), a(t.float64, 2), a(t.int64, 1))),
         "beam centre": (beam_centre_cuda_kernel(128), (a(t.uint16, 3), a(t.float64, 2), t.float64, t.float64, a(t.float32, 2))),
+        "blur uint8": (blur_cuda_kernel(), (a(t.uint8, 3), a(t.float32, 1), a(t.float32, 3))),
+        "blur float32": (blur_cuda_kernel(), (a(t.float32, 3), a(t.float32, 1), a(t.float32, 3))),
     }
 
 
@@ -72,7 +75,7 @@ FLOAT64_OPS = re.compile(r"\b(?:add|sub|mul|fma|div|sqrt|max|min|abs)(?:\.[a-z]+
 
 @pytest.mark.parametrize("name", [
     "preprocess uint8", "preprocess uint16, strided out", "preprocess float32", "label sums float32",
-    "label sums uint8", "assign and sum", "beam centre",
+    "label sums uint8", "assign and sum", "beam centre", "blur uint8", "blur float32",
 ])
 def test_kernel_compiles_to_ptx(name):
     from numba import cuda

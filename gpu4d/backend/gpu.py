@@ -71,9 +71,17 @@ class GpuBackend(CpuBackend):
         """The stream CUDA kernels launch on: None, the stream CuPy considers current."""
         return None
 
-    def preprocess(self, raw, shifts, pixel_y, pixel_x, transform, norm, out):
+    def preprocess(self, raw, shifts, pixel_y, pixel_x, transform, norm, out, taps=None):
+        """Feature rows of a batch (``kernels.preprocess_cuda``), each pattern first blurred
+        over the detector by the Gaussian ``taps`` (a device array) when given."""
         from ..kernels.preprocess_cuda import launch_preprocess_cuda
 
+        if taps is not None:
+            from ..kernels.blur_cuda import launch_blur_cuda
+
+            # made, filled and read on the current stream (see gpu4d.backend.device)
+            blurred = self.xp.empty(raw.shape, np.float32)
+            raw = launch_blur_cuda(raw, taps, blurred, threads_per_block=self.threads_per_block)
         return launch_preprocess_cuda(
             raw, shifts, pixel_y, pixel_x, transform, norm, out, threads_per_block=self.threads_per_block,
         )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..kernels import pixel_math
+from ..kernels.blur import gaussian_taps
 
 #: Rows preprocessed at a time on the CPU: a chunk of the kernel's output stays in the cache
 #: (L3) while the pass's product reads it (the GPU takes the whole partition at once). Chunks
@@ -29,7 +30,9 @@ class RowRecipe:
     ``pixel_y``, ``pixel_x``: the kept pixels (int32, m of them); ``transform`` and ``norm``:
     ``kernels.pixel_math`` codes; ``shifts``: (n, 2) float32 sub-pixel shifts of the patterns
     onto the reference beam, or None; ``features``: a feature matrix already on the device
-    (exact mode), whose rows are then read instead of preprocessed (inline executors only).
+    (exact mode), whose rows are then read instead of preprocessed (inline executors only);
+    ``blur``: the sigma (detector px) of the Gaussian each pattern is blurred by first, 0 for
+    none (``gpu4d.blur``).
     """
 
     pixel_y: object
@@ -38,6 +41,7 @@ class RowRecipe:
     norm: int
     shifts: object = None
     features: object = None
+    blur: float = 0.0
 
     @classmethod
     def raw(cls, shifts=None) -> "RowRecipe":
@@ -95,12 +99,13 @@ class Context:
         work = self._buffer("rows", min(chunk, part.size), m)
         pixel_y, pixel_x = self.on_device(recipe.pixel_y), self.on_device(recipe.pixel_x)
         shifts = self.shifts(part.indices)
+        taps = self.on_device(gaussian_taps(recipe.blur)) if recipe.blur else None
         for offset in range(0, part.size, chunk):
             stop = min(offset + chunk, part.size)
             rows = work[: stop - offset]
             self.backend.preprocess(
                 part.raw[offset:stop], None if shifts is None else shifts[offset:stop],
-                pixel_y, pixel_x, recipe.transform, recipe.norm, rows,
+                pixel_y, pixel_x, recipe.transform, recipe.norm, rows, taps=taps,
             )
             yield offset, rows
 

@@ -32,6 +32,7 @@ import numpy as np
 from gpu4d.engine.context import cpu_chunk_rows
 from gpu4d.engine.reading import read_stored
 from gpu4d.errors import InputError
+from gpu4d.kernels.blur import gaussian_taps
 from gpu4d.live.frames import FrameStore, check_scan_shape, default_batch
 from gpu4d.live.threads import processing_threads
 
@@ -114,6 +115,8 @@ class LiveClassifier:
         # subtracted as the model's scan had it (frames arrive one by one: none to find it in)
         self._offset = float(model.mask.detector_offset)
         self._spikes = bool(model.parameters.get("spikes", True))  # replaced as classify does
+        blur = float(model.parameters.get("blur_px", 0.0))  # the model's detector blur, as classify's
+        self._taps = to_device(gaussian_taps(blur)) if blur else None
 
         self.plan = alignment_plan(model)  # "always", "auto" or None
         self.alignment = None
@@ -278,7 +281,7 @@ class LiveClassifier:
             t = time.perf_counter()
             features = self._work[:n]
             py, px = self._pixels
-            backend.preprocess(batch, shifts, py, px, self._transform_code, self._norm_code, features)
+            backend.preprocess(batch, shifts, py, px, self._transform_code, self._norm_code, features, taps=self._taps)
             backend.synchronize()
             t = self._lap("preprocess", t)
             distances = backend.to_host(self._distances(features))
