@@ -2,14 +2,16 @@
 
 Why: at low dose a weak diffraction spot is a few counts spread over the pixels of its
 profile; the square root of a pixel's 0, 1 or 2 counts says little, the square root of the
-counts pooled over the spot says more. Blurring each pattern by about the spot's width first
-is the matched filter for a spot (``gpu4d.defaults.BLUR_PER_DETECTOR_PX`` says how it was
-chosen). Summing before the square root is what helps: the same blur after it found none of
-the weak regions it finds before.
+counts pooled over the spot says more (``gpu4d.blur`` says how the width was chosen).
+
+What is blurred is the pattern as the features see it: aligned onto the reference beam (the
+preprocess kernel's bilinear sampling) and with its masked pixels (the direct beam, bad
+pixels) zeroed, so that no masked intensity leaks into the kept pixels. The preprocess kernel
+then transforms, gathers and normalizes the blurred frame without shifting it again.
 
 ``blur_cpu`` computes the kernel's two axes as two passes of contiguous multiply-adds (SIMD);
 the CUDA twin (``kernels.blur_cuda``) sums pixel by pixel with the shared
-``pixel_math.blurred_pixel``. Both: zero outside the detector, float32 results.
+``pixel_math.make_blurred_pixel_f32``. Both: zero outside the detector, float32 results.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .preprocess import _shifted_run
+
 #: The kernel reaches this many sigmas (at least one pixel): 99.7% of a Gaussian's weight.
-TRUNCATE = 2.0
+TRUNCATE = 3.0
 
 
 @functools.cache
@@ -38,9 +42,10 @@ def gaussian_taps(sigma: float) -> np.ndarray:
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def blur_cpu_kernel(raw, taps, out, n_threads):
-    """``out[i]`` = ``raw[i]`` (n, qy, qx, any real dtype) blurred by ``taps`` along both axes.
-    The patterns are shared out in one block per thread, each with its own work rows."""
+def blur_cpu_kernel(raw, shifts, use_shifts, keep, taps, out, n_threads):
+    """``out[i]``: pattern i aligned (sampled at its ``shifts``, if ``use_shifts``), its
+    masked pixels (``keep`` 0) zeroed, blurred by ``taps`` along both axes. The patterns are
+    shared out in one block per thread, each with its own work rows."""
     n, qy, qx = raw.shape
     r = (taps.shape[0] - 1) // 2
     width = taps.shape[0]
@@ -50,9 +55,14 @@ def blur_cpu_kernel(raw, taps, out, n_threads):
         across = np.zeros((qy + 2 * r, qx), np.float32)  # rows blurred along x, padded in y
         for i in range(block * n // n_blocks, (block + 1) * n // n_blocks):
             for y in range(qy):
-                source = raw[i, y]
-                for x in range(qx):
-                    padded_row[x + r] = np.float32(source[x])
+                if use_shifts:  # the aligned row: the preprocess kernel's bilinear sampling
+                    _shifted_run(raw, i, y, 0, qx, shifts[i, 0], shifts[i, 1], padded_row, r)
+                    for x in range(qx):
+                        padded_row[x + r] *= keep[y, x]
+                else:
+                    source = raw[i, y]
+                    for x in range(qx):
+                        padded_row[x + r] = keep[y, x] * np.float32(source[x])
                 target = across[y + r]
                 w = taps[0]
                 for x in range(qx):
@@ -75,8 +85,22 @@ def blur_cpu_kernel(raw, taps, out, n_threads):
                         target[x] += w * source[x]
 
 
-def blur_cpu(raw, taps, out):
-    """Blur a batch (n, qy, qx) into ``out`` (n, qy, qx) float32; returns ``out``."""
+def kept_grid(pixel_y, pixel_x, detector_shape) -> np.ndarray:
+    """(qy, qx) float32: 1 at the kept pixels, 0 at the masked ones."""
+    keep = np.zeros(detector_shape, np.float32)
+    keep[np.asarray(pixel_y), np.asarray(pixel_x)] = 1.0
+    return keep
+
+
+def blur_cpu(raw, taps, out, *, shifts=None, keep=None):
+    """Blur a batch (n, qy, qx) into ``out`` (n, qy, qx) float32 after aligning it by
+    ``shifts`` (n, 2) (None: as it is) and zeroing the pixels where ``keep`` is 0 (None: keep
+    every pixel); returns ``out``. Zero outside the detector."""
     if raw.shape[0]:
-        blur_cpu_kernel(raw, taps, out, numba.get_num_threads())
+        use_shifts = shifts is not None
+        if keep is None:
+            keep = np.ones(raw.shape[1:], np.float32)
+        if not use_shifts:
+            shifts = np.zeros((1, 2), np.float32)
+        blur_cpu_kernel(raw, shifts, use_shifts, keep, taps, out, numba.get_num_threads())
     return out

@@ -148,20 +148,34 @@ def norm_scale_f32(acc, code):
     return np.float32(1.0) / acc
 
 
-def blurred_pixel(pattern_stack, i, y, x, taps):
-    """Pattern i at (y, x) convolved with the separable kernel ``taps`` (odd length, centred)
-    on both detector axes; zero outside the detector. The CPU kernel computes the same sums
-    as two one-axis passes (``kernels.blur``), the CUDA kernel pixel by pixel with this."""
-    r = (taps.shape[0] - 1) // 2
-    total = 0.0
-    for a in range(-r, r + 1):
-        yy = y + a
-        if yy < 0 or yy >= pattern_stack.shape[1]:
-            continue
-        along = 0.0
-        for b in range(-r, r + 1):
-            xx = x + b
-            if xx >= 0 and xx < pattern_stack.shape[2]:
-                along += taps[b + r] * pattern_stack[i, yy, xx]
-        total += taps[a + r] * along
-    return total
+
+def make_blurred_pixel_f32(read_pixel_f32, bilinear_pixel_f32):
+    """Build ``blurred_pixel_f32`` over a target's compiled read and bilinear functions."""
+
+    def blurred_pixel_f32(pattern_stack, i, y, x, taps, keep, use_shifts, floor_y, floor_x, wy, wx):
+        """The aligned, masked pattern i at (y, x) convolved with the separable kernel
+        ``taps`` (odd length, centred) on both detector axes, in float32.
+
+        The aligned pattern at (y, x) is pattern i sampled at (y + floor_y + wy, x + floor_x +
+        wx) (``use_shifts``) or read at (y, x); it is 0 where ``keep`` (qy, qx) is 0 (masked
+        pixels: the direct beam, bad pixels) and outside the detector. The CPU kernel
+        (``kernels.blur``) computes the same sums as two one-axis passes."""
+        r = (taps.shape[0] - 1) // 2
+        total = np.float32(0.0)
+        for a in range(-r, r + 1):
+            yy = y + a
+            if yy < 0 or yy >= keep.shape[0]:
+                continue
+            along = np.float32(0.0)
+            for b in range(-r, r + 1):
+                xx = x + b
+                if xx >= 0 and xx < keep.shape[1] and keep[yy, xx] != 0:
+                    if use_shifts:
+                        value = bilinear_pixel_f32(pattern_stack, i, yy + floor_y, xx + floor_x, wy, wx)
+                    else:
+                        value = read_pixel_f32(pattern_stack, i, yy, xx)
+                    along += taps[b + r] * value
+            total += taps[a + r] * along
+        return total
+
+    return blurred_pixel_f32

@@ -21,9 +21,22 @@ def shift_patterns(raw: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     return out
 
 
-def preprocess_reference(raw, masked, transform, normalize, shifts=None) -> np.ndarray:
-    """Feature rows (n, n_kept) float64: align, drop masked pixels, transform, normalize."""
+def blur_patterns(raw: np.ndarray, sigma: float) -> np.ndarray:
+    """Each pattern correlated with the outer product of ``gaussian_taps(sigma)`` in float64,
+    zero beyond the detector (scipy): (n, qy, qx) float64."""
+    from gpu4d.kernels.blur import gaussian_taps
+
+    taps = gaussian_taps(sigma).astype(np.float64)
+    kernel = np.outer(taps, taps)
+    return np.stack([ndimage.correlate(p.astype(np.float64), kernel, mode="constant", cval=0.0) for p in raw])
+
+
+def preprocess_reference(raw, masked, transform, normalize, shifts=None, blur_px=0.0) -> np.ndarray:
+    """Feature rows (n, n_kept) float64: align, drop masked pixels (zeroed first and the
+    patterns blurred over the detector when ``blur_px`` > 0), transform, normalize."""
     patterns = raw.astype(np.float64) if shifts is None else shift_patterns(raw, shifts)
+    if blur_px:
+        patterns = blur_patterns(np.where(masked, 0.0, patterns), blur_px)
     values = patterns[:, ~masked]
     if transform == "sqrt":
         values = np.sqrt(np.clip(values, 0, None))

@@ -322,7 +322,7 @@ def test_cluster_real_file_end_to_end(request, file_hash, fixture):
         patterns = flat.astype(np.float64)
     # the mean pattern of each cluster is the mean of its (aligned) raw patterns, and its
     # centroid the mean of its sqrt-transformed, max-normalized kept pixels
-    features = preprocess_reference(flat, result.mask.masked, "sqrt", "max", shifts)
+    features = preprocess_reference(flat, result.mask.masked, "sqrt", "max", shifts, result.parameters["blur_px"])
     for k in range(2):
         members = result.labels.ravel() == k
         if members.any():

@@ -47,10 +47,10 @@ def test_both_paths_recover_an_easy_scan(easy_scan, exact):
         offset = np.median((result.centres - scan.beam_centres).reshape(-1, 2), axis=0)
         np.testing.assert_allclose(result.centres, scan.beam_centres + offset, atol=0.5)
     else:
-        # no alignment: the centroids are the per-cluster means of the sqrt-transformed,
+        # no alignment: the centroids are the per-cluster means of the blurred, sqrt-transformed,
         # max-normalized kept pixels, and the mean patterns those of the raw patterns
         flat = scan.data.reshape(-1, *scan.data.shape[2:])
-        features = preprocess_reference(flat, result.mask.masked, "sqrt", "max")
+        features = preprocess_reference(flat, result.mask.masked, "sqrt", "max", blur_px=result.parameters["blur_px"])
         for label in range(k):
             members = result.labels.ravel() == label
             assert members.any()

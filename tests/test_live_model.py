@@ -18,6 +18,7 @@ from gpu4d.synthetic import make_scan
 
 from .helpers import SAME_PHASE_DETECTOR, SAME_PHASE_SECOND, same_phase_scans
 from .mib_writer import encode_frames, growing_mib
+from .reference import preprocess_reference
 
 DETECTOR = SAME_PHASE_DETECTOR
 SECOND = SAME_PHASE_SECOND
@@ -105,12 +106,12 @@ def test_live_classification_subtracts_the_models_detector_offset(scans, tmp_pat
 
 
 def test_live_labels_match_a_float64_nearest_centroid_reference(model_dir, scans):
-    """Independent of gpu4d's kernels: mask, sqrt, max-normalize, scipy's distances."""
+    """Independent of gpu4d's kernels: mask, blur (the model's sigma), sqrt, max-normalize
+    (``tests.reference``, numpy/scipy float64), scipy's distances."""
     model = gpu4d.load_result(model_dir)
     frames = frames_of(scans[1])
     kept = ~model.mask.masked
-    features = np.sqrt(frames.astype(np.float64))[:, kept]
-    features /= features.max(axis=1, keepdims=True)
+    features = preprocess_reference(frames, model.mask.masked, "sqrt", "max", blur_px=model.parameters["blur_px"])
     distances = np.sort(cdist(features, model.centroids[:, kept].astype(np.float64)), axis=1)
     with LiveClassifier(model, SECOND, batch_size=5) as live:
         for frame in frames:  # one by one, processed in odd chunks

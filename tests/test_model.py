@@ -20,6 +20,7 @@ from gpu4d.model import nearest_and_confidence
 from gpu4d.synthetic import make_scan
 
 from .helpers import SAME_PHASE_DETECTOR, CountingArray, run_main, same_phase_scans
+from .reference import preprocess_reference
 
 DETECTOR = SAME_PHASE_DETECTOR
 
@@ -87,14 +88,17 @@ def test_load_result_keeps_centres_and_calibrations(tmp_path, scans):
 
 
 def test_predict_matches_a_float64_nearest_centroid_reference(model_dir, scans):
-    """Labels and confidence against numpy/scipy: mask, sqrt, max-normalize, nearest centroid."""
+    """Labels and confidence against numpy/scipy: mask, blur (the model's sigma), sqrt,
+    max-normalize (``tests.reference``), nearest centroid."""
     model = gpu4d.load_result(model_dir)
     assert model.parameters["transform"] == "sqrt" and model.parameters["normalize"] == "max"
+    assert model.parameters["blur_px"] > 0
     assert not gpu4d.model.model_aligned(model)  # no drift: auto left the patterns where they were
     data = scans[1].data
     kept = ~model.mask.masked
-    features = np.sqrt(data.reshape(-1, *DETECTOR).astype(np.float64))[:, kept]
-    features /= features.max(axis=1, keepdims=True)
+    features = preprocess_reference(
+        data.reshape(-1, *DETECTOR), model.mask.masked, "sqrt", "max", blur_px=model.parameters["blur_px"]
+    )
     distances = cdist(features, model.centroids[:, kept].astype(np.float64))
     ordered = np.sort(distances, axis=1)
     for batch_size in (None, 7):

@@ -84,10 +84,10 @@ def test_cluster_a_sample_file(sample, file_hash):
     before = file_hash(path)
     k = 2
     # full-dimensional KMeans on the untransformed, unaligned patterns as the file holds them
-    # (no detector offset subtracted): the scikit-learn fit below
+    # (no detector offset subtracted, no blur): the scikit-learn fit below
     result = gpu4d.cluster(
         path, k, mask="none", n_init=10, scan_shape=scan_shape, exact=True, transform="none", align=None,
-        offset=None,
+        offset=None, blur="none",
     )
     raw = hyperspy_patterns(path).reshape(-1, *shape[2:])
     features = preprocess_reference(raw, np.zeros(shape[2:], bool), "none", "max")

@@ -51,9 +51,9 @@ def region_scan(seed=0, scan=(24, 20), q=24, n_regions=4):  # >= 400 patterns: t
     return rng.poisson(expected).astype(np.uint16), truth
 
 
-def full_features(data, masked, transform="none", normalize="max"):
+def full_features(data, masked, transform="none", normalize="max", blur_px=0.0):
     """The preprocessed matrix (n, kept) float64, from the independent numpy reference."""
-    return preprocess_reference(data.reshape(-1, *data.shape[2:]), masked, transform, normalize)
+    return preprocess_reference(data.reshape(-1, *data.shape[2:]), masked, transform, normalize, blur_px=blur_px)
 
 
 def sketch_of(data, *, shifts=None, partition_size=37, **options):
@@ -185,7 +185,7 @@ def test_labels_at_the_true_k_match_full_dimensional_kmeans_and_the_truth(scan, 
 def test_centroids_and_mean_patterns_are_exact_per_label_means(scan, result):
     data, _ = scan
     masked = result[2].mask.masked
-    features = full_features(data, masked)
+    features = full_features(data, masked, blur_px=result[2].parameters["blur_px"])
     raw = data.reshape(-1, *data.shape[2:]).astype(np.float64)
     for k in result.ks:
         labels = result[k].labels.ravel()

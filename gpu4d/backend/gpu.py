@@ -76,15 +76,29 @@ class GpuBackend(CpuBackend):
         over the detector by the Gaussian ``taps`` (a device array) when given."""
         from ..kernels.preprocess_cuda import launch_preprocess_cuda
 
-        if taps is not None:
+        if taps is not None:  # aligned and masked by the blur, then read as they are
             from ..kernels.blur_cuda import launch_blur_cuda
 
             # made, filled and read on the current stream (see gpu4d.backend.device)
             blurred = self.xp.empty(raw.shape, np.float32)
-            raw = launch_blur_cuda(raw, taps, blurred, threads_per_block=self.threads_per_block)
+            keep = self._kept_grid(pixel_y, pixel_x, raw.shape[1:])
+            raw = launch_blur_cuda(
+                raw, taps, blurred, shifts=shifts, keep=keep, threads_per_block=self.threads_per_block
+            )
+            shifts = None
         return launch_preprocess_cuda(
             raw, shifts, pixel_y, pixel_x, transform, norm, out, threads_per_block=self.threads_per_block,
         )
+
+    def _kept_grid(self, pixel_y, pixel_x, detector_shape):
+        """(qy, qx) float32 on the device, 1 at the kept pixels (made once per pixel list)."""
+        cached = getattr(self, "_keep", None)
+        if cached is None or cached[0] is not pixel_y or cached[1] is not pixel_x or cached[2].shape != detector_shape:
+            xp = self.xp
+            keep = xp.zeros(detector_shape, np.float32)
+            keep[pixel_y, pixel_x] = 1.0
+            cached = self._keep = (pixel_y, pixel_x, keep)
+        return cached[2]
 
     def add_transposed_product(self, c, a, b) -> None:
         """``c += a.T @ b`` on the device."""

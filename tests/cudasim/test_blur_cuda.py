@@ -47,17 +47,38 @@ def test_blur_cuda_equals_cpu(n, shape, sigma, dtype, tpb):
     np.testing.assert_allclose(cuda, cpu, rtol=RTOL, atol=RTOL * np.abs(cpu).max())
 
 
-def test_gpu_backend_blurred_features_equal_the_cpu_backends():
+@pytest.mark.parametrize("use_shifts", [False, True])
+def test_blur_cuda_aligns_and_masks_as_the_cpu_kernel(use_shifts):
+    rng = np.random.default_rng(4)
+    raw = rng.poisson(3.0, (3, 9, 8)).astype(np.uint16)
+    raw[:, 3:6, 3:5] = 900
+    keep = np.ones((9, 8), np.float32)
+    keep[2:7, 2:6] = 0
+    shifts = rng.uniform(-1.5, 1.5, (3, 2)).astype(np.float32) if use_shifts else None
+    taps = gaussian_taps(0.8)
+    cpu = np.empty(raw.shape, np.float32)
+    cuda = np.full(raw.shape, np.nan, np.float32)
+    blur_cpu(raw, taps, cpu, shifts=shifts, keep=keep)
+    launch_blur_cuda(raw, taps.copy(), cuda, shifts=shifts, keep=keep, threads_per_block=16)
+    np.testing.assert_allclose(cuda, cpu, rtol=RTOL, atol=RTOL * np.abs(cpu).max())
+
+
+@pytest.mark.parametrize("use_shifts", [False, True])
+def test_gpu_backend_blurred_features_equal_the_cpu_backends(use_shifts):
     rng = np.random.default_rng(7)
     raw = rng.poisson(1.5, (3, 9, 10)).astype(np.uint8)
-    py, px = (a.astype(np.int32) for a in np.nonzero(np.ones((9, 10), bool)))
+    keep = np.ones((9, 10), bool)
+    keep[3:6, 4:7] = False
+    py, px = (a.astype(np.int32) for a in np.nonzero(keep))
+    shifts = rng.uniform(-1, 1, (3, 2)).astype(np.float32) if use_shifts else None
     taps = gaussian_taps(1.0)
     rows = {}
     for name in ("cpu", "gpu"):
         backend = get_backend(name)
         out = backend.xp.empty((3, py.size), np.float32)
         backend.preprocess(
-            backend.to_device(raw), None, backend.to_device(py), backend.to_device(px),
+            backend.to_device(raw), None if shifts is None else backend.to_device(shifts),
+            backend.to_device(py), backend.to_device(px),
             pixel_math.TRANSFORM_SQRT, pixel_math.NORM_MAX, out, taps=backend.to_device(taps),
         )
         rows[name] = backend.to_host(out)
