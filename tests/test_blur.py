@@ -193,3 +193,24 @@ def test_the_low_dose_twin_lamella_is_found_with_the_blur_and_lost_without():
     plain = gpu4d.cluster(data, k, blur="none")
     assert adjusted_rand_score(truth.ravel(), blurred.labels.ravel()) >= 0.95
     assert adjusted_rand_score(truth.ravel(), plain.labels.ravel()) < 0.95
+
+
+@pytest.mark.parametrize("transform, normalize", [("sqrt", "max"), ("none", "l2"), ("log1p", "sum"), ("sqrt", "none")])
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_blurred_features_for_every_transform_and_normalization(transform, normalize, dtype):
+    from gpu4d.preprocessing import NORMALIZATIONS, TRANSFORMS
+
+    rng = np.random.default_rng(21)
+    raw = rng.poisson(2.0, (5, 12, 13)).astype(dtype)
+    raw[1] = 0  # an empty pattern gives zeros, never NaN
+    if np.dtype(dtype).kind == "f":
+        raw -= 1.0  # dark-subtracted: negative blurred values count as 0 under the transforms
+    keep = np.ones((12, 13), bool)
+    keep[4:8, 5:9] = False
+    py, px = (a.astype(np.int32) for a in np.nonzero(keep))
+    rows = np.empty((5, py.size), np.float32)
+    get_backend("cpu").preprocess(raw, None, py, px, TRANSFORMS[transform], NORMALIZATIONS[normalize], rows,
+                                  taps=gaussian_taps(0.9))
+    expected = preprocess_reference(raw, ~keep, transform, normalize, blur_px=0.9)
+    np.testing.assert_allclose(rows, expected, rtol=1e-5, atol=1e-6)
+    assert np.isfinite(rows).all()

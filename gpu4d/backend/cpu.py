@@ -45,8 +45,8 @@ class CpuBackend:
         the detector by the Gaussian ``taps`` when given (``kernels.blur``)."""
         from ..kernels.preprocess import launch_preprocess_cpu, pixel_runs
 
-        if taps is not None:  # aligned and masked by the blur, then read as they are
-            raw, shifts = self._blurred(raw, shifts, pixel_y, pixel_x, taps), None
+        if taps is not None:
+            return self._blurred_rows(raw, shifts, pixel_y, pixel_x, transform, norm, out, taps)
 
         # the kept pixels as runs, computed once per pixel list (passes call this per chunk)
         cached = getattr(self, "_runs", None)
@@ -54,20 +54,16 @@ class CpuBackend:
             cached = self._runs = (pixel_y, pixel_x, pixel_runs(pixel_y, pixel_x))
         return launch_preprocess_cpu(raw, shifts, pixel_y, pixel_x, transform, norm, out, runs=cached[2])
 
-    def _blurred(self, raw, shifts, pixel_y, pixel_x, taps):
-        """``raw`` aligned, masked (pixels outside ``pixel_y, pixel_x`` zeroed) and blurred
-        (``kernels.blur``) into a float32 work buffer reused from call to call (valid until the
-        next call)."""
-        from ..kernels.blur import blur_cpu, kept_grid
+    def _blurred_rows(self, raw, shifts, pixel_y, pixel_x, transform, norm, out, taps):
+        """The rows of ``preprocess`` with the blur (``kernels.blur``): one fused kernel."""
+        from ..kernels.blur import blur_preprocess_cpu, kept_grid
+        from ..kernels.preprocess import pixel_runs
 
         cached = getattr(self, "_keep", None)
         if cached is None or cached[0] is not pixel_y or cached[1] is not pixel_x or cached[2].shape != raw.shape[1:]:
-            cached = self._keep = (pixel_y, pixel_x, kept_grid(pixel_y, pixel_x, raw.shape[1:]))
-        size = raw.shape[0] * raw.shape[1] * raw.shape[2]
-        buffer = getattr(self, "_blur_buffer", None)
-        if buffer is None or buffer.size < size:
-            buffer = self._blur_buffer = np.empty(size, np.float32)
-        return blur_cpu(raw, taps, buffer[:size].reshape(raw.shape), shifts=shifts, keep=cached[2])
+            keep = kept_grid(pixel_y, pixel_x, raw.shape[1:])
+            cached = self._keep = (pixel_y, pixel_x, keep, pixel_runs(pixel_y, pixel_x))
+        return blur_preprocess_cpu(raw, taps, cached[3], transform, norm, out, shifts=shifts, keep=cached[2])
 
     def add_transposed_product(self, c, a, b) -> None:
         """``c += a.T @ b`` in place, without an (m, l) temporary: one BLAS call when ``c`` is a
