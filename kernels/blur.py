@@ -24,12 +24,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import _targets, pixel_math
-from .preprocess import _shifted_run
-
-_transform_cpu = _targets.for_cpu(pixel_math.transform_value)
-_accumulate_cpu = _targets.for_cpu(pixel_math.norm_accumulate)
-_scale_cpu = _targets.for_cpu(pixel_math.norm_scale)
+from . import pixel_math
+from .preprocess import _shifted_run, transform_and_normalize_row
 
 #: The kernel reaches this many sigmas (at least one pixel): 99.7% of a Gaussian's weight.
 TRUNCATE = 3.0
@@ -38,13 +34,13 @@ TRUNCATE = 3.0
 @functools.cache
 def gaussian_taps(sigma: float) -> np.ndarray:
     """(2r + 1,) float32 weights of a Gaussian of ``sigma`` px summing to 1, r = ceil(3 sigma).
-    Cached: one array object per sigma (device copies are cached by object)."""
+    Cached: one array object per sigma (device copies are cached by object); never write to it."""
     radius = max(1, int(math.ceil(TRUNCATE * sigma)))
     offsets = np.arange(-radius, radius + 1, dtype=np.float64)
     weights = np.exp(-0.5 * (offsets / sigma) ** 2)
-    taps = (weights / weights.sum()).astype(np.float32)
-    taps.setflags(write=False)
-    return taps
+    # not made read-only, though shared: numba's CUDA simulator copies every host argument
+    # back after a launch, and a read-only one fails there before any real error surfaces
+    return (weights / weights.sum()).astype(np.float32)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -112,16 +108,7 @@ def blur_preprocess_cpu_kernel(raw, shifts, use_shifts, keep, taps, runs, transf
                 y, x, length, dst = runs[k, 0], runs[k, 1], runs[k, 2], runs[k, 3]
                 for t in range(length):
                     row[dst + t] = frame[y, x + t]
-            if transform != pixel_math.TRANSFORM_NONE:
-                for j in range(n_kept):
-                    row[j] = _transform_cpu(row[j], transform)
-            if norm != pixel_math.NORM_NONE:
-                acc = 0.0
-                for j in range(n_kept):
-                    acc = _accumulate_cpu(acc, row[j], norm)
-                scale = np.float32(_scale_cpu(acc, norm))
-                for j in range(n_kept):
-                    row[j] *= scale
+            transform_and_normalize_row(row, transform, norm)
 
 
 def kept_grid(pixel_y, pixel_x, detector_shape) -> np.ndarray:

@@ -96,10 +96,26 @@ def _shifted_run(raw, i, y, x, length, dy, dx, row, dst):
         row[dst + t] = _bilinear_cpu(raw, i, fy, fx0 + t)
 
 
+@njit(inline="always", cache=True)
+def transform_and_normalize_row(row, transform, norm):
+    """A feature row's values transformed, then scaled by its normalization, in place."""
+    n_kept = row.shape[0]
+    if transform != pixel_math.TRANSFORM_NONE:
+        for j in range(n_kept):
+            row[j] = _transform_cpu(row[j], transform)
+    if norm == pixel_math.NORM_NONE:
+        return
+    acc = 0.0
+    for j in range(n_kept):
+        acc = _accumulate_cpu(acc, row[j], norm)
+    scale = np.float32(_scale_cpu(acc, norm))
+    for j in range(n_kept):
+        row[j] *= scale
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def preprocess_cpu_kernel(raw, shifts, runs, transform, norm, use_shifts, out):
     """CPU kernel: one pattern per parallel iteration, run by run, then transform and scale."""
-    n_kept = out.shape[1]
     for i in prange(raw.shape[0]):
         row = out[i]
         for r in range(runs.shape[0]):
@@ -108,17 +124,7 @@ def preprocess_cpu_kernel(raw, shifts, runs, transform, norm, use_shifts, out):
                 _shifted_run(raw, i, y, x, length, shifts[i, 0], shifts[i, 1], row, dst)
             else:
                 _copy_run(raw, i, y, x, length, row, dst)
-        if transform != pixel_math.TRANSFORM_NONE:
-            for j in range(n_kept):
-                row[j] = _transform_cpu(row[j], transform)
-        if norm == pixel_math.NORM_NONE:
-            continue
-        acc = 0.0
-        for j in range(n_kept):
-            acc = _accumulate_cpu(acc, row[j], norm)
-        scale = np.float32(_scale_cpu(acc, norm))
-        for j in range(n_kept):
-            row[j] *= scale
+        transform_and_normalize_row(row, transform, norm)
 
 
 @njit(inline="always", cache=True)
