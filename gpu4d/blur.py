@@ -11,10 +11,14 @@ that blurring before it finds.
 ``blur="auto"`` (default): sigma = the detector's larger side / 128 px (0.5 px on 64 px, 1 px
 on 128, 2 px on 256): spots cover about the same share of the detector whatever its pixel
 count. Measured on ``benchmarks/bench_quality.py`` (2026-12-01, README): right maps at the
-true k on 47 of 48 scans against 41 without; 0.7x and 1.5x that sigma gave 46 and 47 of the 44
-smaller scans' 43 (so the rule is not on a knife's edge). ``blur=0`` (``"none"``) switches it
-off; a number is sigma in detector pixels. Only the features are blurred: the mask, alignment,
-spikes and the mean patterns of the clusters see the patterns as they are.
+true k on 47 of 48 scans against 41 without. On its 44 smaller scans (a prototype) this sigma
+gave 43, 0.7x and 1.5x of it 42 and 43: the rule is not on a knife's edge. ``blur=0``
+(``"none"``) switches it off; a number is sigma in detector pixels. Only the features are
+blurred: the mask, alignment, spikes and the mean patterns of the clusters see the patterns as
+they are; the masked pixels are zeroed before the blur (``kernels.blur``).
+
+Cost: every pass over the scan blurs every pattern; on 2 CPU cores that doubles ``cluster``'s
+time on the seed-sized scan (README, Benchmarks). On a GPU it is one more kernel per batch.
 """
 
 from __future__ import annotations
