@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import pixel_math
-from .preprocess import _shifted_run, transform_and_normalize_row
+from .preprocess import _shifted_run, pixel_runs, transform_and_normalize_row
 
 #: The kernel reaches this many sigmas (at least one pixel): 99.7% of a Gaussian's weight.
 TRUNCATE = 3.0
@@ -111,10 +111,11 @@ def blur_preprocess_cpu_kernel(raw, shifts, use_shifts, keep, taps, runs, transf
             transform_and_normalize_row(row, transform, norm)
 
 
-def kept_grid(pixel_y, pixel_x, detector_shape) -> np.ndarray:
-    """(qy, qx) float32: 1 at the kept pixels, 0 at the masked ones."""
-    keep = np.zeros(detector_shape, np.float32)
-    keep[np.asarray(pixel_y), np.asarray(pixel_x)] = 1.0
+def kept_grid(pixel_y, pixel_x, detector_shape, xp=np):
+    """(qy, qx) float32 array of ``xp`` (numpy, or CuPy for device pixel lists): 1 at the kept
+    pixels, 0 at the masked ones."""
+    keep = xp.zeros(detector_shape, np.float32)
+    keep[pixel_y, pixel_x] = 1.0
     return keep
 
 
@@ -139,9 +140,7 @@ def blur_cpu(raw, taps, out, *, shifts=None, keep=None):
     every pixel); returns ``out``. Zero outside the detector. (The kernel above with every
     pixel kept, no transform and no normalization.)"""
     qy, qx = raw.shape[1:]
-    every = np.stack(
-        [np.arange(qy), np.zeros(qy, np.int64), np.full(qy, qx), np.arange(qy) * qx], axis=1
-    ).astype(np.int32)  # one run per detector row
+    every = pixel_runs(*np.indices((qy, qx)).reshape(2, -1))  # one run per detector row
     blur_preprocess_cpu(
         raw, taps, every, pixel_math.TRANSFORM_NONE, pixel_math.NORM_NONE, out.reshape(raw.shape[0], qy * qx),
         shifts=shifts, keep=keep,

@@ -148,7 +148,6 @@ def norm_scale_f32(acc, code):
     return np.float32(1.0) / acc
 
 
-
 def make_blurred_pixel_f32(read_pixel_f32, bilinear_pixel_f32):
     """Build ``blurred_pixel_f32`` over a target's compiled read and bilinear functions."""
 

@@ -43,27 +43,32 @@ class CpuBackend:
     def preprocess(self, raw, shifts, pixel_y, pixel_x, transform, norm, out, taps=None):
         """Feature rows of a batch (``kernels.preprocess``), each pattern first blurred over
         the detector by the Gaussian ``taps`` when given (``kernels.blur``)."""
+        from ..kernels.blur import blur_preprocess_cpu
         from ..kernels.preprocess import launch_preprocess_cpu, pixel_runs
 
-        if taps is not None:
-            return self._blurred_rows(raw, shifts, pixel_y, pixel_x, transform, norm, out, taps)
-
         # the kept pixels as runs, computed once per pixel list (passes call this per chunk)
-        cached = getattr(self, "_runs", None)
-        if cached is None or cached[0] is not pixel_y or cached[1] is not pixel_x:
-            cached = self._runs = (pixel_y, pixel_x, pixel_runs(pixel_y, pixel_x))
-        return launch_preprocess_cpu(raw, shifts, pixel_y, pixel_x, transform, norm, out, runs=cached[2])
+        runs = self._per_pixel_list("runs", pixel_y, pixel_x, lambda: pixel_runs(pixel_y, pixel_x))
+        if taps is not None:  # one fused kernel: blur, then gather, transform, normalize
+            keep = self._kept_grid(pixel_y, pixel_x, raw.shape[1:])
+            return blur_preprocess_cpu(raw, taps, runs, transform, norm, out, shifts=shifts, keep=keep)
+        return launch_preprocess_cpu(raw, shifts, pixel_y, pixel_x, transform, norm, out, runs=runs)
 
-    def _blurred_rows(self, raw, shifts, pixel_y, pixel_x, transform, norm, out, taps):
-        """The rows of ``preprocess`` with the blur (``kernels.blur``): one fused kernel."""
-        from ..kernels.blur import blur_preprocess_cpu, kept_grid
-        from ..kernels.preprocess import pixel_runs
+    def _per_pixel_list(self, name, pixel_y, pixel_x, make, shape=None):
+        """``make()``, computed once per kept-pixel list (and detector shape): the passes call
+        the kernels chunk by chunk with the same arrays."""
+        cache = self.__dict__.setdefault("_pixel_list_cache", {})
+        cached = cache.get(name)
+        if cached is None or cached[0] is not pixel_y or cached[1] is not pixel_x or cached[2] != shape:
+            cached = cache[name] = (pixel_y, pixel_x, shape, make())
+        return cached[3]
 
-        cached = getattr(self, "_keep", None)
-        if cached is None or cached[0] is not pixel_y or cached[1] is not pixel_x or cached[2].shape != raw.shape[1:]:
-            keep = kept_grid(pixel_y, pixel_x, raw.shape[1:])
-            cached = self._keep = (pixel_y, pixel_x, keep, pixel_runs(pixel_y, pixel_x))
-        return blur_preprocess_cpu(raw, taps, cached[3], transform, norm, out, shifts=shifts, keep=cached[2])
+    def _kept_grid(self, pixel_y, pixel_x, detector_shape):
+        """(qy, qx) float32 of the backend's arrays, 1 at the kept pixels (``kernels.blur``)."""
+        from ..kernels.blur import kept_grid
+
+        return self._per_pixel_list(
+            "keep", pixel_y, pixel_x, lambda: kept_grid(pixel_y, pixel_x, detector_shape, self.xp), tuple(detector_shape)
+        )
 
     def add_transposed_product(self, c, a, b) -> None:
         """``c += a.T @ b`` in place, without an (m, l) temporary: one BLAS call when ``c`` is a

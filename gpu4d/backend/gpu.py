@@ -90,16 +90,6 @@ class GpuBackend(CpuBackend):
             raw, shifts, pixel_y, pixel_x, transform, norm, out, threads_per_block=self.threads_per_block,
         )
 
-    def _kept_grid(self, pixel_y, pixel_x, detector_shape):
-        """(qy, qx) float32 on the device, 1 at the kept pixels (made once per pixel list)."""
-        cached = getattr(self, "_keep", None)
-        if cached is None or cached[0] is not pixel_y or cached[1] is not pixel_x or cached[2].shape != detector_shape:
-            xp = self.xp
-            keep = xp.zeros(detector_shape, np.float32)
-            keep[pixel_y, pixel_x] = 1.0
-            cached = self._keep = (pixel_y, pixel_x, keep)
-        return cached[2]
-
     def add_transposed_product(self, c, a, b) -> None:
         """``c += a.T @ b`` on the device."""
         c += a.T @ b
