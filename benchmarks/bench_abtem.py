@@ -2,6 +2,7 @@
 
     python benchmarks/bench_abtem.py              # 36 scans (9 conditions x 2 seeds x 2 halves)
     python benchmarks/bench_abtem.py --only band --half tune  # the tune scans whose name holds "band"
+    python benchmarks/bench_abtem.py --seeds 21,22  # every condition at two seeds of neither half
 
 ``bench_quality.py``'s two generators draw spot intensities from a kinematic model (diffsims,
 ``gpu4d.synthetic``), with at most an imposed oscillation. Here each region's spot intensities
@@ -296,6 +297,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-sweep", action="store_true")
     parser.add_argument("--cache", type=Path, default=HERE / ".abtem_cache")
     parser.add_argument("--json", type=Path, help="write every number here")
+    parser.add_argument("--seeds", type=lambda text: tuple(int(s) for s in text.split(",")), metavar="S1,S2",
+                        help="fresh seeds instead of the halves' (half 'fresh'): scans no setting was tuned on")
     args = parser.parse_args(argv)
     try:
         import abtem  # noqa: F401
@@ -307,9 +310,12 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     rows = []
     halves = ("tune", "holdout") if args.half == "both" else (args.half,)
+    if args.seeds:
+        halves = ("fresh",)
+    seeds_of = {"tune": lambda c: c.seeds, "holdout": lambda c: c.holdout_seeds, "fresh": lambda c: args.seeds}
     for half in halves:
         for cond in conditions:
-            for seed in cond.seeds if half == "tune" else cond.holdout_seeds:
+            for seed in seeds_of[half](cond):
                 rows.append({"half": half, **run(cond, seed, args.cache, not args.no_sweep)})
                 r = rows[-1]
                 print(f"{r['half']:8s} {r['name']:24s} k={r['k']:2d} smallest {r['smallest_share']:.3f} counts {r['counts']:6.0f} "

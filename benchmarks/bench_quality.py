@@ -5,6 +5,7 @@ One command::
     python benchmarks/bench_quality.py                          # every scan, both halves, with the sweep
     python benchmarks/bench_quality.py --half tune --no-sweep   # quicker, while tuning
     python benchmarks/bench_quality.py --option transform=sqrt --option align=True --json out.json
+    python benchmarks/bench_quality.py --seed-offset 5003       # every condition at seeds of neither half
 
 The scans (``benchmarks/quality/catalogue.py``: 48 scans from two independent physics models,
 ``gpu4d.synthetic`` and diffsims kinematic simulation of real crystals, in tune/holdout pairs)
@@ -70,10 +71,10 @@ def preprocessed_features(data: np.ndarray, options: dict) -> np.ndarray:
     """gpu4d's feature matrix (n_patterns, n_kept_pixels) float32 for ``cluster(data, **options)``.
 
     ``gpu4d.cluster`` builds this matrix inside the call and does not hand it back, so this
-    helper repeats the preprocessing steps of ``gpu4d.pipeline.cluster`` (mask, alignment,
-    transform, normalization) with the same module-level functions, on the CPU. The
-    preprocessing options it does not name come from ``cluster``'s own defaults, so it follows
-    a change of default. If the pipeline gains a step this helper lacks, the features no longer
+    helper repeats the steps of ``gpu4d.cluster(..., exact=True)`` (offset, spikes, mask,
+    alignment, detector blur, transform, normalization) with the pipeline's own functions, on
+    the CPU. The options it is not given come from ``cluster``'s own defaults, so it follows a
+    change of default. If the pipeline gains a step this helper lacks, the features no longer
     reproduce ``cluster``'s inertia, and ``run_scan`` reports the gap as unknown.
     """
     import gpu4d
@@ -83,19 +84,19 @@ def preprocessed_features(data: np.ndarray, options: dict) -> np.ndarray:
     from gpu4d.preprocessing import build_features, resolve_batch_size
 
     defaults = {k: v.default for k, v in inspect.signature(gpu4d.cluster).parameters.items()}
-    chosen = {k: options.get(k, defaults[k]) for k in ("mask", "normalize", "transform", "align")}
-    parsed = PreprocessingOptions.parse(**chosen)
+    names = ("mask", "normalize", "transform", "align", "offset", "spikes", "blur")
+    parsed = PreprocessingOptions.parse(**{k: options.get(k, defaults[k]) for k in names})
     engine = get_backend("cpu")
-    dataset = open_dataset(data)
-    detector_mask, mean = parsed.detector_mask(dataset)
-    pixels = detector_mask.kept_pixels()
+    dataset, detector_mask, mean = parsed.masked_dataset(open_dataset(data))
     batch = resolve_batch_size(None, dataset, engine, detector_mask.n_kept)
     shifts = None
     if parsed.align is not None:
-        from gpu4d.alignment import measure_alignment
-
-        _, shifts, _ = measure_alignment(dataset, engine, parsed.align, mean, batch)
-    return engine.to_host(build_features(dataset, engine, pixels, parsed.transform, parsed.norm, shifts, batch))
+        detector_mask, _, shifts, _ = parsed.alignment(dataset, engine, detector_mask, mean, batch, False)
+    features = build_features(
+        dataset, engine, detector_mask.kept_pixels(), parsed.transform, parsed.norm, shifts, batch,
+        blur=parsed.blur_sigma(dataset),
+    )
+    return engine.to_host(features)
 
 
 def partition_inertia(features: np.ndarray, labels: np.ndarray) -> float:
@@ -180,7 +181,7 @@ def _jsonable(value):
     return json.loads(json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
-def ensure_cached(specs: list, cache: Path) -> None:
+def ensure_cached(specs: list, cache: Path, seed_offset: int = 0) -> None:
     """Generate missing scans in a child process (this one's memory stays gpu4d's alone)."""
     missing = [s for s in specs if not catalogue.cached(s, cache)]
     if not missing:
@@ -188,7 +189,8 @@ def ensure_cached(specs: list, cache: Path) -> None:
     print(f"generating {len(missing)} scans into {cache} ...", flush=True)
     for spec in missing:  # one child per scan: --only is a substring match, names are unique
         subprocess.run(
-            [sys.executable, "-m", "quality.catalogue", "--cache", str(cache), "--only", spec.name],
+            [sys.executable, "-m", "quality.catalogue", "--cache", str(cache), "--only", spec.name,
+             "--seed-offset", str(seed_offset)],
             cwd=HERE, check=True,
         )
 
@@ -260,6 +262,8 @@ def main(argv=None) -> int:
     parser.add_argument("--generator", choices=catalogue.GENERATORS)
     parser.add_argument("--option", action="append", type=parse_option, default=[], metavar="NAME=VALUE")
     parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument("--seed-offset", type=int, default=0, metavar="N",
+                        help="fresh copies of the scans, every seed shifted by N (names end in -sN): seeds no setting was tuned on")
     parser.add_argument("--jobs", type=int, default=1, help="scans run at once, each in its own process (default 1: this process)")
     parser.add_argument("--cache", type=Path, default=catalogue.DEFAULT_CACHE)
     parser.add_argument("--json", type=Path, help="write every number here")
@@ -275,10 +279,10 @@ def main(argv=None) -> int:
         if name not in accepted or name in ("data", "n_clusters"):
             parser.error(f"--option {name}: gpu4d.cluster has no option of that name")
 
-    specs = catalogue.select(args.half, args.only, args.generator)
+    specs = catalogue.select(args.half, args.only, args.generator, args.seed_offset)
     if not specs:
         parser.error("no scan matches --half/--only/--generator")
-    ensure_cached(specs, args.cache)
+    ensure_cached(specs, args.cache, args.seed_offset)
 
     print(f"gpu4d {gpu4d.__version__}, options {options or 'defaults'}, {len(specs)} scans", flush=True)
     start = time.perf_counter()

@@ -8,7 +8,7 @@ shares...); a changed spec regenerates its scan.
 
 Generate the missing scans (the benchmark does this in a child process)::
 
-    python -m quality.catalogue --cache benchmarks/.quality_cache [--only NAME] [--jobs 2]
+    python -m quality.catalogue --cache benchmarks/.quality_cache [--only NAME] [--seed-offset N]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -108,14 +108,22 @@ SCANS: list[ScanSpec] = [
 ]
 
 
-def select(half: str = "both", only: str | None = None, generator: str | None = None) -> list[ScanSpec]:
-    """The scans of a half (``tune``, ``holdout`` or ``both``), a generator, a name substring."""
+def select(half: str = "both", only: str | None = None, generator: str | None = None, seed_offset: int = 0) -> list[ScanSpec]:
+    """The scans of a half (``tune``, ``holdout`` or ``both``), a generator, a name substring.
+
+    ``seed_offset`` != 0: fresh copies of those conditions, every seed shifted by it and every
+    name ending in ``-sOFFSET``: scans no setting was tuned on (a third sample of each
+    condition, to see whether the two halves' numbers hold on other seeds)."""
     if half not in (*HALVES, "both"):
         raise ValueError(f"half={half!r} should be tune, holdout or both")
     if generator is not None and generator not in GENERATORS:
         raise ValueError(f"generator={generator!r} should be one of {GENERATORS}")
+    specs = [
+        replace(s, name=f"{s.name}-s{seed_offset}", seed=s.seed + seed_offset) if seed_offset else s
+        for s in SCANS
+    ]
     return [
-        s for s in SCANS
+        s for s in specs
         if (half == "both" or s.half == half) and (generator is None or s.generator == generator)
         and (only is None or only in s.name)
     ]
@@ -180,9 +188,10 @@ def main(argv=None) -> int:
     parser.add_argument("--half", default="both")
     parser.add_argument("--only")
     parser.add_argument("--generator")
+    parser.add_argument("--seed-offset", type=int, default=0, help="fresh copies: every seed shifted by this")
     parser.add_argument("--force", action="store_true", help="regenerate cached scans too")
     args = parser.parse_args(argv)
-    for spec in select(args.half, args.only, args.generator):
+    for spec in select(args.half, args.only, args.generator, args.seed_offset):
         if not args.force and cached(spec, args.cache):
             continue
         info = save(spec, args.cache)
