@@ -66,6 +66,34 @@ def test_halves_are_deterministic_and_seeds_distinct():
     assert set(catalogue.select("tune")).isdisjoint(catalogue.select("holdout"))
 
 
+def test_fresh_seeds_are_neither_halfs_and_keep_the_conditions():
+    fresh = catalogue.select(seed_offset=5003)
+    used = {(s.generator, s.seed) for s in catalogue.SCANS}
+    assert len(fresh) == len(catalogue.SCANS)
+    assert not used & {(s.generator, s.seed) for s in fresh}
+    for old, new in zip(catalogue.SCANS, fresh):
+        assert new.name == f"{old.name}-s5003" and new.params == old.params and new.half == old.half
+        assert new.key() != old.key()
+    assert [s.name for s in catalogue.select("tune", only="syn-basic", seed_offset=5003)] == ["syn-basic-t-s5003"]
+
+
+def test_benchmark_features_reproduce_cluster_inertia():
+    """bench_quality's inertia gap needs its feature helper to rebuild cluster's features (offset,
+    spikes, mask, alignment, detector blur): the inertia of cluster's own labels must match."""
+    import bench_quality
+    import gpu4d
+    from quality import synthetic_scans
+
+    data, labels, _ = synthetic_scans.make(3, scan=(24, 24), detector=64, n_grains=2, drift_px=1.0, dose=600, dtype="uint8")
+    result = gpu4d.cluster(data, 3, exact=True)
+    assert result.parameters["blur_px"] > 0  # the default blur is on, so the helper must blur too
+    features = bench_quality.preprocessed_features(data, {})
+    inertia = bench_quality.partition_inertia(features, result.labels.ravel())
+    assert inertia == pytest.approx(result.inertia, rel=bench_quality.INERTIA_CHECK_RTOL)
+    unblurred = bench_quality.partition_inertia(bench_quality.preprocessed_features(data, {"blur": "none"}), result.labels.ravel())
+    assert unblurred != pytest.approx(result.inertia, rel=bench_quality.INERTIA_CHECK_RTOL)
+
+
 # ------------------------------------------------------------------------------ layouts and fields
 def test_band_and_inclusions_cover_the_share_asked():
     rng = np.random.default_rng(3)
