@@ -311,6 +311,9 @@ def main(argv=None) -> int:
     rows = []
     halves = ("tune", "holdout") if args.half == "both" else (args.half,)
     if args.seeds:
+        used = {seed for c in conditions for seed in (*c.seeds, *c.holdout_seeds)}
+        if used & set(args.seeds):
+            parser.error(f"--seeds {sorted(used & set(args.seeds))}: seeds of the tune or holdout half")
         halves = ("fresh",)
     seeds_of = {"tune": lambda c: c.seeds, "holdout": lambda c: c.holdout_seeds, "fresh": lambda c: args.seeds}
     for half in halves:

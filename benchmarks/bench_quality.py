@@ -279,7 +279,10 @@ def main(argv=None) -> int:
         if name not in accepted or name in ("data", "n_clusters"):
             parser.error(f"--option {name}: gpu4d.cluster has no option of that name")
 
-    specs = catalogue.select(args.half, args.only, args.generator, args.seed_offset)
+    try:
+        specs = catalogue.select(args.half, args.only, args.generator, args.seed_offset)
+    except ValueError as error:
+        parser.error(str(error))
     if not specs:
         parser.error("no scan matches --half/--only/--generator")
     ensure_cached(specs, args.cache, args.seed_offset)

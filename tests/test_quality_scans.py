@@ -75,6 +75,8 @@ def test_fresh_seeds_are_neither_halfs_and_keep_the_conditions():
         assert new.name == f"{old.name}-s5003" and new.params == old.params and new.half == old.half
         assert new.key() != old.key()
     assert [s.name for s in catalogue.select("tune", only="syn-basic", seed_offset=5003)] == ["syn-basic-t-s5003"]
+    with pytest.raises(ValueError, match="seed_offset=1 gives seeds of the tune or holdout half"):
+        catalogue.select(seed_offset=1)  # the tune seeds + 1 are the holdout seeds
 
 
 def test_benchmark_features_reproduce_cluster_inertia():

@@ -122,6 +122,8 @@ def select(half: str = "both", only: str | None = None, generator: str | None = 
         replace(s, name=f"{s.name}-s{seed_offset}", seed=s.seed + seed_offset) if seed_offset else s
         for s in SCANS
     ]
+    if seed_offset and {(s.generator, s.seed) for s in specs} & {(s.generator, s.seed) for s in SCANS}:
+        raise ValueError(f"seed_offset={seed_offset} gives seeds of the tune or holdout half; try 5003")
     return [
         s for s in specs
         if (half == "both" or s.half == half) and (generator is None or s.generator == generator)
