@@ -68,35 +68,20 @@ def parse_option(text: str) -> tuple[str, object]:
 
 
 def preprocessed_features(data: np.ndarray, options: dict) -> np.ndarray:
-    """gpu4d's feature matrix (n_patterns, n_kept_pixels) float32 for ``cluster(data, **options)``.
-
-    ``gpu4d.cluster`` builds this matrix inside the call and does not hand it back, so this
-    helper repeats the steps of ``gpu4d.cluster(..., exact=True)`` (offset, spikes, mask,
-    alignment, detector blur, transform, normalization) with the pipeline's own functions, on
-    the CPU. The options it is not given come from ``cluster``'s own defaults, so it follows a
-    change of default. If the pipeline gains a step this helper lacks, the features no longer
-    reproduce ``cluster``'s inertia, and ``run_scan`` reports the gap as unknown.
-    """
+    """gpu4d's feature matrix (n_patterns, n_kept_pixels) float32 for ``cluster(data, **options)``,
+    built on the CPU by ``gpu4d.pipeline.exact_features``, the function ``cluster(exact=True)``
+    builds it with. The options it is not given come from ``cluster``'s own defaults, so it
+    follows a change of default."""
     import gpu4d
     from gpu4d.backend import get_backend
     from gpu4d.io.dataset import open_dataset
-    from gpu4d.pipeline import PreprocessingOptions
-    from gpu4d.preprocessing import build_features, resolve_batch_size
+    from gpu4d.pipeline import PreprocessingOptions, exact_features
 
     defaults = {k: v.default for k, v in inspect.signature(gpu4d.cluster).parameters.items()}
     names = ("mask", "normalize", "transform", "align", "offset", "spikes", "blur")
     parsed = PreprocessingOptions.parse(**{k: options.get(k, defaults[k]) for k in names})
     engine = get_backend("cpu")
-    dataset, detector_mask, mean = parsed.masked_dataset(open_dataset(data))
-    batch = resolve_batch_size(None, dataset, engine, detector_mask.n_kept)
-    shifts = None
-    if parsed.align is not None:
-        detector_mask, _, shifts, _ = parsed.alignment(dataset, engine, detector_mask, mean, batch, False)
-    features = build_features(
-        dataset, engine, detector_mask.kept_pixels(), parsed.transform, parsed.norm, shifts, batch,
-        blur=parsed.blur_sigma(dataset),
-    )
-    return engine.to_host(features)
+    return engine.to_host(exact_features(open_dataset(data), parsed, engine).features)
 
 
 def partition_inertia(features: np.ndarray, labels: np.ndarray) -> float:

@@ -136,33 +136,15 @@ def cluster(
             warnings.warn(warning.message, warning.category, stacklevel=2)
         return swept.as_cluster_result(n_clusters)
     engine = get_backend(backend)
-
-    with timer.stage("mask"):
-        dataset, detector_mask, mean = options.masked_dataset(dataset)
-        pixels = detector_mask.kept_pixels()
-    batch = resolve_batch_size(batch_size, dataset, engine, detector_mask.n_kept)
-    _check_device_memory(engine, dataset, detector_mask.n_kept)
-
-    shifts = centres = None
-    if options.align is not None:
-        with timer.stage("align"):
-            detector_mask, centres, shifts, align_info = options.alignment(
-                dataset, engine, detector_mask, mean, batch, progress
-            )
-        pixels = detector_mask.kept_pixels()
-
-    with timer.stage("preprocess"):
-        features = build_features(
-            dataset, engine, pixels, options.transform, options.norm, shifts, batch, progress,
-            blur=options.blur_sigma(dataset),
-        )
+    prepared = exact_features(dataset, options, engine, batch_size, progress, timer)
+    dataset, pixels, shifts, batch = prepared.dataset, prepared.pixels, prepared.shifts, prepared.batch_size
 
     with timer.stage("kmeans"), stage_spinner(progress, f"KMeans k={n_clusters}"):
         fit = engine.kmeans(
-            features, n_clusters, n_init=n_init, max_iter=max_iter, tol=tol,
+            prepared.features, n_clusters, n_init=n_init, max_iter=max_iter, tol=tol,
             random_state=random_state, init=_initial_centroids(init, n_clusters, dataset, pixels),
         )
-    del features
+    prepared.features = None  # the matrix is freed before the mean patterns' pass
 
     with timer.stage("mean_patterns"):
         means, sizes = cluster_mean_patterns(dataset, engine, fit.labels, n_clusters, shifts, batch, progress)
@@ -186,7 +168,7 @@ def cluster(
         "batch_size": batch,
         "exact": True,
     }
-    extra = {"alignment": align_info} if options.align is not None else {}
+    extra = {"alignment": prepared.align_info} if options.align is not None else {}
     return ClusterResult(
         labels=fit.labels.reshape(dataset.scan_shape),
         centroids=centroids,
@@ -197,14 +179,53 @@ def cluster(
         backend=engine.name,
         backend_description=engine.describe(),
         parameters=parameters,
-        mask=detector_mask,
+        mask=prepared.detector_mask,
         timings={k: round(v, 4) for k, v in timer.seconds.items()},
         scan_axes=dataset.scan_axes,
         detector_axes=dataset.detector_axes,
         source=dataset.source,
-        centres=None if centres is None else centres.reshape(*dataset.scan_shape, 2),
+        centres=None if prepared.centres is None else prepared.centres.reshape(*dataset.scan_shape, 2),
         extra=extra,
     )
+
+
+@dataclass
+class ExactFeatures:
+    """The exact path's preprocessing of one scan: what ``exact_features`` hands back."""
+
+    dataset: object  # the Dataset as every later pass reads it (offset, bad pixels, spikes)
+    detector_mask: object  # the DetectorMask, with the border the shifts move in when aligned
+    pixels: tuple  # the kept pixels' (rows, columns) on the detector
+    centres: np.ndarray | None  # (n_patterns, 2) beam centres when aligned, else None
+    shifts: np.ndarray | None  # (n_patterns, 2) the shifts applied, else None
+    align_info: dict | None  # what the alignment measured and decided (summary.json's)
+    features: object  # (n_patterns, n_kept) float32 on the backend's device
+    batch_size: int  # patterns per batch
+
+
+def exact_features(dataset, options: "PreprocessingOptions", engine, batch_size=None, progress=False, timer=None) -> ExactFeatures:
+    """The feature matrix of ``cluster(exact=True)`` and everything it was built with: offset,
+    bad pixels and spikes on read, the mask, the descan alignment, the detector blur, the
+    transform and the normalization, in that order. The one home of that order: ``cluster``
+    and the quality benchmark's inertia check both call it."""
+    timer = timer if timer is not None else StageTimer()
+    with timer.stage("mask"):
+        dataset, detector_mask, mean = options.masked_dataset(dataset)
+    batch = resolve_batch_size(batch_size, dataset, engine, detector_mask.n_kept)
+    _check_device_memory(engine, dataset, detector_mask.n_kept)
+    centres = shifts = align_info = None
+    if options.align is not None:
+        with timer.stage("align"):
+            detector_mask, centres, shifts, align_info = options.alignment(
+                dataset, engine, detector_mask, mean, batch, progress
+            )
+    pixels = detector_mask.kept_pixels()
+    with timer.stage("preprocess"):
+        features = build_features(
+            dataset, engine, pixels, options.transform, options.norm, shifts, batch, progress,
+            blur=options.blur_sigma(dataset),
+        )
+    return ExactFeatures(dataset, detector_mask, pixels, centres, shifts, align_info, features, batch)
 
 
 @dataclass(frozen=True)
