@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
@@ -94,6 +95,26 @@ def test_benchmark_features_reproduce_cluster_inertia():
     assert inertia == pytest.approx(result.inertia, rel=bench_quality.INERTIA_CHECK_RTOL)
     unblurred = bench_quality.partition_inertia(bench_quality.preprocessed_features(data, {"blur": "none"}), result.labels.ravel())
     assert unblurred != pytest.approx(result.inertia, rel=bench_quality.INERTIA_CHECK_RTOL)
+
+
+def test_lloyd_from_the_truth_matches_scikit_learn():
+    """loARI's optimum: Lloyd from a partition, against scikit-learn's Lloyd started from the same
+    centroids. A "truth" that is no KMeans optimum (points spread evenly along a line, split at
+    a fifth) moves to the middle; a truth that is one (two far blobs) stays."""
+    import bench_quality
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(3)
+    line = np.column_stack([np.linspace(0.0, 1.0, 400), rng.normal(0, 0.01, 400)]).astype(np.float32)
+    blobs = np.concatenate([rng.normal(0, 0.1, (150, 3)), rng.normal(3, 0.1, (50, 3))]).astype(np.float32)
+    for features, truth in ((line, (line[:, 0] > 0.2).astype(int)), (blobs, np.repeat([0, 1], [150, 50]))):
+        ours = bench_quality.lloyd_optimum_from(features, truth)
+        start = np.stack([features[truth == i].mean(axis=0) for i in (0, 1)])
+        reference = KMeans(2, init=start, n_init=1, tol=0, algorithm="lloyd").fit(features.astype(np.float64)).labels_
+        assert adjusted_rand_score(ours, reference) == 1.0
+    assert adjusted_rand_score(truth, ours) == 1.0  # the blobs' truth is an optimum
+    line_optimum = bench_quality.lloyd_optimum_from(line, (line[:, 0] > 0.2).astype(int))
+    assert abs(np.mean(line_optimum == line_optimum[-1]) - 0.5) < 0.02  # the line's split moved to its middle
 
 
 # ------------------------------------------------------------------------------ layouts and fields
